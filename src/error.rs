@@ -1,0 +1,77 @@
+//! The crate's one error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `rsp`, with messages that say what was
+/// expected and what was found.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RspError {
+    /// A tensor does not have the shape a layer or call expects.
+    #[error("shape mismatch in {context}: expected {expected}, found {found:?}")]
+    Shape {
+        /// Where the mismatch was found (layer, argument or tensor name).
+        context: String,
+        /// The expected shape, in words.
+        expected: String,
+        /// The shape that was found.
+        found: Vec<usize>,
+    },
+    /// A target class index is not a class of the network.
+    #[error("target class {target} is out of range: the network has {classes} classes")]
+    TargetOutOfRange {
+        /// The requested class.
+        target: usize,
+        /// Number of classes (logits) of the network.
+        classes: usize,
+    },
+    /// A tensor contains NaN or infinite values.
+    #[error("{tensor} contains a non-finite value (NaN or infinity) at flat index {index}")]
+    NonFinite {
+        /// Name of the tensor.
+        tensor: String,
+        /// First offending element (row-major).
+        index: usize,
+    },
+    /// An argument is invalid (empty batch, wrong number of targets, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The network description is inconsistent or unsupported.
+    #[error("invalid model: {0}")]
+    Model(String),
+    /// A weight tensor the model needs is not in the file.
+    #[error("missing weight tensor `{0}`")]
+    MissingWeight(String),
+    /// A model or data file is malformed.
+    #[error("malformed file {path}: {reason}")]
+    Format {
+        /// The file (or `<memory>`).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for `Result<T, RspError>`.
+pub type Result<T, E = RspError> = std::result::Result<T, E>;
+
+impl RspError {
+    pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, found: &[usize]) -> Self {
+        RspError::Shape { context: context.into(), expected: expected.into(), found: found.to_vec() }
+    }
+    pub(crate) fn model(msg: impl Into<String>) -> Self {
+        RspError::Model(msg.into())
+    }
+    pub(crate) fn format(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        RspError::Format { path: path.into(), reason: reason.into() }
+    }
+}
