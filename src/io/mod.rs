@@ -1,0 +1,4 @@
+//! Reading and writing models and tensors.
+
+pub mod npy;
+pub mod safetensors;

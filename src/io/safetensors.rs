@@ -1,0 +1,423 @@
+//! Models in safetensors files: weights under PyTorch `state_dict` names and
+//! the architecture in the metadata (the format of the golden files; see
+//! `docs/model-format.md`).
+
+use crate::backend::ConvGeometry;
+use crate::error::{Result, RspError};
+use crate::float::Float;
+use crate::layers::{AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu};
+use crate::network::{Network, NodeOp, Source};
+use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A kernel, stride or padding given as one number or `[h, w]`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Pair {
+    /// The same value for height and width.
+    Square(usize),
+    /// `[height, width]`.
+    Rect([usize; 2]),
+}
+
+impl Pair {
+    fn hw(self) -> (usize, usize) {
+        match self {
+            Pair::Square(v) => (v, v),
+            Pair::Rect([h, w]) => (h, w),
+        }
+    }
+}
+
+fn zero() -> Pair {
+    Pair::Square(0)
+}
+fn one() -> Pair {
+    Pair::Square(1)
+}
+
+/// One entry of the `layers` metadata list.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// `conv2d {name, in, out, kernel, stride, padding}`.
+    #[serde(rename = "conv2d")]
+    Conv2d {
+        /// Weight prefix.
+        name: String,
+        /// Input channels.
+        #[serde(rename = "in")]
+        in_channels: usize,
+        /// Output channels.
+        out: usize,
+        /// Kernel size.
+        kernel: Pair,
+        /// Stride (default 1).
+        #[serde(default = "one")]
+        stride: Pair,
+        /// Symmetric zero padding (default 0).
+        #[serde(default = "zero")]
+        padding: Pair,
+    },
+    /// `batchnorm2d {name, eps}`.
+    #[serde(rename = "batchnorm2d")]
+    BatchNorm2d {
+        /// Weight prefix.
+        name: String,
+        /// ε (default 1e-5).
+        #[serde(default = "default_eps")]
+        eps: f64,
+    },
+    /// `relu`.
+    #[serde(rename = "relu")]
+    Relu,
+    /// `dropout` (identity).
+    #[serde(rename = "dropout")]
+    Dropout {
+        /// Ignored at inference.
+        #[serde(default, skip_serializing)]
+        p: Option<f64>,
+    },
+    /// `maxpool2d {kernel, stride, padding}` (stride defaults to the kernel).
+    #[serde(rename = "maxpool2d")]
+    MaxPool2d {
+        /// Kernel size.
+        kernel: Pair,
+        /// Stride (default: the kernel).
+        #[serde(default)]
+        stride: Option<Pair>,
+        /// Padding (default 0).
+        #[serde(default = "zero")]
+        padding: Pair,
+    },
+    /// `avgpool2d {kernel, stride}` (no padding).
+    #[serde(rename = "avgpool2d")]
+    AvgPool2d {
+        /// Kernel size.
+        kernel: Pair,
+        /// Stride (default: the kernel).
+        #[serde(default)]
+        stride: Option<Pair>,
+    },
+    /// `adaptive_avgpool2d {output: [h, w]}`.
+    #[serde(rename = "adaptive_avgpool2d")]
+    AdaptiveAvgPool2d {
+        /// Output size.
+        output: Pair,
+    },
+    /// `flatten`.
+    #[serde(rename = "flatten")]
+    Flatten,
+    /// `linear {name, in, out}`.
+    #[serde(rename = "linear")]
+    Linear {
+        /// Weight prefix.
+        name: String,
+        /// Input features.
+        #[serde(rename = "in")]
+        in_features: usize,
+        /// Output features.
+        out: usize,
+    },
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// The weights of a file, by name, with shape and dtype checks on access.
+pub(crate) struct Weights<'a> {
+    tensors: SafeTensors<'a>,
+    origin: String,
+}
+
+impl<'a> Weights<'a> {
+    pub(crate) fn get<T: Float>(&self, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
+        let t = self.tensors.tensor(name).map_err(|_| RspError::MissingWeight(name.to_string()))?;
+        if t.shape() != shape {
+            return Err(RspError::shape(format!("weight tensor `{name}` in {}", self.origin), format!("{shape:?}"), t.shape()));
+        }
+        let a = tensor_to_array::<T>(&t, name)?;
+        if let Some(index) = a.iter().position(|v| !v.is_finite()) {
+            return Err(RspError::NonFinite { tensor: format!("weight tensor `{name}`"), index });
+        }
+        Ok(a)
+    }
+
+    pub(crate) fn optional<T: Float>(&self, name: &str, shape: &[usize]) -> Result<Option<ArrayD<T>>> {
+        if self.tensors.names().iter().any(|n| *n == name) {
+            self.get(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub(crate) fn vector<T: Float>(&self, name: &str, len: usize) -> Result<Array1<T>> {
+        Ok(self.get::<T>(name, &[len])?.into_dimensionality().expect("checked shape"))
+    }
+
+    /// The shape of a tensor, if present.
+    pub(crate) fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.tensor(name).ok().map(|t| t.shape().to_vec())
+    }
+}
+
+/// Converts a float32 or float64 tensor to an array of `T`.
+pub(crate) fn tensor_to_array<T: Float>(t: &TensorView<'_>, name: &str) -> Result<ArrayD<T>> {
+    let data = t.data();
+    let values: Vec<T> = match t.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|c| T::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)).collect(),
+        Dtype::F64 => data.chunks_exact(8).map(|c| T::of(f64::from_le_bytes(c.try_into().expect("8 bytes")))).collect(),
+        other => {
+            return Err(RspError::Model(format!("tensor `{name}` has dtype {other:?}; only F32 and F64 are supported")));
+        }
+    };
+    ArrayD::from_shape_vec(IxDyn(t.shape()), values)
+        .map_err(|_| RspError::Model(format!("tensor `{name}`: data length does not match its shape {:?}", t.shape())))
+}
+
+/// Parses the file's header and metadata (bounded by the bytes present).
+pub(crate) fn open_file<'a>(bytes: &'a [u8], origin: &str) -> Result<(Weights<'a>, HashMap<String, String>)> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+    Ok((Weights { tensors, origin: origin.to_string() }, metadata))
+}
+
+/// Reads a JSON metadata field.
+pub(crate) fn json_field<V: serde::de::DeserializeOwned>(metadata: &HashMap<String, String>, key: &str, origin: &str) -> Result<Option<V>> {
+    metadata
+        .get(key)
+        .map(|text| serde_json::from_str(text).map_err(|e| RspError::format(origin, format!("metadata `{key}`: {e}"))))
+        .transpose()
+}
+
+fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn Layer<T>>> {
+    let nonzero = |what: &str, v: usize| {
+        if v == 0 {
+            Err(RspError::model(format!("{what} must be ≥ 1")))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(match spec {
+        LayerSpec::Conv2d { name, in_channels, out, kernel, stride, padding } => {
+            let (kh, kw) = kernel.hw();
+            let weight = w.get::<T>(&format!("{name}.weight"), &[*out, *in_channels, kh, kw])?;
+            let bias = w.optional::<T>(&format!("{name}.bias"), &[*out])?;
+            let (sh, sw) = stride.hw();
+            let (ph, pw) = padding.hw();
+            let geometry = ConvGeometry { stride: [nonzero("conv stride", sh)?, nonzero("conv stride", sw)?], padding: [ph, pw, ph, pw] };
+            let weight: Array4<T> = weight.into_dimensionality().expect("checked shape");
+            Box::new(Conv2d::new(name.clone(), weight, bias.map(|b| b.into_dimensionality().expect("checked shape")), geometry)?)
+        }
+        LayerSpec::BatchNorm2d { name, eps } => {
+            let c = w
+                .shape_of(&format!("{name}.weight"))
+                .and_then(|s| (s.len() == 1).then_some(s[0]))
+                .ok_or_else(|| RspError::MissingWeight(format!("{name}.weight (a vector)")))?;
+            let v = |suffix: &str| w.vector::<T>(&format!("{name}.{suffix}"), c);
+            Box::new(BatchNorm2d::new(name.clone(), v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?, T::of(*eps))?)
+        }
+        LayerSpec::Relu => Box::new(Relu),
+        LayerSpec::Dropout { .. } => Box::new(Dropout),
+        LayerSpec::MaxPool2d { kernel, stride, padding } => {
+            let (ph, pw) = padding.hw();
+            Box::new(MaxPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw(), [ph, pw, ph, pw]))
+        }
+        LayerSpec::AvgPool2d { kernel, stride } => Box::new(AvgPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw())),
+        LayerSpec::AdaptiveAvgPool2d { output } => Box::new(AdaptiveAvgPool2d::new(output.hw())),
+        LayerSpec::Flatten => Box::new(Flatten),
+        LayerSpec::Linear { name, in_features, out } => {
+            let weight: Array2<T> = w.get::<T>(&format!("{name}.weight"), &[*out, *in_features])?.into_dimensionality().expect("checked");
+            let bias = w.optional::<T>(&format!("{name}.bias"), &[*out])?;
+            Box::new(Linear::new(name.clone(), weight, bias.map(|b| b.into_dimensionality().expect("checked shape")))?)
+        }
+    })
+}
+
+/// The spec of a layer of this crate's built-in types (for writing files).
+fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
+    let any = layer.as_any();
+    let pair = |(h, w): (usize, usize)| if h == w { Pair::Square(h) } else { Pair::Rect([h, w]) };
+    if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
+        let (o, i, kh, kw) = c.weight().dim();
+        let g = c.geometry();
+        let [pt, pl, pb, pr] = g.padding;
+        if pt != pb || pl != pr {
+            return None;
+        }
+        return Some(LayerSpec::Conv2d {
+            name: c.name().to_string(),
+            in_channels: i,
+            out: o,
+            kernel: pair((kh, kw)),
+            stride: pair((g.stride[0], g.stride[1])),
+            padding: pair((pt, pl)),
+        });
+    }
+    if let Some(l) = any.downcast_ref::<Linear<T>>() {
+        return Some(LayerSpec::Linear { name: l.name().to_string(), in_features: l.weight().ncols(), out: l.weight().nrows() });
+    }
+    if let Some(b) = any.downcast_ref::<BatchNorm2d<T>>() {
+        return Some(LayerSpec::BatchNorm2d { name: b.name().to_string(), eps: b.parameters().4.to_f64_exact() });
+    }
+    if let Some(p) = any.downcast_ref::<MaxPool2d>() {
+        let [pt, pl, pb, pr] = p.padding;
+        if pt != pb || pl != pr {
+            return None;
+        }
+        return Some(LayerSpec::MaxPool2d { kernel: pair(p.kernel), stride: Some(pair(p.stride)), padding: pair((pt, pl)) });
+    }
+    if let Some(p) = any.downcast_ref::<AvgPool2d>() {
+        return (p.padding == [0; 4]).then(|| LayerSpec::AvgPool2d { kernel: pair(p.kernel), stride: Some(pair(p.stride)) });
+    }
+    if let Some(p) = any.downcast_ref::<AdaptiveAvgPool2d>() {
+        return Some(LayerSpec::AdaptiveAvgPool2d { output: pair(p.output) });
+    }
+    if any.is::<Relu>() {
+        return Some(LayerSpec::Relu);
+    }
+    if any.is::<Dropout>() {
+        return Some(LayerSpec::Dropout { p: None });
+    }
+    if any.is::<Flatten>() {
+        return Some(LayerSpec::Flatten);
+    }
+    None
+}
+
+impl<T: Float> Network<T> {
+    /// Loads a model from a safetensors file: weights under PyTorch
+    /// `state_dict` names, the architecture in the `layers` metadata (see
+    /// `docs/model-format.md`).
+    ///
+    /// ```no_run
+    /// let net = rsp::Network::<f32>::load_safetensors("data/digits_vgg.safetensors").unwrap();
+    /// println!("{net:?}");
+    /// ```
+    pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
+        Self::from_safetensors_bytes(&bytes, &shown)
+    }
+
+    /// [`Network::load_safetensors`] from bytes in memory; `origin` names them in errors.
+    pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
+        let (weights, metadata) = open_file(bytes, origin)?;
+        let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?.ok_or_else(|| {
+            RspError::format(origin, "no `layers` metadata: the file does not describe an architecture")
+        })?;
+        let mut net = Network::new();
+        for (k, value) in specs.into_iter().enumerate() {
+            let spec: LayerSpec =
+                serde_json::from_value(value.clone()).map_err(|e| RspError::Model(format!("layer {k} ({value}): {e}")))?;
+            let layer = build_layer::<T>(&spec, &weights).map_err(|e| match e {
+                RspError::Model(m) => RspError::Model(format!("layer {k}: {m}")),
+                other => other,
+            })?;
+            net.push_boxed(layer, net.last());
+        }
+        apply_common_metadata(&mut net, &metadata, origin)?;
+        Ok(net)
+    }
+
+    /// Writes the network in the format [`Network::load_safetensors`] reads
+    /// (weights in `T`). Works for chains of the built-in layers.
+    ///
+    /// ```
+    /// # use rsp::layers::{Flatten, Layer, Linear};
+    /// let fc = Linear::new("fc", ndarray::arr2(&[[1.0f32, 2.0]]), None).unwrap();
+    /// let net = rsp::Network::<f32>::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f32>>, Box::new(fc)]);
+    /// let path = std::env::temp_dir().join("rsp-doc-save.safetensors");
+    /// net.save_safetensors(&path).unwrap();
+    /// let back = rsp::Network::<f32>::load_safetensors(&path).unwrap();
+    /// assert_eq!(back.len(), 2);
+    /// ```
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let mut specs = Vec::new();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut put = |name: String, a: ndarray::ArrayViewD<T>| {
+            let bytes: Vec<u8> = a.iter().flat_map(|v| to_le_bytes(*v)).collect();
+            tensors.push((name, a.shape().to_vec(), bytes));
+        };
+        for (k, node) in self.nodes().iter().enumerate() {
+            let layer = match (&node.op, node.inputs.as_slice()) {
+                (NodeOp::Layer(l), [src]) if *src == if k == 0 { Source::Input } else { Source::Node(k - 1) } => l,
+                _ => return Err(RspError::model(format!("node #{k} is not part of a chain; the layers format only describes chains"))),
+            };
+            let spec = spec_of(layer.as_ref())
+                .ok_or_else(|| RspError::model(format!("node #{k} ({}) has no entry in the layers format", layer.describe())))?;
+            let any = layer.as_any();
+            if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
+                put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
+                if let Some(b) = c.bias() {
+                    put(format!("{}.bias", c.name()), b.view().into_dyn());
+                }
+            } else if let Some(l) = any.downcast_ref::<Linear<T>>() {
+                put(format!("{}.weight", l.name()), l.weight().view().into_dyn());
+                if let Some(b) = l.bias() {
+                    put(format!("{}.bias", l.name()), b.view().into_dyn());
+                }
+            } else if let Some(b) = any.downcast_ref::<BatchNorm2d<T>>() {
+                let (g, beta, m, v, _) = b.parameters();
+                for (suffix, t) in [("weight", g), ("bias", beta), ("running_mean", m), ("running_var", v)] {
+                    put(format!("{}.{suffix}", b.name()), t.view().into_dyn());
+                }
+            }
+            specs.push(spec);
+        }
+        let dtype = if T::NAME == "f32" { Dtype::F32 } else { Dtype::F64 };
+        let views = tensors
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| RspError::model(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut metadata = HashMap::new();
+        metadata.insert("layers".to_string(), serde_json::to_string(&specs).expect("serialisable"));
+        if let Some(s) = self.start_layer_setting() {
+            metadata.insert("start_layer".to_string(), s.to_string());
+        }
+        if let Some(names) = self.class_names() {
+            metadata.insert("classes".to_string(), serde_json::to_string(names).expect("serialisable"));
+        }
+        if let Some(shape) = self.input_shape() {
+            let mut full = vec![1];
+            full.extend_from_slice(shape);
+            metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
+        }
+        ::safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| RspError::format(shown, e.to_string()))
+    }
+}
+
+fn to_le_bytes<T: Float>(v: T) -> Vec<u8> {
+    if T::NAME == "f32" {
+        (v.to_f64_exact() as f32).to_le_bytes().to_vec()
+    } else {
+        v.to_f64_exact().to_le_bytes().to_vec()
+    }
+}
+
+/// Applies the metadata every model file may carry: `start_layer`, `classes`, `input_shape`.
+pub(crate) fn apply_common_metadata<T: Float>(net: &mut Network<T>, metadata: &HashMap<String, String>, origin: &str) -> Result<()> {
+    if let Some(s) = json_field::<usize>(metadata, "start_layer", origin)? {
+        if s + 1 >= net.len() {
+            return Err(RspError::Model(format!("start_layer {s} is not a node before the last of {} nodes", net.len())));
+        }
+        net.set_start_layer(Some(s));
+    }
+    net.set_class_names(json_field(metadata, "classes", origin)?);
+    if let Some(shape) = json_field::<Vec<usize>>(metadata, "input_shape", origin)? {
+        if shape.len() == 4 && shape[1..].iter().all(|&d| d > 0) {
+            net.set_input_shape(Some(shape[1..].to_vec()));
+        }
+    }
+    Ok(())
+}

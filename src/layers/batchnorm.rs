@@ -1,0 +1,145 @@
+//! Batch normalisation at inference: forward, gradient and its RSP rule.
+
+use super::{as_chw, check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
+use crate::backend::Backend;
+use crate::error::{Result, RspError};
+use crate::float::{safe_div, Float};
+use ndarray::{Array1, ArrayD, ArrayViewD, Axis, Zip};
+
+/// `z = γ (x − μ)/sqrt(σ² + ε) + β` per channel, with running statistics.
+///
+/// RSP rule (as released): with `w_c = γ_c / sqrt(σ²_c² + ε)` (the variance
+/// squared, which only decides which `w_c` are zero), the bias share
+/// `b = β_c·[R ≠ 0] ⊘ n_c` (`n_c` = nonzero relevances of channel `c`) is
+/// removed and added back: `R_in = x ⊙ ((R−b) ⊘ (x·w))·w + x ⊙ (b ⊘ (x·w))·w`,
+/// i.e. `R` wherever `x·w ≠ 0` and `0` elsewhere.
+///
+/// ```
+/// use rsp::backend::CpuBackend;
+/// use rsp::layers::{BatchNorm2d, Layer};
+/// use ndarray::arr1;
+/// let bn = BatchNorm2d::new("bn", arr1(&[2.0]), arr1(&[1.0]), arr1(&[0.5]), arr1(&[4.0]), 0.0).unwrap();
+/// let x = ndarray::Array3::from_elem((1, 1, 1), 2.5).into_dyn();
+/// assert_eq!(bn.forward(&CpuBackend, x.view()).unwrap()[[0, 0, 0]], 3.0); // 2·(2.5−0.5)/2 + 1
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d<T> {
+    name: String,
+    gamma: Array1<T>,
+    beta: Array1<T>,
+    mean: Array1<T>,
+    var: Array1<T>,
+    eps: T,
+}
+
+impl<T: Float> BatchNorm2d<T> {
+    /// Batch norm with scale `γ`, shift `β`, running mean and variance (all of
+    /// one length, the channel count) and `ε`.
+    pub fn new(name: impl Into<String>, gamma: Array1<T>, beta: Array1<T>, mean: Array1<T>, var: Array1<T>, eps: T) -> Result<Self> {
+        let name = name.into();
+        let c = gamma.len();
+        if c == 0 {
+            return Err(RspError::model(format!("batchnorm2d {name} has no channels")));
+        }
+        for (what, t) in [("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
+            check_same_shape(&format!("{what} of batchnorm2d {name}"), &[c], t.shape())?;
+        }
+        if !(eps >= T::zero()) || var.iter().any(|&v| v < T::zero()) {
+            return Err(RspError::model(format!("batchnorm2d {name}: ε and the running variance must be ≥ 0")));
+        }
+        Ok(BatchNorm2d { name, gamma, beta, mean, var, eps })
+    }
+
+    /// `(γ, β, running mean, running variance, ε)`.
+    pub fn parameters(&self) -> (&Array1<T>, &Array1<T>, &Array1<T>, &Array1<T>, T) {
+        (&self.gamma, &self.beta, &self.mean, &self.var, self.eps)
+    }
+
+    fn check(&self, input: &[usize]) -> Result<()> {
+        let c = self.gamma.len();
+        if input.len() != 3 || input[0] != c {
+            return Err(RspError::shape(format!("input of batchnorm2d {}", self.name), format!("{c}×H×W"), input));
+        }
+        Ok(())
+    }
+
+    /// The forward scale `γ / sqrt(σ² + ε)` per channel.
+    fn scale(&self) -> Array1<T> {
+        Zip::from(&self.gamma).and(&self.var).map_collect(|&g, &v| g / (v + self.eps).sqrt())
+    }
+}
+
+impl<T: Float> Layer<T> for BatchNorm2d<T> {
+    fn kind(&self) -> LayerKind {
+        LayerKind::BatchNorm2d
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.check(input)?;
+        Ok(input.to_vec())
+    }
+
+    fn forward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        self.check(x.shape())?;
+        let mut z = as_chw(x, &self.name)?.to_owned();
+        let scale = self.scale();
+        for (c, mut plane) in z.axis_iter_mut(Axis(0)).enumerate() {
+            let (m, s, b) = (self.mean[c], scale[c], self.beta[c]);
+            plane.mapv_inplace(|v| (v - m) * s + b);
+        }
+        Ok(z.into_dyn())
+    }
+
+    fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        self.check(x.shape())?;
+        check_same_shape(&format!("gradient at the output of batchnorm2d {}", self.name), x.shape(), grad_output.shape())?;
+        let mut g = as_chw(grad_output, &self.name)?.to_owned();
+        for (mut plane, &s) in g.axis_iter_mut(Axis(0)).zip(&self.scale()) {
+            plane *= s;
+        }
+        Ok(g.into_dyn())
+    }
+
+    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        self.check(x.shape())?;
+        check_same_shape(&format!("relevance at the output of batchnorm2d {}", self.name), x.shape(), relevance.shape())?;
+        let x = as_chw(x, &self.name)?;
+        let r = as_chw(relevance, &self.name)?;
+        let mut out = r.to_owned();
+        for c in 0..self.gamma.len() {
+            // As released: the variance is squared inside the square root.
+            let w = self.gamma[c] / (self.var[c] * self.var[c] + self.eps).sqrt();
+            let r_c = r.index_axis(Axis(0), c);
+            let n_c = T::of(r_c.iter().filter(|&&v| v != T::zero()).count() as f64);
+            let share = safe_div(self.beta[c], n_c);
+            Zip::from(out.index_axis_mut(Axis(0), c)).and(x.index_axis(Axis(0), c)).and(r_c).for_each(|o, &xv, &rv| {
+                let b = if rv != T::zero() { share } else { T::zero() };
+                let xw = xv * w;
+                *o = xv * (safe_div(rv - b, xw) * w) + xv * (safe_div(b, xw) * w);
+            });
+        }
+        Ok(out.into_dyn())
+    }
+
+    fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {
+        vec![("weight", self.gamma.view_mut().into_dyn()), ("bias", self.beta.view_mut().into_dyn())]
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer<T>> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+
+        self
+
+    }
+
+    fn describe(&self) -> String {
+        format!("batchnorm2d {} {} channels eps {}", self.name, self.gamma.len(), self.eps)
+    }
+}

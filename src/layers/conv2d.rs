@@ -1,0 +1,170 @@
+//! 2-D convolution: forward pass, gradient, the z^B rule (input layer) and
+//! the sectional rule (every other layer).
+
+use super::sectional::sectional_rule;
+use super::{as_chw, check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
+use crate::backend::{Backend, ConvGeometry};
+use crate::error::{Result, RspError};
+use crate::float::{safe_div, Float};
+use ndarray::{Array1, Array3, Array4, ArrayD, ArrayViewD, Axis, Zip};
+
+/// A 2-D convolution (cross-correlation) with optional bias, any kernel size,
+/// stride and zero padding.
+///
+/// ```
+/// use rsp::backend::{ConvGeometry, CpuBackend};
+/// use rsp::layers::{Conv2d, Layer};
+/// use ndarray::{Array1, Array3, Array4};
+/// let conv = Conv2d::new("c", Array4::<f64>::ones((4, 3, 3, 3)), Some(Array1::zeros(4)), ConvGeometry::square(2, 1)).unwrap();
+/// let y = conv.forward(&CpuBackend, Array3::ones((3, 8, 6)).into_dyn().view()).unwrap();
+/// assert_eq!(y.shape(), &[4, 4, 3]);
+/// assert_eq!(y[[0, 1, 1]], 27.0); // a full 3×3×3 window of ones
+/// ```
+#[derive(Clone, Debug)]
+pub struct Conv2d<T> {
+    name: String,
+    weight: Array4<T>,
+    bias: Option<Array1<T>>,
+    geometry: ConvGeometry,
+}
+
+impl<T: Float> Conv2d<T> {
+    /// A convolution with weights `O×C×kh×kw` and an optional bias of length `O`.
+    pub fn new(name: impl Into<String>, weight: Array4<T>, bias: Option<Array1<T>>, geometry: ConvGeometry) -> Result<Self> {
+        let name = name.into();
+        let (o, c, kh, kw) = weight.dim();
+        if o == 0 || c == 0 || kh == 0 || kw == 0 {
+            return Err(RspError::shape(format!("weight of conv2d {name}"), "O×C×kh×kw with every size ≥ 1", weight.shape()));
+        }
+        if geometry.stride.contains(&0) {
+            return Err(RspError::model(format!("conv2d {name}: stride must be ≥ 1")));
+        }
+        if let Some(b) = &bias {
+            check_same_shape(&format!("bias of conv2d {name}"), &[o], b.shape())?;
+        }
+        Ok(Conv2d { name, weight: weight.as_standard_layout().into_owned(), bias, geometry })
+    }
+
+    /// The weights `O×C×kh×kw`.
+    pub fn weight(&self) -> &Array4<T> {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Array1<T>> {
+        self.bias.as_ref()
+    }
+
+    /// Stride and padding.
+    pub fn geometry(&self) -> &ConvGeometry {
+        &self.geometry
+    }
+
+    fn kernel_hw(&self) -> (usize, usize) {
+        let (_, _, kh, kw) = self.weight.dim();
+        (kh, kw)
+    }
+
+    /// The z^B rule with the bounds `ℓ = min x`, `h = max x` of the whole
+    /// sample, zero-padded like `x`:
+    /// `Z = conv(x,W) − conv(ℓ,W⁺) − conv(h,W⁻)`, `S = R ⊘ Z`,
+    /// `R_in = x ⊙ convᵀ(S,W) − ℓ ⊙ convᵀ(S,W⁺) − h ⊙ convᵀ(S,W⁻)`.
+    fn zb_rule(&self, backend: &dyn Backend<T>, x: ndarray::ArrayView3<T>, r: ndarray::ArrayView3<T>) -> Array3<T> {
+        let low = x.iter().copied().fold(T::infinity(), T::min);
+        let high = x.iter().copied().fold(T::neg_infinity(), T::max);
+        let w_pos = self.weight.mapv(|v| v.max(T::zero()));
+        let w_neg = self.weight.mapv(|v| v.min(T::zero()));
+        let g = &self.geometry;
+        let lows = Array3::from_elem(x.raw_dim(), low);
+        let highs = Array3::from_elem(x.raw_dim(), high);
+        let z = backend.conv2d(x, self.weight.view(), g)
+            - backend.conv2d(lows.view(), w_pos.view(), g)
+            - backend.conv2d(highs.view(), w_neg.view(), g);
+        let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
+        let hw = (x.dim().1, x.dim().2);
+        let through_w = backend.conv2d_input_adjoint(s.view(), self.weight.view(), g, hw);
+        let through_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), g, hw);
+        let through_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), g, hw);
+        let mut out = Zip::from(&x).and(&through_w).map_collect(|&xv, &a| xv * a);
+        Zip::from(&mut out).and(&through_pos).and(&through_neg).for_each(|o, &p, &n| *o = *o - low * p - high * n);
+        out
+    }
+}
+
+impl<T: Float> Layer<T> for Conv2d<T> {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Conv2d
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let (o, c, kh, kw) = self.weight.dim();
+        let context = format!("input of conv2d {}", self.name);
+        if input.len() != 3 || input[0] != c {
+            return Err(RspError::shape(context, format!("{c}×H×W"), input));
+        }
+        let (oh, ow) = self.geometry.output_size((input[1], input[2]), (kh, kw)).ok_or_else(|| {
+            RspError::shape(context, format!("a padded size of at least the {kh}×{kw} kernel"), input)
+        })?;
+        Ok(vec![o, oh, ow])
+    }
+
+    fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        self.output_shape(x.shape())?;
+        let mut z = backend.conv2d(as_chw(x, &self.name)?, self.weight.view(), &self.geometry);
+        if let Some(b) = &self.bias {
+            for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
+                plane += bv;
+            }
+        }
+        Ok(z.into_dyn())
+    }
+
+    fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        let out = self.output_shape(x.shape())?;
+        check_same_shape(&format!("gradient at the output of conv2d {}", self.name), &out, grad_output.shape())?;
+        let hw = (x.shape()[1], x.shape()[2]);
+        Ok(backend.conv2d_input_adjoint(as_chw(grad_output, &self.name)?, self.weight.view(), &self.geometry, hw).into_dyn())
+    }
+
+    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, ctx: RuleContext) -> Result<ArrayD<T>> {
+        let out = self.output_shape(x.shape())?;
+        check_same_shape(&format!("relevance at the output of conv2d {}", self.name), &out, relevance.shape())?;
+        let x = as_chw(x, &self.name)?;
+        let r = as_chw(relevance, &self.name)?;
+        let rin = if ctx.is_input_layer {
+            self.zb_rule(backend, x, r)
+        } else {
+            sectional_rule(backend, x, r, &self.geometry, self.kernel_hw())
+        };
+        Ok(rin.into_dyn())
+    }
+
+    fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {
+        let mut params = vec![("weight", self.weight.view_mut().into_dyn())];
+        if let Some(b) = &mut self.bias {
+            params.push(("bias", b.view_mut().into_dyn()));
+        }
+        params
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer<T>> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+
+        self
+
+    }
+
+    fn describe(&self) -> String {
+        let (o, c, kh, kw) = self.weight.dim();
+        let [sh, sw] = self.geometry.stride;
+        let [pt, pl, pb, pr] = self.geometry.padding;
+        format!("conv2d {} {c}→{o} kernel {kh}×{kw} stride {sh}×{sw} padding [{pt},{pl},{pb},{pr}]", self.name)
+    }
+}

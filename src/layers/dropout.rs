@@ -1,0 +1,54 @@
+//! Dropout: the identity at inference, for the forward pass, the gradient and RSP.
+
+use super::{check_same_shape, Layer, LayerKind, RuleContext};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::float::Float;
+use ndarray::{ArrayD, ArrayViewD};
+
+/// Dropout at inference: the identity.
+///
+/// ```
+/// use rsp::backend::CpuBackend;
+/// use rsp::layers::{Dropout, Layer};
+/// let x = ndarray::arr1(&[1.0f64, -2.0]).into_dyn();
+/// assert_eq!(Dropout.forward(&CpuBackend, x.view()).unwrap(), x);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dropout;
+
+impl<T: Float> Layer<T> for Dropout {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Dropout
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+
+    fn forward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        Ok(x.to_owned())
+    }
+
+    fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        check_same_shape("gradient at the output of dropout", x.shape(), grad_output.shape())?;
+        Ok(grad_output.to_owned())
+    }
+
+    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        check_same_shape("relevance at the output of dropout", x.shape(), relevance.shape())?;
+        Ok(relevance.to_owned())
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer<T>> {
+        Box::new(*self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        "dropout".into()
+    }
+}

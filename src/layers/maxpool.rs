@@ -1,0 +1,104 @@
+//! Max pooling: forward, gradient (to the first maximal element) and its RSP rule.
+
+use super::pool_rule::{pooling_rule, shifted};
+use super::{as_chw, check_same_shape, Layer, LayerKind, RuleContext};
+use crate::backend::{Backend, PoolWindows};
+use crate::error::{Result, RspError};
+use crate::float::Float;
+use ndarray::{ArrayD, ArrayViewD};
+
+/// Max pooling with kernel, stride and padding (padding cells are −∞ and
+/// never win); output size rounded down. Ties go to the first maximal element
+/// in row-major window order, in the gradient and in the RSP rule.
+///
+/// ```
+/// use rsp::backend::CpuBackend;
+/// use rsp::layers::{Layer, MaxPool2d};
+/// let pool = MaxPool2d::new((2, 2), (2, 2), [0; 4]);
+/// let x = ndarray::Array3::from_shape_vec((1, 2, 2), vec![1.0, 3.0, 3.0, 2.0]).unwrap().into_dyn();
+/// let g = pool.gradient(&CpuBackend, x.view(), ndarray::Array3::ones((1, 1, 1)).into_dyn().view()).unwrap();
+/// assert_eq!(g.as_slice().unwrap(), &[0.0, 1.0, 0.0, 0.0]); // the first of the tied 3s wins
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    /// Vertical and horizontal stride.
+    pub stride: (usize, usize),
+    /// Padding `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+}
+
+impl MaxPool2d {
+    /// A max pooling layer.
+    pub fn new(kernel: (usize, usize), stride: (usize, usize), padding: [usize; 4]) -> Self {
+        MaxPool2d { kernel, stride, padding }
+    }
+
+    fn windows(&self, input: &[usize]) -> Result<PoolWindows> {
+        if input.len() != 3 {
+            return Err(RspError::shape("input of maxpool2d", "a C×H×W sample", input));
+        }
+        PoolWindows::strided((input[1], input[2]), self.kernel, self.stride, self.padding).ok_or_else(|| {
+            RspError::shape(
+                "input of maxpool2d",
+                format!("a padded size of at least the {}×{} kernel (padding smaller than the kernel, stride ≥ 1)", self.kernel.0, self.kernel.1),
+                input,
+            )
+        })
+    }
+}
+
+impl<T: Float> Layer<T> for MaxPool2d {
+    fn kind(&self) -> LayerKind {
+        LayerKind::MaxPool2d
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let (oh, ow) = self.windows(input)?.output_hw();
+        Ok(vec![input[0], oh, ow])
+    }
+
+    fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        let win = self.windows(x.shape())?;
+        Ok(backend.max_pool(as_chw(x, "maxpool2d")?, &win).0.into_dyn())
+    }
+
+    fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        let win = self.windows(x.shape())?;
+        let (oh, ow) = win.output_hw();
+        check_same_shape("gradient at the output of maxpool2d", &[x.shape()[0], oh, ow], grad_output.shape())?;
+        let (_, argmax) = backend.max_pool(as_chw(x, "maxpool2d")?, &win);
+        Ok(backend.max_pool_adjoint(as_chw(grad_output, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
+    }
+
+    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        let win = self.windows(x.shape())?;
+        let (oh, ow) = win.output_hw();
+        check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
+        let x_tilde = shifted(as_chw(x, "maxpool2d")?);
+        let (z, argmax) = backend.max_pool(x_tilde.view(), &win);
+        let rin = pooling_rule(x_tilde.view(), z.view(), as_chw(relevance, "maxpool2d")?, |s| {
+            backend.max_pool_adjoint(s, argmax.view(), win.input_hw)
+        });
+        Ok(rin.into_dyn())
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer<T>> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+
+        self
+
+    }
+
+    fn describe(&self) -> String {
+        let [pt, pl, pb, pr] = self.padding;
+        format!(
+            "maxpool2d kernel {}×{} stride {}×{} padding [{pt},{pl},{pb},{pr}]",
+            self.kernel.0, self.kernel.1, self.stride.0, self.stride.1
+        )
+    }
+}

@@ -1,0 +1,160 @@
+//! Layers: one file per layer type, each with its forward pass, its gradient
+//! (for the start relevance) and its RSP rule side by side.
+//!
+//! | layer | RSP rule | file |
+//! |---|---|---|
+//! | [`Conv2d`] | z^B rule on the input layer, the sectional rule elsewhere | `conv2d.rs`, `sectional.rs` |
+//! | [`Linear`] | the sectional rule on a 1×1 map | `linear.rs`, `sectional.rs` |
+//! | [`Relu`], [`Dropout`], [`Flatten`] | identity | `relu.rs`, `dropout.rs`, `flatten.rs` |
+//! | [`MaxPool2d`] | `x̃ ⊙ maxpoolᵀ(P ⊘ z) + x̃ ⊙ maxpoolᵀ(N ⊘ z)` | `maxpool.rs`, `pool_rule.rs` |
+//! | [`AvgPool2d`], [`AdaptiveAvgPool2d`] | the same with the average pool | `avgpool.rs`, `pool_rule.rs` |
+//! | [`BatchNorm2d`] | bias share removed, relevance kept where `x·w ≠ 0` | `batchnorm.rs` |
+//! | residual `Add` (a graph node, not a layer) | split in proportion to clamped inputs | `add.rs` |
+//!
+//! A layer sees **one sample** (`C×H×W` or a flat vector); the
+//! [`Network`](crate::Network) maps the samples of a batch.
+
+pub mod add;
+mod avgpool;
+mod batchnorm;
+mod conv2d;
+mod dropout;
+mod flatten;
+mod linear;
+mod maxpool;
+mod pool_rule;
+mod relu;
+pub mod sectional;
+
+pub use avgpool::{AdaptiveAvgPool2d, AvgPool2d};
+pub use batchnorm::BatchNorm2d;
+pub use conv2d::Conv2d;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use linear::Linear;
+pub use maxpool::MaxPool2d;
+pub use relu::Relu;
+
+use crate::backend::Backend;
+use crate::error::{Result, RspError};
+use crate::float::Float;
+use ndarray::{ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Ix3};
+use std::fmt::Debug;
+
+/// What a layer is, for the choice of the start layer and for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LayerKind {
+    /// 2-D convolution.
+    Conv2d,
+    /// Fully connected layer.
+    Linear,
+    /// Rectified linear unit.
+    Relu,
+    /// Max pooling.
+    MaxPool2d,
+    /// Average pooling (fixed or adaptive windows).
+    AvgPool2d,
+    /// Batch normalisation (inference).
+    BatchNorm2d,
+    /// Flatten to a vector.
+    Flatten,
+    /// Dropout (identity at inference).
+    Dropout,
+    /// A user-defined layer.
+    Custom,
+}
+
+impl LayerKind {
+    /// True for layers that only pool (the layers that may sit between the
+    /// start layer and the classifier head).
+    pub fn is_pooling(self) -> bool {
+        matches!(self, LayerKind::MaxPool2d | LayerKind::AvgPool2d | LayerKind::Dropout)
+    }
+}
+
+/// Where a rule runs, for rules that depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleContext {
+    /// The layer consumes the network input (a convolution there uses the z^B
+    /// rule with the input's bounds instead of the sectional rule).
+    pub is_input_layer: bool,
+}
+
+/// A named, mutable parameter tensor of a layer (for weight randomisation).
+pub type ParameterMut<'a, T> = (&'static str, ArrayViewMutD<'a, T>);
+
+/// One layer of a network: its forward pass, its gradient and its RSP rule.
+///
+/// Layers are immutable during an attribution: everything one call computes
+/// lives in that call. Every method works on **one sample** (no batch axis).
+///
+/// ```
+/// use rsp::backend::CpuBackend;
+/// use rsp::layers::{Layer, Relu, RuleContext};
+/// let x = ndarray::arr1(&[-1.0f64, 2.0]).into_dyn();
+/// let y = Relu.forward(&CpuBackend, x.view()).unwrap();
+/// assert_eq!(y, ndarray::arr1(&[0.0, 2.0]).into_dyn());
+/// // ReLU passes relevance through unchanged.
+/// let r = Relu.rsp_backward(&CpuBackend, x.view(), y.view(), RuleContext::default()).unwrap();
+/// assert_eq!(r, y);
+/// ```
+pub trait Layer<T: Float>: Send + Sync + Debug {
+    /// The layer type.
+    fn kind(&self) -> LayerKind;
+
+    /// The layer's name (its weights' prefix in a model file), or `""`.
+    fn name(&self) -> &str {
+        ""
+    }
+
+    /// Shape of one output sample for one input sample of shape `input`, or a
+    /// shape error saying what the layer expected.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+
+    /// Forward pass of one sample.
+    fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>>;
+
+    /// Vector–Jacobian product: the gradient at the input given the gradient
+    /// `grad_output` at the output, for input `x`.
+    fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>>;
+
+    /// The RSP rule: relevance at the input given the relevance at the output,
+    /// for the input `x` the forward pass saw.
+    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, ctx: RuleContext) -> Result<ArrayD<T>>;
+
+    /// The layer's parameters, for weight randomisation (model sensitivity).
+    fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {
+        Vec::new()
+    }
+
+    /// A boxed copy of the layer.
+    fn clone_box(&self) -> Box<dyn Layer<T>>;
+
+    /// The layer as `Any`, to recover its concrete type (model writers use it).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// One line describing the layer, e.g. `conv2d features.0 3→8 k3 s1 p1`.
+    fn describe(&self) -> String;
+}
+
+impl<T: Float> Clone for Box<dyn Layer<T>> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// Views one sample as `C×H×W`, or says which layer wanted that.
+pub(crate) fn as_chw<'a, T>(x: ArrayViewD<'a, T>, layer: &str) -> Result<ArrayView3<'a, T>> {
+    let shape = x.shape().to_vec();
+    x.into_dimensionality::<Ix3>().map_err(|_| RspError::shape(layer, "a C×H×W sample (rank 3)", &shape))
+}
+
+/// Checks that `actual` equals `expected` (same shape), naming the tensor.
+pub(crate) fn check_same_shape(context: &str, expected: &[usize], actual: &[usize]) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(RspError::shape(context, format!("{expected:?}"), actual))
+    }
+}

@@ -1,0 +1,55 @@
+//! Rectified linear unit. RSP rule: identity.
+
+use super::{check_same_shape, Layer, LayerKind, RuleContext};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::float::Float;
+use ndarray::{ArrayD, ArrayViewD, Zip};
+
+/// `max(x, 0)`; relevance passes through unchanged; gradient `[x > 0]` (0 at 0, as PyTorch).
+///
+/// ```
+/// use rsp::backend::CpuBackend;
+/// use rsp::layers::{Layer, Relu};
+/// let g = Relu.gradient(&CpuBackend, ndarray::arr1(&[-1.0f32, 0.0, 2.0]).into_dyn().view(),
+///                       ndarray::arr1(&[5.0f32, 5.0, 5.0]).into_dyn().view()).unwrap();
+/// assert_eq!(g.as_slice().unwrap(), &[0.0, 0.0, 5.0]);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Relu;
+
+impl<T: Float> Layer<T> for Relu {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Relu
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+
+    fn forward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        Ok(x.mapv(|v| v.max(T::zero())))
+    }
+
+    fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
+        check_same_shape("gradient at the output of relu", x.shape(), grad_output.shape())?;
+        Ok(Zip::from(&x).and(&grad_output).map_collect(|&xv, &g| if xv > T::zero() { g } else { T::zero() }))
+    }
+
+    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        check_same_shape("relevance at the output of relu", x.shape(), relevance.shape())?;
+        Ok(relevance.to_owned())
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer<T>> {
+        Box::new(*self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        "relu".into()
+    }
+}

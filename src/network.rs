@@ -1,0 +1,459 @@
+//! [`Network`]: layers composed into a graph (a chain in the common case, with
+//! residual sums and branches when needed), its forward pass and its checks.
+
+use crate::backend::{Backend, CpuBackend};
+use crate::error::{Result, RspError};
+use crate::float::Float;
+use crate::layers::add::add_rule;
+use crate::layers::{Layer, LayerKind, RuleContext};
+use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Axis};
+use rayon::prelude::*;
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a node reads a tensor from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The network input.
+    Input,
+    /// The output of node `k`.
+    Node(usize),
+}
+
+/// What a node computes.
+#[derive(Clone, Debug)]
+pub enum NodeOp<T: Float> {
+    /// A layer with one input.
+    Layer(Box<dyn Layer<T>>),
+    /// The residual sum of two inputs.
+    Add,
+}
+
+/// One node of a [`Network`]: an operation and the tensors it reads.
+#[derive(Clone, Debug)]
+pub struct Node<T: Float> {
+    /// The operation.
+    pub op: NodeOp<T>,
+    /// Its inputs (one for a layer, two for `Add`), each an earlier node or the input.
+    pub inputs: Vec<Source>,
+}
+
+impl<T: Float> Node<T> {
+    /// The layer of a layer node.
+    pub fn layer(&self) -> Option<&dyn Layer<T>> {
+        match &self.op {
+            NodeOp::Layer(l) => Some(l.as_ref()),
+            NodeOp::Add => None,
+        }
+    }
+
+    /// One line describing the node.
+    pub fn describe(&self) -> String {
+        let from = |s: &Source| match s {
+            Source::Input => "input".to_string(),
+            Source::Node(k) => format!("#{k}"),
+        };
+        let inputs: Vec<String> = self.inputs.iter().map(from).collect();
+        match &self.op {
+            NodeOp::Layer(l) => format!("{} ← {}", l.describe(), inputs.join(", ")),
+            NodeOp::Add => format!("add ← {}", inputs.join(" + ")),
+        }
+    }
+}
+
+/// A network: nodes in topological order, the last node's output being the
+/// logits. Generic over the float type it computes in (`f32` by default).
+///
+/// A chain of layers:
+/// ```
+/// use rsp::layers::{Conv2d, Flatten, Linear, Relu};
+/// use rsp::backend::ConvGeometry;
+/// use rsp::Network;
+/// use ndarray::{Array1, Array2, Array4};
+/// let mut net = Network::<f64>::new();
+/// net.push(Conv2d::new("c", Array4::from_elem((2, 3, 3, 3), 0.1), None, ConvGeometry::square(1, 1)).unwrap());
+/// net.push(Relu);
+/// net.push(Flatten);
+/// net.push(Linear::new("fc", Array2::from_elem((4, 2 * 5 * 5), 0.01), Some(Array1::zeros(4))).unwrap());
+/// assert_eq!(net.check(&[3, 5, 5]).unwrap().last().unwrap(), &vec![4]);
+/// ```
+/// A residual block: `y = relu(conv(x) + x)`:
+/// ```
+/// # use rsp::layers::{Conv2d, Relu};
+/// # use rsp::backend::ConvGeometry;
+/// # use rsp::{Network, Source};
+/// # use ndarray::Array4;
+/// let mut net = Network::<f32>::new();
+/// let x = net.push(Relu);
+/// let y = net.push(Conv2d::new("c", Array4::zeros((3, 3, 3, 3)), None, ConvGeometry::square(1, 1)).unwrap());
+/// let sum = net.add(Source::Node(y), Source::Node(x));
+/// net.push(Relu);
+/// assert_eq!(net.len(), 4);
+/// ```
+#[derive(Clone)]
+pub struct Network<T: Float = f32> {
+    nodes: Vec<Node<T>>,
+    backend: Arc<dyn Backend<T>>,
+    start_layer: Option<usize>,
+    class_names: Option<Vec<String>>,
+    input_shape: Option<Vec<usize>>,
+}
+
+impl<T: Float> fmt::Debug for Network<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Network<{}> on the {} backend:", T::NAME, self.backend.name())?;
+        for (k, n) in self.nodes.iter().enumerate() {
+            writeln!(f, "  #{k}: {}", n.describe())?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Float> Default for Network<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The activations of one sample: every node's output.
+pub(crate) struct Activations<'a, T: Float> {
+    pub input: ArrayViewD<'a, T>,
+    pub outputs: Vec<ArrayD<T>>,
+}
+
+impl<T: Float> Activations<'_, T> {
+    pub fn get(&self, s: Source) -> ArrayViewD<'_, T> {
+        match s {
+            Source::Input => self.input.view(),
+            Source::Node(k) => self.outputs[k].view(),
+        }
+    }
+}
+
+impl<T: Float> Network<T> {
+    /// An empty network on the default [`CpuBackend`].
+    pub fn new() -> Self {
+        Network { nodes: Vec::new(), backend: Arc::new(CpuBackend), start_layer: None, class_names: None, input_shape: None }
+    }
+
+    /// A chain: each layer reads the previous one's output.
+    ///
+    /// ```
+    /// use rsp::layers::{Flatten, Layer, Relu};
+    /// let net = rsp::Network::<f32>::sequential(vec![Box::new(Relu) as Box<dyn Layer<f32>>, Box::new(Flatten)]);
+    /// assert_eq!(net.len(), 2);
+    /// ```
+    pub fn sequential(layers: impl IntoIterator<Item = Box<dyn Layer<T>>>) -> Self {
+        let mut net = Self::new();
+        for l in layers {
+            net.push_boxed(l, net.last());
+        }
+        net
+    }
+
+    /// The same network computing with another backend.
+    pub fn with_backend(mut self, backend: impl Backend<T> + 'static) -> Self {
+        self.backend = Arc::new(backend);
+        self
+    }
+
+    /// The backend the network computes with.
+    pub fn backend(&self) -> &dyn Backend<T> {
+        self.backend.as_ref()
+    }
+
+    /// The output of the last node (or the input of an empty network).
+    pub fn last(&self) -> Source {
+        self.nodes.len().checked_sub(1).map_or(Source::Input, Source::Node)
+    }
+
+    /// Appends `layer` reading the current last node; returns its source.
+    pub fn push(&mut self, layer: impl Layer<T> + 'static) -> Source {
+        self.push_boxed(Box::new(layer), self.last())
+    }
+
+    /// Appends `layer` reading `from`; returns its source.
+    pub fn push_from(&mut self, layer: impl Layer<T> + 'static, from: Source) -> Source {
+        self.push_boxed(Box::new(layer), from)
+    }
+
+    /// Appends a boxed layer reading `from`.
+    pub fn push_boxed(&mut self, layer: Box<dyn Layer<T>>, from: Source) -> Source {
+        self.nodes.push(Node { op: NodeOp::Layer(layer), inputs: vec![from] });
+        self.last()
+    }
+
+    /// Appends the residual sum `a + b`; returns its source.
+    pub fn add(&mut self, a: Source, b: Source) -> Source {
+        self.nodes.push(Node { op: NodeOp::Add, inputs: vec![a, b] });
+        self.last()
+    }
+
+    /// The nodes in order.
+    pub fn nodes(&self) -> &[Node<T>] {
+        &self.nodes
+    }
+
+    /// Mutable access to the layer of node `k` (for weight randomisation).
+    pub fn layer_mut(&mut self, k: usize) -> Option<&mut (dyn Layer<T> + 'static)> {
+        match self.nodes.get_mut(k).map(|n| &mut n.op) {
+            Some(NodeOp::Layer(l)) => Some(l.as_mut()),
+            _ => None,
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a network without nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The start layer the model names (from its file or [`Network::set_start_layer`]).
+    pub fn start_layer_setting(&self) -> Option<usize> {
+        self.start_layer
+    }
+
+    /// Sets the start layer used when the options do not name one (`None`: automatic).
+    pub fn set_start_layer(&mut self, start: Option<usize>) {
+        self.start_layer = start;
+    }
+
+    /// The class names, if the model file gave them.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+
+    /// Sets the class names.
+    pub fn set_class_names(&mut self, names: Option<Vec<String>>) {
+        self.class_names = names;
+    }
+
+    /// The per-sample input shape `(C, H, W)` the model file declared, if any.
+    pub fn input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    /// Sets the declared per-sample input shape.
+    pub fn set_input_shape(&mut self, shape: Option<Vec<usize>>) {
+        self.input_shape = shape;
+    }
+
+    /// Checks the network for one sample of shape `(C, H, W)` and returns every
+    /// node's output shape. Errors name the node's index and type.
+    pub fn check(&self, sample_shape: &[usize]) -> Result<Vec<Vec<usize>>> {
+        if self.nodes.is_empty() {
+            return Err(RspError::model("the network has no layers"));
+        }
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        for (k, node) in self.nodes.iter().enumerate() {
+            let mut ins = Vec::new();
+            for &s in &node.inputs {
+                match s {
+                    Source::Input => ins.push(sample_shape.to_vec()),
+                    Source::Node(j) if j < k => ins.push(shapes[j].clone()),
+                    Source::Node(j) => return Err(RspError::model(format!("node #{k} reads node #{j}, which does not come before it"))),
+                }
+            }
+            let out = match &node.op {
+                NodeOp::Layer(l) => {
+                    if ins.len() != 1 {
+                        return Err(RspError::model(format!("node #{k} ({}) must have one input", l.describe())));
+                    }
+                    l.output_shape(&ins[0]).map_err(|e| RspError::Model(format!("node #{k} ({}): {e}", l.describe())))?
+                }
+                NodeOp::Add => {
+                    if ins.len() != 2 || ins[0] != ins[1] {
+                        return Err(RspError::Model(format!("node #{k} (add) needs two inputs of one shape, found {ins:?}")));
+                    }
+                    ins[0].clone()
+                }
+            };
+            shapes.push(out);
+        }
+        let logits = shapes.last().expect("non-empty");
+        if logits.len() != 1 || logits[0] == 0 {
+            return Err(RspError::model(format!(
+                "the network must end in a vector of class logits, but its output per sample has shape {logits:?}"
+            )));
+        }
+        Ok(shapes)
+    }
+
+    /// Validates a batch `(N, C, H, W)`: rank, a non-empty batch, finite values,
+    /// and a shape the layers accept. Returns the node output shapes.
+    pub(crate) fn validate_input(&self, input: &ArrayView4<T>) -> Result<Vec<Vec<usize>>> {
+        let shape = input.shape();
+        if shape[0] == 0 {
+            return Err(RspError::InvalidArgument("the input batch is empty (N = 0)".into()));
+        }
+        if let Some(index) = input.iter().position(|v| !v.is_finite()) {
+            return Err(RspError::NonFinite { tensor: "input".into(), index });
+        }
+        if let Some(declared) = &self.input_shape {
+            if declared[0] != shape[1] {
+                return Err(RspError::shape("input", format!("N×{}×H×W (the model's input channels)", declared[0]), shape));
+            }
+        }
+        self.check(&shape[1..]).map_err(|e| match e {
+            RspError::Model(m) => RspError::InvalidArgument(format!("input of shape {shape:?} does not fit the network: {m}")),
+            other => other,
+        })
+    }
+
+    /// The forward pass of one sample, keeping every node's output.
+    pub(crate) fn forward_sample<'a>(&self, x: ArrayViewD<'a, T>) -> Result<Activations<'a, T>> {
+        let mut acts = Activations { input: x, outputs: Vec::with_capacity(self.nodes.len()) };
+        for node in &self.nodes {
+            let out = match &node.op {
+                NodeOp::Layer(l) => l.forward(self.backend(), acts.get(node.inputs[0]))?,
+                NodeOp::Add => &acts.get(node.inputs[0]) + &acts.get(node.inputs[1]),
+            };
+            acts.outputs.push(out);
+        }
+        Ok(acts)
+    }
+
+    /// Logits `(N, classes)` of a batch `(N, C, H, W)`.
+    ///
+    /// ```
+    /// # use rsp::layers::{Flatten, Layer, Linear};
+    /// let fc = Linear::new("fc", ndarray::arr2(&[[1.0, 1.0, 1.0, 1.0]]), None).unwrap();
+    /// let net = rsp::Network::<f64>::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f64>>, Box::new(fc)]);
+    /// let logits = net.forward(ndarray::Array4::ones((2, 1, 2, 2)).view()).unwrap();
+    /// assert_eq!(logits, ndarray::arr2(&[[4.0], [4.0]]));
+    /// ```
+    pub fn forward(&self, input: ArrayView4<T>) -> Result<Array2<T>> {
+        let shapes = self.validate_input(&input)?;
+        let classes = shapes.last().expect("checked")[0];
+        let rows: Vec<ArrayD<T>> = input
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .map(|x| Ok(self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty")))
+            .collect::<Result<_>>()?;
+        let mut logits = Array2::zeros((rows.len(), classes));
+        for (mut row, r) in logits.axis_iter_mut(Axis(0)).zip(rows) {
+            row.assign(&r);
+        }
+        Ok(logits)
+    }
+
+    /// The start layer chosen automatically: the last ReLU of the feature
+    /// extractor followed by nothing but pooling (and dropout) before the
+    /// classifier head (the first flatten or linear node).
+    pub fn default_start_layer(&self) -> Result<usize> {
+        let kind = |k: usize| self.nodes[k].layer().map(|l| l.kind());
+        let head = (0..self.nodes.len())
+            .find(|&k| matches!(kind(k), Some(LayerKind::Flatten | LayerKind::Linear)))
+            .ok_or_else(|| RspError::model("no classifier head (flatten or linear layer) found; give the start layer explicitly"))?;
+        let mut k = head;
+        while k > 0 && kind(k - 1).is_some_and(|kd| kd.is_pooling()) {
+            k -= 1;
+        }
+        match k.checked_sub(1) {
+            Some(s) if kind(s) == Some(LayerKind::Relu) => Ok(s),
+            _ => Err(RspError::model(
+                "no ReLU precedes the pooling before the classifier head; give the start layer explicitly",
+            )),
+        }
+    }
+
+    /// The start layer in force: `explicit`, else the model's, else automatic.
+    pub(crate) fn resolve_start(&self, explicit: Option<usize>) -> Result<usize> {
+        let s = match explicit.or(self.start_layer) {
+            Some(s) => s,
+            None => self.default_start_layer()?,
+        };
+        if s + 1 >= self.nodes.len() {
+            return Err(RspError::InvalidArgument(format!(
+                "start layer {s} must be a node before the last one (the network has {} nodes)",
+                self.nodes.len()
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Backpropagates the gradient `seed` at the network output down to the
+    /// output of `stop` (ordinary vector–Jacobian products; branches sum).
+    pub(crate) fn gradient_to(&self, acts: &Activations<'_, T>, seed: ArrayD<T>, stop: Source) -> Result<ArrayD<T>> {
+        let first = match stop {
+            Source::Input => 0,
+            Source::Node(s) => s + 1,
+        };
+        let n = self.nodes.len();
+        let mut grads: Vec<Option<ArrayD<T>>> = vec![None; n];
+        let mut at_stop: Option<ArrayD<T>> = None;
+        grads[n - 1] = Some(seed);
+        for k in (first..n).rev() {
+            let Some(g) = grads[k].take() else { continue };
+            let node = &self.nodes[k];
+            let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
+                NodeOp::Layer(l) => vec![(node.inputs[0], l.gradient(self.backend(), acts.get(node.inputs[0]), g.view())?)],
+                NodeOp::Add => vec![(node.inputs[0], g.clone()), (node.inputs[1], g)],
+            };
+            for (src, part) in parts {
+                let slot = match src {
+                    _ if src == stop => &mut at_stop,
+                    Source::Node(j) if j >= first => &mut grads[j],
+                    _ => continue,
+                };
+                accumulate(slot, part);
+            }
+        }
+        Ok(at_stop.unwrap_or_else(|| ArrayD::zeros(acts.get(stop).raw_dim())))
+    }
+
+    /// Walks the RSP rules from the output of node `start` (relevance
+    /// `r_start`) back to the input. Branch points sum their readers'
+    /// relevances. Returns the input relevance and, if asked, the relevance
+    /// each node's rule returned at its (first) input.
+    pub(crate) fn rsp_from(
+        &self,
+        acts: &Activations<'_, T>,
+        start: usize,
+        r_start: ArrayD<T>,
+        keep_trace: bool,
+    ) -> Result<(ArrayD<T>, Vec<Option<ArrayD<T>>>)> {
+        let mut rel: Vec<Option<ArrayD<T>>> = vec![None; start + 1];
+        let mut at_input: Option<ArrayD<T>> = None;
+        let mut trace: Vec<Option<ArrayD<T>>> = vec![None; if keep_trace { self.nodes.len() } else { 0 }];
+        rel[start] = Some(r_start);
+        for k in (0..=start).rev() {
+            let Some(r) = rel[k].take() else { continue };
+            let node = &self.nodes[k];
+            let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
+                NodeOp::Layer(l) => {
+                    let src = node.inputs[0];
+                    let ctx = RuleContext { is_input_layer: src == Source::Input };
+                    vec![(src, l.rsp_backward(self.backend(), acts.get(src), r.view(), ctx)?)]
+                }
+                NodeOp::Add => {
+                    let (ra, rb) = add_rule(acts.get(node.inputs[0]), acts.get(node.inputs[1]), r.view());
+                    vec![(node.inputs[0], ra), (node.inputs[1], rb)]
+                }
+            };
+            if keep_trace {
+                trace[k] = Some(parts[0].1.clone());
+            }
+            for (src, part) in parts {
+                let slot = match src {
+                    Source::Input => &mut at_input,
+                    Source::Node(j) => &mut rel[j],
+                };
+                accumulate(slot, part);
+            }
+        }
+        Ok((at_input.unwrap_or_else(|| ArrayD::zeros(acts.input.raw_dim())), trace))
+    }
+}
+
+/// Adds `part` into `slot` (a branch point receives the sum of its readers' relevances).
+fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>) {
+    match slot {
+        Some(acc) => *acc += &part,
+        None => *slot = Some(part),
+    }
+}

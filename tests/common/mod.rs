@@ -1,0 +1,56 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use ndarray::{ArrayD, IxDyn};
+use safetensors::tensor::Dtype;
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Path of a file under `tests/data/`.
+pub fn data(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
+}
+
+/// Path of a file under the repository root.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A safetensors file's tensors (as f64) and metadata.
+pub struct TensorFile {
+    pub tensors: HashMap<String, ArrayD<f64>>,
+    pub metadata: HashMap<String, String>,
+}
+
+pub fn read_tensors(path: &std::path::Path) -> TensorFile {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let mut tensors = HashMap::new();
+    for (name, t) in st.tensors() {
+        let d = t.data();
+        let values: Vec<f64> = match t.dtype() {
+            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            Dtype::U8 => d.iter().map(|&v| v as f64).collect(),
+            other => panic!("unexpected dtype {other:?}"),
+        };
+        tensors.insert(name, ArrayD::from_shape_vec(IxDyn(t.shape()), values).unwrap());
+    }
+    TensorFile { tensors, metadata }
+}
+
+/// Relative max-norm error `max|a − b| / max|b|`.
+pub fn rel_err<A: Copy + Into<f64>>(a: &ArrayD<A>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape(), "shapes differ");
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = a.iter().zip(b.iter()).fold(0.0f64, |m, (&x, &y)| m.max((x.into() - y).abs()));
+    if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
