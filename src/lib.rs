@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod image_io;
+pub mod render;
 
 pub use error::{Result, RspError};
