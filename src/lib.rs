@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod eval;
 pub mod image_io;
 pub mod render;
 
