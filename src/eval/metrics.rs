@@ -649,4 +649,53 @@ mod tests {
         ));
         assert_eq!(upsample_bilinear(empty.view(), 0, 5).unwrap().dim(), (0, 5));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn map(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f64>> {
+            // Few distinct values so that ties are common.
+            proptest::collection::vec(-3i8..=3, rows * cols).prop_map(move |v| {
+                Array2::from_shape_vec((rows, cols), v.into_iter().map(f64::from).collect())
+                    .unwrap()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn spearman_is_symmetric_and_bounded(a in map(3, 4), b in map(3, 4)) {
+                let ab = spearman(a.view(), b.view()).unwrap();
+                let ba = spearman(b.view(), a.view()).unwrap();
+                prop_assert!((ab - ba).abs() < 1e-12);
+                prop_assert!((-1.0..=1.0).contains(&ab));
+                // Ranks ignore strictly increasing transforms.
+                let c = a.mapv(|v| v * v * v + 10.0);
+                prop_assert!((spearman(c.view(), b.view()).unwrap() - ab).abs() < 1e-12);
+            }
+
+            #[test]
+            fn top_k_iou_is_a_fraction(h in map(4, 4), m in proptest::collection::vec(0u8..2, 16)) {
+                let mask = Array2::from_shape_vec((4, 4), m).unwrap();
+                let iou = top_k_iou(h.view(), mask.view()).unwrap();
+                prop_assert!((0.0..=1.0).contains(&iou));
+            }
+
+            #[test]
+            fn upsampling_stays_within_input_range(h in map(3, 5), oh in 1usize..12, ow in 1usize..12) {
+                let y = upsample_bilinear(h.view(), oh, ow).unwrap();
+                let lo = h.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = h.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                prop_assert!(y.iter().all(|&v| v >= lo - 1e-12 && v <= hi + 1e-12));
+            }
+
+            #[test]
+            fn argmax_is_a_maximum_with_no_equal_before_it(h in map(3, 3)) {
+                let (y, x) = first_argmax(h.view()).unwrap();
+                let best = h[[y, x]];
+                prop_assert!(h.iter().all(|&v| v <= best));
+                prop_assert!(h.iter().take(y * 3 + x).all(|&v| v < best));
+            }
+        }
+    }
 }
