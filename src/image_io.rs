@@ -298,6 +298,25 @@ mod tests {
     }
 
     #[test]
+    fn load_grey_and_rgba_as_rgb() {
+        let dir = temp_dir("modes");
+        let grey = dir.join("grey.png");
+        image::GrayImage::from_pixel(2, 2, image::Luma([51]))
+            .save(&grey)
+            .unwrap();
+        let x = load_image(&grey, None, &Normalization::None).unwrap();
+        assert_eq!(x.shape(), &[1, 3, 2, 2]);
+        assert!(x.iter().all(|&v| (v - 0.2).abs() < 1e-7));
+        // Alpha is dropped, not premultiplied.
+        let rgba = dir.join("rgba.png");
+        image::RgbaImage::from_pixel(1, 1, image::Rgba([255, 0, 102, 0]))
+            .save(&rgba)
+            .unwrap();
+        let x = load_image(&rgba, None, &Normalization::None).unwrap();
+        assert_eq!(x.iter().copied().collect::<Vec<_>>(), vec![1.0, 0.0, 0.4]);
+    }
+
+    #[test]
     fn load_jpeg_of_flat_colour() {
         let dir = temp_dir("jpeg");
         let path = dir.join("grey.jpg");
