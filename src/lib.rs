@@ -30,6 +30,9 @@ mod float;
 pub mod layers;
 mod network;
 pub mod start;
+pub mod eval;
+pub mod image_io;
+pub mod render;
 
 pub use error::{Result, RspError};
 pub use explain::{attribute, ExplainOptions, Explanation, HostileClasses, StartRule, Target};
