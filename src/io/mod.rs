@@ -2,3 +2,31 @@
 
 pub mod npy;
 pub mod safetensors;
+
+use crate::error::Result;
+use crate::float::Float;
+use crate::network::Network;
+use std::path::Path;
+
+impl<T: Float> Network<T> {
+    /// Loads a model file, choosing the reader by extension: `.onnx` for
+    /// ONNX, anything else as safetensors (the `layers` format or ResNet metadata).
+    ///
+    /// ```no_run
+    /// let net = rsp::Network::<f64>::load("data/digits_vgg.safetensors").unwrap();
+    /// ```
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        if is_onnx {
+            Self::load_onnx(path)
+        } else {
+            Self::load_safetensors(path)
+        }
+    }
+
+    /// Loads an ONNX model.
+    pub fn load_onnx(path: impl AsRef<Path>) -> Result<Self> {
+        Err(crate::error::RspError::Model(format!("{}: ONNX import is not available yet", path.as_ref().display())))
+    }
+}
