@@ -2,5 +2,6 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod io;
 
 pub use error::{Result, RspError};

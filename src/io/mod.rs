@@ -1,0 +1,3 @@
+//! Reading model files.
+
+pub mod onnx;
