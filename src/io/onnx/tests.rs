@@ -756,7 +756,7 @@ fn constant_feeds_reshape() {
         ..Default::default()
     };
     let value = AttributeProto {
-        t: Some(shape),
+        t: Some(Box::new(shape)),
         ..attr("value", AttributeType::Tensor)
     };
     g.node[2] = node("Reshape", "reshape", &["r", "shape"], &["f"], vec![]);
@@ -841,7 +841,7 @@ fn nested_messages_beyond_the_recursion_limit_are_rejected() {
     let mut inner = GraphProto::default();
     for _ in 0..200 {
         let a = AttributeProto {
-            g: Some(inner),
+            g: Some(Box::new(inner)),
             ..attr("g", AttributeType::Graph)
         };
         inner = GraphProto {
@@ -856,7 +856,7 @@ fn nested_messages_beyond_the_recursion_limit_are_rejected() {
         &[],
         &["k"],
         vec![AttributeProto {
-            g: Some(inner),
+            g: Some(Box::new(inner)),
             ..attr("value", AttributeType::Graph)
         }],
     ));
