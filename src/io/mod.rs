@@ -1,6 +1,7 @@
 //! Reading and writing models and tensors.
 
 pub mod npy;
+pub mod onnx;
 pub mod safetensors;
 
 use crate::error::Result;
