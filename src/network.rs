@@ -183,6 +183,13 @@ impl<T: Float> Network<T> {
         self.last()
     }
 
+    /// Replaces the last node by `layer` reading `from` (importers fold a bias into it).
+    pub(crate) fn replace_last(&mut self, layer: Box<dyn Layer<T>>, from: Source) {
+        if let Some(last) = self.nodes.last_mut() {
+            *last = Node { op: NodeOp::Layer(layer), inputs: vec![from] };
+        }
+    }
+
     /// Appends the residual sum `a + b`; returns its source.
     pub fn add(&mut self, a: Source, b: Source) -> Source {
         self.nodes.push(Node { op: NodeOp::Add, inputs: vec![a, b] });

@@ -2,6 +2,7 @@
 
 pub mod npy;
 pub mod onnx;
+mod onnx_import;
 pub mod safetensors;
 
 use crate::error::Result;
@@ -24,10 +25,5 @@ impl<T: Float> Network<T> {
         } else {
             Self::load_safetensors(path)
         }
-    }
-
-    /// Loads an ONNX model.
-    pub fn load_onnx(path: impl AsRef<Path>) -> Result<Self> {
-        Err(crate::error::RspError::Model(format!("{}: ONNX import is not available yet", path.as_ref().display())))
     }
 }

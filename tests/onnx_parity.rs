@@ -1,0 +1,65 @@
+//! Every ONNX export of a golden case gives the golden relevance through
+//! `Network::load_onnx` (float64 within 1e-9, float32 within the golden tolerances).
+
+mod common;
+
+use common::{data, read_tensors, rel_err};
+use ndarray::Ix4;
+use rsp::{ExplainOptions, Float, Network, Target};
+
+const CASES: &[(&str, f64)] = &[
+    ("vgg_tiny", 1e-5),
+    ("vgg_tiny_bn", 1e-5),
+    ("avgpool_stride_rect", 1e-5),
+    ("vgg16_narrow_224", 3e-3),
+    ("resnet_basic_tiny", 1e-4),
+    ("resnet_bottleneck_tiny", 1e-4),
+];
+
+fn errors<T: Float>(case: &str) -> (f64, f64) {
+    let file = read_tensors(&data(&format!("golden/{case}.safetensors")));
+    let net = Network::<T>::load_onnx(data(&format!("golden/onnx/{case}.onnx"))).unwrap();
+    let target: Target = match serde_json::from_str::<serde_json::Value>(&file.metadata["target"]).unwrap() {
+        serde_json::Value::Array(list) => Target::PerSample(list.iter().map(|v| v.as_u64().unwrap() as usize).collect()),
+        v => Target::Single(v.as_u64().unwrap() as usize),
+    };
+    let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
+    let e = net.explain(input.view(), target, &ExplainOptions::default()).unwrap();
+    let widen = |a: ndarray::ArrayD<T>| a.mapv(|v| v.to_f64_exact());
+    (
+        rel_err(&widen(e.relevance.into_dyn()), &file.tensors["relevance_f64"]),
+        rel_err(&widen(e.logits.into_dyn()), &file.tensors["logits_f64"]),
+    )
+}
+
+#[test]
+fn onnx_imports_match_the_goldens_in_float64() {
+    for (case, _) in CASES {
+        let (rel, logits) = errors::<f64>(case);
+        println!("{case} onnx f64: relevance {rel:.2e} logits {logits:.2e}");
+        assert!(logits <= 1e-9, "{case}: logits differ by {logits:.3e}");
+        assert!(rel <= 1e-9, "{case}: relevance differs by {rel:.3e}");
+    }
+}
+
+#[test]
+fn onnx_imports_match_the_goldens_in_float32() {
+    for (case, tol) in CASES {
+        let (rel, logits) = errors::<f32>(case);
+        println!("{case} onnx f32: relevance {rel:.2e} logits {logits:.2e}");
+        assert!(logits <= 1e-5, "{case}: logits differ by {logits:.3e}");
+        assert!(rel <= *tol, "{case}: relevance differs by {rel:.3e}");
+    }
+}
+
+#[test]
+fn the_digits_model_is_the_same_through_onnx_and_safetensors() {
+    let a = Network::<f64>::load_onnx(common::repo("data/digits_vgg.onnx")).unwrap();
+    let b = Network::<f64>::load_safetensors(common::repo("data/digits_vgg.safetensors")).unwrap();
+    let scenes = read_tensors(&common::repo("data/scenes_public.safetensors"));
+    let x = scenes.tensors["input"].slice(ndarray::s![0..2, .., .., ..]).to_owned();
+    let ea = a.explain(x.view(), 3, &ExplainOptions::default()).unwrap();
+    let eb = b.explain(x.view(), 3, &ExplainOptions::default()).unwrap();
+    assert_eq!(ea.start_layer, eb.start_layer);
+    assert!(rel_err(&ea.relevance.into_dyn(), &eb.relevance.into_dyn()) < 1e-12);
+}
