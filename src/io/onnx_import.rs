@@ -245,7 +245,8 @@ impl<T: Float> Network<T> {
     ///
     /// ```
     /// let net = rsp::Network::<f32>::load_onnx("data/digits_vgg.onnx").unwrap();
-    /// assert_eq!(net.default_start_layer().unwrap(), 17);
+    /// // The ReLU after the last convolution (its 64×8×8 output feeds the last max-pool, node 17).
+    /// assert_eq!(net.default_start_layer().unwrap(), 16);
     /// ```
     pub fn load_onnx(path: impl AsRef<Path>) -> Result<Self> {
         let graph = read_onnx(path.as_ref())?;
