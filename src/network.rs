@@ -423,7 +423,7 @@ impl<T: Float> Network<T> {
         start: usize,
         r_start: ArrayD<T>,
         keep_trace: bool,
-    ) -> Result<(ArrayD<T>, Vec<Option<ArrayD<T>>>)> {
+    ) -> Result<(ArrayD<T>, LayerRelevances<T>)> {
         let mut rel: Vec<Option<ArrayD<T>>> = vec![None; start + 1];
         let mut at_input: Option<ArrayD<T>> = None;
         let mut trace: Vec<Option<ArrayD<T>>> = vec![None; if keep_trace { self.nodes.len() } else { 0 }];
@@ -456,6 +456,9 @@ impl<T: Float> Network<T> {
         Ok((at_input.unwrap_or_else(|| ArrayD::zeros(acts.input.raw_dim())), trace))
     }
 }
+
+/// Per node, the relevance its rule returned (when kept).
+pub(crate) type LayerRelevances<T> = Vec<Option<ArrayD<T>>>;
 
 /// Adds `part` into `slot` (a branch point receives the sum of its readers' relevances).
 fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>) {

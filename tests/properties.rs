@@ -124,9 +124,9 @@ proptest! {
         let opts = ExplainOptions { start, ..Default::default() };
         let targets: Vec<usize> = (0..a.batch).map(|n| n % a.classes).collect();
         let batch = net.explain(x.view(), targets.clone(), &opts).unwrap();
-        for n in 0..a.batch {
+        for (n, &target) in targets.iter().enumerate() {
             let one = x.slice(ndarray::s![n..n + 1, .., .., ..]);
-            let alone = net.explain(one, targets[n], &opts).unwrap();
+            let alone = net.explain(one, target, &opts).unwrap();
             prop_assert_eq!(batch.relevance.index_axis(Axis(0), n), alone.relevance.index_axis(Axis(0), 0));
             prop_assert_eq!(batch.logits.row(n), alone.logits.row(0));
         }

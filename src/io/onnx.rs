@@ -571,7 +571,7 @@ impl Cx<'_> {
             if typed_len != 0 {
                 return Err(self.format(format!("{what} has both raw_data and typed data")));
             }
-            if raw.len() % width != 0 {
+            if !raw.len().is_multiple_of(width) {
                 return Err(self.format(format!(
                     "{what} has {} bytes of raw_data, not a multiple of {width}",
                     raw.len()

@@ -148,7 +148,7 @@ impl<'a> Weights<'a> {
     }
 
     pub(crate) fn optional<T: Float>(&self, name: &str, shape: &[usize]) -> Result<Option<ArrayD<T>>> {
-        if self.tensors.names().iter().any(|n| *n == name) {
+        if self.tensors.names().contains(&name) {
             self.get(name, shape).map(Some)
         } else {
             Ok(None)
