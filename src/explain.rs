@@ -145,6 +145,14 @@ struct SampleResult<T: Float> {
     trace: Vec<Option<ArrayD<T>>>,
 }
 
+/// Turns a non-finite result into an error instead of returning NaN.
+fn ensure_finite<T: Float>(a: &ArrayD<T>, what: &str) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(RspError::NonFinite { tensor: what.to_string(), index }),
+        None => Ok(()),
+    }
+}
+
 /// The hostile classes of one sample.
 fn hostile_set<T: Float>(rule: &HostileClasses, logits: ArrayView1<T>, target: usize) -> Result<Vec<usize>> {
     let classes = logits.len();
@@ -251,6 +259,8 @@ impl<T: Float> Network<T> {
     fn explain_sample(&self, x: ndarray::ArrayViewD<T>, target: usize, start: usize, options: &ExplainOptions) -> Result<SampleResult<T>> {
         let acts = self.forward_sample(x)?;
         let logits = acts.outputs.last().expect("non-empty").clone();
+        // Finite inputs and weights can still overflow (values near the float's range).
+        ensure_finite(&logits, "logits (the forward pass overflowed the float range)")?;
         let logits_1d = logits.view().into_dimensionality().expect("checked logits vector");
         let grad_of = |class: usize| -> Result<Array3<T>> {
             let mut seed = ArrayD::zeros(IxDyn(&[logits.len()]));
@@ -269,7 +279,9 @@ impl<T: Float> Network<T> {
             }
         };
         let r_start = r_start.into_dyn();
+        ensure_finite(&r_start, "start relevance (the gradient overflowed the float range)")?;
         let (relevance, trace) = self.rsp_from(&acts, start, r_start.clone(), options.keep_layer_relevances)?;
+        ensure_finite(&relevance, "input relevance (an intermediate value overflowed the float range)")?;
         Ok(SampleResult { relevance, start_relevance: r_start, logits, hostile, trace })
     }
 }

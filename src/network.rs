@@ -339,7 +339,13 @@ impl<T: Float> Network<T> {
         let rows: Vec<ArrayD<T>> = input
             .axis_iter(Axis(0))
             .into_par_iter()
-            .map(|x| Ok(self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty")))
+            .map(|x| {
+                let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
+                match logits.iter().position(|v| !v.is_finite()) {
+                    Some(index) => Err(RspError::NonFinite { tensor: "logits (the forward pass overflowed the float range)".into(), index }),
+                    None => Ok(logits),
+                }
+            })
             .collect::<Result<_>>()?;
         let mut logits = Array2::zeros((rows.len(), classes));
         for (mut row, r) in logits.axis_iter_mut(Axis(0)).zip(rows) {
