@@ -9,7 +9,7 @@ use common::{data, read_tensors, rel_err};
 use ndarray::{Array4, ArrayD, Axis, Ix4};
 use proptest::prelude::*;
 use rsp::layers::add::add_rule;
-use rsp::layers::LayerKind;
+use rsp::layers::{Layer, LayerKind};
 use rsp::models::{
     Architecture, BlockKind, ResNetConfig, VggConfig, VggLayer, WeightSource, Weights,
 };
@@ -446,4 +446,105 @@ fn a_batch_equals_its_samples_bitwise() {
             assert_eq!(batch.logits.row(i), single.logits.row(0));
         }
     }
+}
+
+/// Writes a network's weights as torchvision's `state_dict` would be saved by
+/// `safetensors.torch.save_file` (float32, with the int64
+/// `num_batches_tracked` tensors of every batch norm).
+fn save_like_torchvision(
+    net: &Network<f32>,
+    path: &std::path::Path,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) {
+    use rsp::layers::{BatchNorm2d, Conv2d, Linear};
+    use safetensors::tensor::{Dtype, TensorView};
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut put = |name: String, a: ndarray::ArrayViewD<f32>| {
+        tensors.push((
+            name,
+            Dtype::F32,
+            a.shape().to_vec(),
+            a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    };
+    let mut counters = Vec::new();
+    for layer in net.nodes().iter().filter_map(|n| n.layer()) {
+        let any = layer.as_any();
+        if let Some(c) = any.downcast_ref::<Conv2d<f32>>() {
+            put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
+        } else if let Some(l) = any.downcast_ref::<Linear<f32>>() {
+            put(format!("{}.weight", l.name()), l.weight().view().into_dyn());
+            put(
+                format!("{}.bias", l.name()),
+                l.bias().unwrap().view().into_dyn(),
+            );
+        } else if let Some(b) = any.downcast_ref::<BatchNorm2d<f32>>() {
+            let (g, beta, m, v, _) = b.parameters();
+            for (suffix, t) in [
+                ("weight", g),
+                ("bias", beta),
+                ("running_mean", m),
+                ("running_var", v),
+            ] {
+                put(format!("{}.{suffix}", b.name()), t.view().into_dyn());
+            }
+            counters.push(format!("{}.num_batches_tracked", b.name()));
+        }
+    }
+    for name in counters {
+        tensors.push((name, Dtype::I64, vec![], 100i64.to_le_bytes().to_vec()));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, metadata, path).unwrap();
+}
+
+#[test]
+fn a_torchvision_state_dict_file_loads_by_name_and_by_metadata() {
+    let dir = std::env::temp_dir();
+    // ResNet-18 at full size, random weights, loaded by architecture name.
+    let original = ResNetConfig::resnet18()
+        .build::<f32>(&WeightSource::HeNormal { seed: 4 })
+        .unwrap();
+    let path = dir.join(format!(
+        "rsp-test-resnet18-{}.safetensors",
+        std::process::id()
+    ));
+    save_like_torchvision(&original, &path, None);
+    let loaded = Network::<f32>::load_torchvision(&path, "resnet18");
+    std::fs::remove_file(&path).ok();
+    let loaded = loaded.unwrap();
+    let x = positive_input(1, 1, 64).mapv(|v| v as f32);
+    assert_eq!(
+        loaded.forward(x.view()).unwrap(),
+        original.forward(x.view()).unwrap()
+    );
+    // A narrow bottleneck ResNet with the metadata of the golden README.
+    let config = ResNetConfig {
+        block: BlockKind::Bottleneck,
+        layers: vec![2, 1],
+        widths: vec![3, 5],
+        stem_width: 6,
+        num_classes: 4,
+    };
+    let original = config
+        .build::<f32>(&WeightSource::HeNormal { seed: 9 })
+        .unwrap();
+    let path = dir.join(format!(
+        "rsp-test-bottleneck-{}.safetensors",
+        std::process::id()
+    ));
+    save_like_torchvision(&original, &path, Some(config.to_metadata()));
+    let loaded = Network::<f32>::load_safetensors(&path);
+    std::fs::remove_file(&path).ok();
+    let loaded = loaded.unwrap();
+    let a = original
+        .explain(x.view(), 2, &ExplainOptions::default())
+        .unwrap();
+    let b = loaded
+        .explain(x.view(), 2, &ExplainOptions::default())
+        .unwrap();
+    assert_eq!(a.relevance, b.relevance);
 }

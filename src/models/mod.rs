@@ -352,3 +352,8 @@ impl<T: Float> Network<T> {
         Ok(self.add(m, s))
     }
 }
+
+/// The examples of `docs/torchvision.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/torchvision.md")]
+pub struct TorchvisionDocs;
