@@ -186,6 +186,15 @@ fn bad_resnet_files_give_typed_errors() {
         with("stem_width", "eight"),
         Err(RspError::Format { .. })
     ));
+    // A bottleneck of width 2^62 has 2^62 · 4 output channels, which
+    // overflows: an error, not a panic.
+    let mut big = metadata.clone();
+    big.insert("block".into(), "bottleneck".into());
+    big.insert("widths".into(), "[8, 4611686018427387904]".into());
+    assert!(matches!(
+        ResNetConfig::from_metadata(&big, "edited"),
+        Err(RspError::Format { .. })
+    ));
     let mut m = metadata.clone();
     m.remove("widths");
     assert!(matches!(
@@ -349,7 +358,9 @@ fn the_add_rule_on_a_hand_computed_example() {
 /// A small random ResNet with positive convolution weights: on a positive
 /// input every activation is then strictly positive, so no safe division
 /// meets a zero denominator and RSP must conserve relevance exactly (to
-/// rounding) from the start layer down to the input.
+/// rounding) from the start layer down to the input. (With signed weights
+/// some ReLU outputs are 0, safe divisions meet zero denominators and the
+/// error was ~3e-5 relative on 20 such networks, against ~2e-15 here.)
 fn positive_resnet(
     block: BlockKind,
     layers: Vec<usize>,

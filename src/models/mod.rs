@@ -92,7 +92,8 @@ impl WeightSource<'_> {
                 (weight, b)
             }
             WeightSource::HeNormal { seed } => {
-                let std = (2.0 / (out * kernel * kernel).max(1) as f64).sqrt();
+                let std =
+                    (2.0 / out.saturating_mul(kernel).saturating_mul(kernel).max(1) as f64).sqrt();
                 let weight = normal_tensor(*seed, &format!("{name}.weight"), &shape, std);
                 (weight, bias.then(|| ArrayD::zeros(IxDyn(&[out]))))
             }

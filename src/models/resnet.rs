@@ -117,6 +117,16 @@ impl ResNetConfig {
                 "ResNet blocks per layer, widths, stem width and classes must all be ≥ 1",
             ));
         }
+        if self
+            .widths
+            .iter()
+            .any(|w| w.checked_mul(self.block.expansion()).is_none())
+        {
+            return Err(RspError::model(format!(
+                "ResNet widths {:?} are too large",
+                self.widths
+            )));
+        }
         Ok(())
     }
 

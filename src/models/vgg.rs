@@ -183,7 +183,10 @@ impl VggConfig {
         }
         net.push(AdaptiveAvgPool2d::new(self.pool_output));
         net.push(Flatten);
-        let flat = channels * self.pool_output.0 * self.pool_output.1;
+        let flat = channels
+            .checked_mul(self.pool_output.0)
+            .and_then(|v| v.checked_mul(self.pool_output.1))
+            .ok_or_else(|| RspError::model("VGG classifier input size overflows"))?;
         net.push(weights.linear("classifier.0", flat, self.hidden)?);
         net.push(Relu);
         net.push(Dropout);
