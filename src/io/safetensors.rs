@@ -128,14 +128,35 @@ fn default_eps() -> f64 {
     1e-5
 }
 
-/// The weights of a file, by name, with shape and dtype checks on access.
-pub(crate) struct Weights<'a> {
+/// The weights of a safetensors file, by name, with shape, dtype (F32 or
+/// F64) and finiteness checks on access. Model builders read their tensors
+/// through it (see [`crate::models::WeightSource`]).
+///
+/// ```
+/// # use rsp::layers::{Flatten, Layer, Linear};
+/// let fc = Linear::new("fc", ndarray::arr2(&[[1.0f32, 2.0]]), None).unwrap();
+/// let net = rsp::Network::<f32>::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f32>>, Box::new(fc)]);
+/// let path = std::env::temp_dir().join("rsp-doc-weights.safetensors");
+/// net.save_safetensors(&path).unwrap();
+/// let bytes = std::fs::read(&path).unwrap();
+/// let (weights, _metadata) = rsp::io::safetensors::Weights::parse(&bytes, "doc").unwrap();
+/// assert_eq!(weights.shape_of("fc.weight"), Some(vec![1, 2]));
+/// assert!(weights.get::<f64>("fc.weight", &[2, 1]).is_err()); // wrong shape: a typed error
+/// ```
+pub struct Weights<'a> {
     tensors: SafeTensors<'a>,
     origin: String,
 }
 
 impl<'a> Weights<'a> {
-    pub(crate) fn get<T: Float>(&self, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
+    /// Parses a safetensors file's header: its weights and its metadata
+    /// (`origin` names the file in errors).
+    pub fn parse(bytes: &'a [u8], origin: &str) -> Result<(Self, HashMap<String, String>)> {
+        open_file(bytes, origin)
+    }
+
+    /// The tensor `name`, which must have `shape`, converted to `T`.
+    pub fn get<T: Float>(&self, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
         let t = self.tensors.tensor(name).map_err(|_| RspError::MissingWeight(name.to_string()))?;
         if t.shape() != shape {
             return Err(RspError::shape(format!("weight tensor `{name}` in {}", self.origin), format!("{shape:?}"), t.shape()));
@@ -147,7 +168,8 @@ impl<'a> Weights<'a> {
         Ok(a)
     }
 
-    pub(crate) fn optional<T: Float>(&self, name: &str, shape: &[usize]) -> Result<Option<ArrayD<T>>> {
+    /// The tensor `name` if the file has it (then it must have `shape`).
+    pub fn optional<T: Float>(&self, name: &str, shape: &[usize]) -> Result<Option<ArrayD<T>>> {
         if self.tensors.names().contains(&name) {
             self.get(name, shape).map(Some)
         } else {
@@ -155,12 +177,13 @@ impl<'a> Weights<'a> {
         }
     }
 
-    pub(crate) fn vector<T: Float>(&self, name: &str, len: usize) -> Result<Array1<T>> {
+    /// The vector `name` of length `len`.
+    pub fn vector<T: Float>(&self, name: &str, len: usize) -> Result<Array1<T>> {
         Ok(self.get::<T>(name, &[len])?.into_dimensionality().expect("checked shape"))
     }
 
     /// The shape of a tensor, if present.
-    pub(crate) fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+    pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
         self.tensors.tensor(name).ok().map(|t| t.shape().to_vec())
     }
 }
@@ -293,7 +316,9 @@ fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
 impl<T: Float> Network<T> {
     /// Loads a model from a safetensors file: weights under PyTorch
     /// `state_dict` names, the architecture in the `layers` metadata (see
-    /// `docs/model-format.md`).
+    /// `docs/model-format.md`), or a torchvision ResNet described by the
+    /// metadata `arch` = `resnet`, `block`, `layers`, `widths`, `stem_width`,
+    /// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]).
     ///
     /// ```no_run
     /// let net = rsp::Network::<f32>::load_safetensors("data/digits_vgg.safetensors").unwrap();
@@ -309,6 +334,12 @@ impl<T: Float> Network<T> {
     /// [`Network::load_safetensors`] from bytes in memory; `origin` names them in errors.
     pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let (weights, metadata) = open_file(bytes, origin)?;
+        if metadata.get("arch").map(String::as_str) == Some("resnet") {
+            let config = crate::models::ResNetConfig::from_metadata(&metadata, origin)?;
+            let mut net = config.build(&crate::models::WeightSource::File(&weights))?;
+            apply_common_metadata(&mut net, &metadata, origin)?;
+            return Ok(net);
+        }
         let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?.ok_or_else(|| {
             RspError::format(origin, "no `layers` metadata: the file does not describe an architecture")
         })?;
