@@ -32,6 +32,6 @@ mod network;
 pub mod start;
 
 pub use error::{Result, RspError};
-pub use explain::{attribute, ExplainOptions, Explanation, HostileClasses, StartRule, Target};
+pub use explain::{attribute, ExplainOptions, Explanation, HostileClasses, PhaseTimes, StartRule, Target};
 pub use float::{safe_div, Float};
 pub use network::{Network, Node, NodeOp, Source};
