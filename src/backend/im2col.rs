@@ -1,32 +1,49 @@
-//! im2col / col2im and a parallel GEMM: the building blocks of [`super::CpuBackend`].
+//! im2col / col2im: with the GEMM of `matmul.rs`, the building blocks of [`super::CpuBackend`].
 
 use super::ConvGeometry;
 use crate::float::Float;
-use ndarray::linalg::general_mat_mul;
 use ndarray::parallel::prelude::*;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, Axis};
 
 /// Unfolds `x` (C×H×W) into the `(C·kh·kw) × (Ho·Wo)` matrix whose column `p`
 /// holds the (zero-padded) receptive field of output position `p`.
-pub(crate) fn im2col<T: Float>(x: ArrayView3<T>, kernel_hw: (usize, usize), g: &ConvGeometry, out_hw: (usize, usize)) -> Array2<T> {
+pub(crate) fn im2col<T: Float>(
+    x: ArrayView3<T>,
+    kernel_hw: (usize, usize),
+    g: &ConvGeometry,
+    out_hw: (usize, usize),
+) -> Array2<T> {
     let (c, h, w) = x.dim();
     let (kh, kw) = kernel_hw;
     let (oh, ow) = out_hw;
     let mut cols = Array2::zeros((c * kh * kw, oh * ow));
-    cols.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(row, mut line)| {
-        let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
-        let line = line.as_slice_mut().expect("rows of a fresh matrix are contiguous");
-        for p in 0..oh {
-            let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else { continue };
-            let src = x.slice(s![ic, i, ..]);
-            let dst = &mut line[p * ow..(p + 1) * ow];
-            for (q, d) in dst.iter_mut().enumerate() {
-                if let Some(j) = (q * g.stride[1] + v).checked_sub(g.padding[1]).filter(|&j| j < w) {
-                    *d = src[j];
+    cols.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(row, mut line)| {
+            let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
+            let line = line
+                .as_slice_mut()
+                .expect("rows of a fresh matrix are contiguous");
+            for p in 0..oh {
+                let Some(i) = (p * g.stride[0] + u)
+                    .checked_sub(g.padding[0])
+                    .filter(|&i| i < h)
+                else {
+                    continue;
+                };
+                let src = x.slice(s![ic, i, ..]);
+                let dst = &mut line[p * ow..(p + 1) * ow];
+                for (q, d) in dst.iter_mut().enumerate() {
+                    if let Some(j) = (q * g.stride[1] + v)
+                        .checked_sub(g.padding[1])
+                        .filter(|&j| j < w)
+                    {
+                        *d = src[j];
+                    }
                 }
             }
-        }
-    });
+        });
     cols
 }
 
@@ -45,55 +62,31 @@ pub(crate) fn col2im<T: Float>(
     let (kh, kw) = kernel_hw;
     let (oh, ow) = out_hw;
     let mut out = Array3::zeros((channels, h, w));
-    out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(ic, mut plane)| {
-        for u in 0..kh {
-            for v in 0..kw {
-                let line = cols.row(ic * kh * kw + u * kw + v);
-                for p in 0..oh {
-                    let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else { continue };
-                    for q in 0..ow {
-                        if let Some(j) = (q * g.stride[1] + v).checked_sub(g.padding[1]).filter(|&j| j < w) {
-                            plane[[i, j]] += line[p * ow + q];
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(ic, mut plane)| {
+            for u in 0..kh {
+                for v in 0..kw {
+                    let line = cols.row(ic * kh * kw + u * kw + v);
+                    for p in 0..oh {
+                        let Some(i) = (p * g.stride[0] + u)
+                            .checked_sub(g.padding[0])
+                            .filter(|&i| i < h)
+                        else {
+                            continue;
+                        };
+                        for q in 0..ow {
+                            if let Some(j) = (q * g.stride[1] + v)
+                                .checked_sub(g.padding[1])
+                                .filter(|&j| j < w)
+                            {
+                                plane[[i, j]] += line[p * ow + q];
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     out
-}
-
-/// `a · b`, parallel over blocks of the larger output dimension. Block sizes
-/// depend only on the shapes, never on the number of threads, so every output
-/// element is computed by the same sequence of operations whatever the pool size.
-pub(crate) fn gemm<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
-    let (m, _) = a.dim();
-    let n = b.dim().1;
-    let mut c = Array2::zeros((m, n));
-    gemm_into(a, b, &mut c);
-    c
-}
-
-/// [`gemm`] writing into an existing `c` (overwritten).
-pub(crate) fn gemm_into<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, c: &mut Array2<T>) {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
-    // Small products: one call, no task overhead.
-    if m * n * k < 1 << 16 {
-        general_mat_mul(T::one(), &a, &b, T::zero(), c);
-        return;
-    }
-    if n >= m {
-        let block = n.div_ceil(16).max(64);
-        c.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
-            let bb = b.slice(s![.., i * block..(i * block + cb.ncols())]);
-            general_mat_mul(T::one(), &a, &bb, T::zero(), &mut cb);
-        });
-    } else {
-        let block = m.div_ceil(16).max(16);
-        c.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
-            let ab = a.slice(s![i * block..(i * block + cb.nrows()), ..]);
-            general_mat_mul(T::one(), &ab, &b, T::zero(), &mut cb);
-        });
-    }
 }

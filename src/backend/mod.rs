@@ -13,6 +13,7 @@
 
 mod cpu;
 mod im2col;
+mod matmul;
 pub(crate) mod pooling;
 mod reference;
 
