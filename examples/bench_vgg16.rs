@@ -140,7 +140,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn run<T: Float>(args: &Args) {
-    let mut rng = Normal(0x5EED_0F_1C0DE);
+    let mut rng = Normal(0x05EE_D0F1_C0DE);
     let net = vgg16::<T>(&mut rng);
     let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
     let opts = ExplainOptions::default();

@@ -14,6 +14,7 @@
 mod cpu;
 mod im2col;
 mod matmul;
+mod workspace;
 pub(crate) mod pooling;
 mod reference;
 
