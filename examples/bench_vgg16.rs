@@ -129,6 +129,22 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) this process has used so far, in ms. Unlike the
+/// wall-clock time it does not grow when other processes take the cores.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends in ')'): utime and stime are 14th and 15th overall.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    f.iter().sum::<f64>() * 10.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
@@ -145,13 +161,16 @@ fn run<T: Float>(args: &Args) {
     let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
     let opts = ExplainOptions::default();
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / args.batch as f64;
-    let (mut fwd, mut start, mut rsp, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut fwd, mut start, mut rsp, mut total, mut cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.warmup + args.runs {
+        let cpu_before = cpu_ms();
         let (_, t) = net
             .explain_timed(input.view(), 0, &opts)
             .expect("VGG16 attribution");
+        let cpu_run = (cpu_ms() - cpu_before) / args.batch as f64;
         let line = format!(
-            "run {run}: forward {:.1} ms, start {:.1} ms, propagation {:.1} ms, total {:.1} ms per image",
+            "run {run}: forward {:.1} ms, start {:.1} ms, propagation {:.1} ms, total {:.1} ms (CPU {cpu_run:.0} ms) per image",
             ms(t.forward),
             ms(t.start),
             ms(t.propagation),
@@ -166,8 +185,15 @@ fn run<T: Float>(args: &Args) {
         start.push(ms(t.start));
         rsp.push(ms(t.propagation));
         total.push(ms(t.total()));
+        cpu.push(cpu_run);
     }
-    let (fwd, start, rsp, total) = (median(fwd), median(start), median(rsp), median(total));
+    let (fwd, start, rsp, total, cpu) = (
+        median(fwd),
+        median(start),
+        median(rsp),
+        median(total),
+        median(cpu),
+    );
     let flops = conv_flops();
     let rss = peak_rss_mb();
     println!(
@@ -186,7 +212,7 @@ fn run<T: Float>(args: &Args) {
         "  propagation  {rsp:8.1} ms  ({:.0} GFLOP/s dense-equivalent: 6 forward passes)",
         6.0 * flops / rsp / 1e6
     );
-    println!("  total        {total:8.1} ms");
+    println!("  total        {total:8.1} ms  (CPU time {cpu:.0} ms: {:.2} cores busy; other load on the machine lowers this)", cpu / total);
     println!("  peak RSS     {rss:8.0} MB");
     println!(
         "{{\"model\":\"vgg16\",\"batch\":{},\"threads\":{},\"forward_ms\":{fwd:.1},\"start_ms\":{start:.1},\"rsp_ms\":{rsp:.1},\"total_ms\":{total:.1},\"peak_rss_mb\":{rss:.0}}}",
