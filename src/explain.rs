@@ -4,10 +4,11 @@
 
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::network::{Network, Source};
+use crate::network::{Activations, Network, Source};
 use crate::start::{comparative_start, single_class_start};
 use ndarray::{Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView4, Axis, Ix3, IxDyn};
 use rayon::prelude::*;
+use std::time::{Duration, Instant};
 
 /// The class (or classes) to explain: one for the whole batch or one per sample.
 ///
@@ -145,14 +146,6 @@ struct SampleResult<T: Float> {
     trace: Vec<Option<ArrayD<T>>>,
 }
 
-/// Turns a non-finite result into an error instead of returning NaN.
-fn ensure_finite<T: Float>(a: &ArrayD<T>, what: &str) -> Result<()> {
-    match a.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(RspError::NonFinite { tensor: what.to_string(), index }),
-        None => Ok(()),
-    }
-}
-
 /// The hostile classes of one sample.
 fn hostile_set<T: Float>(rule: &HostileClasses, logits: ArrayView1<T>, target: usize) -> Result<Vec<usize>> {
     let classes = logits.len();
@@ -205,10 +198,22 @@ impl<T: Float> Network<T> {
     /// assert!((e.relevance.sum() - e.start_relevance.sum()).abs() < 1e-9);
     /// ```
     pub fn explain(&self, input: ArrayView4<T>, target: impl Into<Target>, options: &ExplainOptions) -> Result<Explanation<T>> {
-        let shapes = self.validate_input(&input)?;
+        let (targets, start) = self.prepare_explain(&input, target.into(), options)?;
+        let samples: Vec<SampleResult<T>> = input
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .zip(targets.par_iter())
+            .map(|(x, &t)| self.explain_sample(x.into_dyn(), t, start, options))
+            .collect::<Result<_>>()?;
+        Ok(assemble(samples, targets, start))
+    }
+
+    /// Validates a batch and the options of an attribution: the class of each
+    /// sample and the start node.
+    fn prepare_explain(&self, input: &ArrayView4<T>, target: Target, options: &ExplainOptions) -> Result<(Vec<usize>, usize)> {
+        let shapes = self.validate_input(input)?;
         let classes = shapes.last().expect("checked")[0];
-        let n = input.shape()[0];
-        let targets = target.into().resolve(n, classes)?;
+        let targets = target.resolve(input.shape()[0], classes)?;
         let start = self.resolve_start(options.start_layer)?;
         if shapes[start].len() != 3 {
             return Err(RspError::InvalidArgument(format!(
@@ -216,22 +221,7 @@ impl<T: Float> Network<T> {
                 shapes[start]
             )));
         }
-        let samples: Vec<SampleResult<T>> = input
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .zip(targets.par_iter())
-            .map(|(x, &t)| self.explain_sample(x.into_dyn(), t, start, options))
-            .collect::<Result<_>>()?;
-        let stack = |get: &dyn Fn(&SampleResult<T>) -> &ArrayD<T>| -> ArrayD<T> {
-            let views: Vec<_> = samples.iter().map(|s| get(s).view().insert_axis(Axis(0))).collect();
-            ndarray::concatenate(Axis(0), &views).expect("samples have one shape")
-        };
-        let relevance = stack(&|s| &s.relevance).into_dimensionality().expect("N×C×H×W");
-        let logits = stack(&|s| &s.logits).into_dimensionality().expect("N×classes");
-        let start_relevance = stack(&|s| &s.start_relevance);
-        let hostile_classes = samples.iter().map(|s| s.hostile.clone()).collect();
-        let layer_relevances = samples.into_iter().map(|s| s.trace).collect();
-        Ok(Explanation { relevance, start_relevance, logits, targets, hostile_classes, start_layer: start, layer_relevances })
+        Ok((targets, start))
     }
 
     /// The short form: `(positive, hostile)` input relevance for `target`, with
@@ -258,14 +248,35 @@ impl<T: Float> Network<T> {
 
     fn explain_sample(&self, x: ndarray::ArrayViewD<T>, target: usize, start: usize, options: &ExplainOptions) -> Result<SampleResult<T>> {
         let acts = self.forward_sample(x)?;
+        let (r_start, hostile) = self.start_of(&acts, target, start, options)?;
+        self.propagate(&acts, start, r_start, hostile, options)
+    }
+
+    /// The RSP walk of one sample from its start relevance, as a [`SampleResult`].
+    fn propagate(
+        &self,
+        acts: &Activations<'_, T>,
+        start: usize,
+        r_start: ArrayD<T>,
+        hostile: Vec<usize>,
+        options: &ExplainOptions,
+    ) -> Result<SampleResult<T>> {
+        let (relevance, trace) = self.rsp_from(acts, start, r_start.clone(), options.keep_layer_relevances)?;
+        ensure_finite(&relevance, "input relevance (an intermediate value overflowed the float range)")?;
         let logits = acts.outputs.last().expect("non-empty").clone();
+        Ok(SampleResult { relevance, start_relevance: r_start, logits, hostile, trace })
+    }
+
+    /// The start relevance of one sample (and its hostile classes) from its activations.
+    fn start_of(&self, acts: &Activations<'_, T>, target: usize, start: usize, options: &ExplainOptions) -> Result<(ArrayD<T>, Vec<usize>)> {
+        let logits = acts.outputs.last().expect("non-empty");
         // Finite inputs and weights can still overflow (values near the float's range).
-        ensure_finite(&logits, "logits (the forward pass overflowed the float range)")?;
+        ensure_finite(logits, "logits (the forward pass overflowed the float range)")?;
         let logits_1d = logits.view().into_dimensionality().expect("checked logits vector");
         let grad_of = |class: usize| -> Result<Array3<T>> {
             let mut seed = ArrayD::zeros(IxDyn(&[logits.len()]));
             seed[[class]] = T::one();
-            let g = self.gradient_to(&acts, seed, Source::Node(start))?;
+            let g = self.gradient_to(acts, seed, Source::Node(start))?;
             Ok(g.into_dimensionality::<Ix3>().expect("checked C×H×W"))
         };
         let a = acts.outputs[start].view().into_dimensionality::<Ix3>().expect("checked C×H×W");
@@ -280,9 +291,93 @@ impl<T: Float> Network<T> {
         };
         let r_start = r_start.into_dyn();
         ensure_finite(&r_start, "start relevance (the gradient overflowed the float range)")?;
-        let (relevance, trace) = self.rsp_from(&acts, start, r_start.clone(), options.keep_layer_relevances)?;
-        ensure_finite(&relevance, "input relevance (an intermediate value overflowed the float range)")?;
-        Ok(SampleResult { relevance, start_relevance: r_start, logits, hostile, trace })
+        Ok((r_start, hostile))
+    }
+}
+
+/// Turns a non-finite result into an error instead of returning NaN.
+fn ensure_finite<T: Float>(a: &ArrayD<T>, what: &str) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(RspError::NonFinite { tensor: what.to_string(), index }),
+        None => Ok(()),
+    }
+}
+
+/// Stacks the per-sample results into one [`Explanation`].
+fn assemble<T: Float>(samples: Vec<SampleResult<T>>, targets: Vec<usize>, start: usize) -> Explanation<T> {
+    let stack = |get: &dyn Fn(&SampleResult<T>) -> &ArrayD<T>| -> ArrayD<T> {
+        let views: Vec<_> = samples.iter().map(|s| get(s).view().insert_axis(Axis(0))).collect();
+        ndarray::concatenate(Axis(0), &views).expect("samples have one shape")
+    };
+    let relevance = stack(&|s| &s.relevance).into_dimensionality().expect("N×C×H×W");
+    let logits = stack(&|s| &s.logits).into_dimensionality().expect("N×classes");
+    let start_relevance = stack(&|s| &s.start_relevance);
+    let hostile_classes = samples.iter().map(|s| s.hostile.clone()).collect();
+    let layer_relevances = samples.into_iter().map(|s| s.trace).collect();
+    Explanation { relevance, start_relevance, logits, targets, hostile_classes, start_layer: start, layer_relevances }
+}
+
+// ---- Timing (for benchmarks): the same attribution, phase by phase. ----
+
+/// Wall-clock time of the phases of one batch attribution, from
+/// [`Network::explain_timed`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// The forward pass of the batch (keeping every node's output).
+    pub forward: Duration,
+    /// The gradients at the start layer and the start relevance.
+    pub start: Duration,
+    /// Relevance propagation from the start layer to the input.
+    pub propagation: Duration,
+}
+
+impl PhaseTimes {
+    /// Forward + start + propagation.
+    pub fn total(&self) -> Duration {
+        self.forward + self.start + self.propagation
+    }
+}
+
+impl<T: Float> Network<T> {
+    /// [`Network::explain`] run in three batch-wide phases (forward pass,
+    /// start relevance, propagation), each timed. The result is the same
+    /// (bit for bit); only the scheduling differs: every sample finishes a
+    /// phase before any starts the next, so all activations of the batch are
+    /// held at once.
+    ///
+    /// ```
+    /// # use rsp::layers::{Flatten, Layer, Linear, Relu, AdaptiveAvgPool2d};
+    /// let net = rsp::Network::<f64>::sequential(vec![
+    ///     Box::new(Relu) as Box<dyn Layer<f64>>, Box::new(AdaptiveAvgPool2d::new((1, 1))), Box::new(Flatten),
+    ///     Box::new(Linear::new("fc", ndarray::arr2(&[[1.0, 2.0]]), None).unwrap()),
+    /// ]);
+    /// let x = ndarray::Array4::from_elem((1, 2, 3, 3), 1.0);
+    /// let (e, times) = net.explain_timed(x.view(), 0, &Default::default()).unwrap();
+    /// assert_eq!(e.relevance.shape(), &[1, 2, 3, 3]);
+    /// assert!(times.total() >= times.propagation);
+    /// ```
+    pub fn explain_timed(
+        &self,
+        input: ArrayView4<T>,
+        target: impl Into<Target>,
+        options: &ExplainOptions,
+    ) -> Result<(Explanation<T>, PhaseTimes)> {
+        let (targets, start) = self.prepare_explain(&input, target.into(), options)?;
+        let clock = Instant::now();
+        let acts: Vec<_> = input.axis_iter(Axis(0)).into_par_iter().map(|x| self.forward_sample(x.into_dyn())).collect::<Result<_>>()?;
+        let forward = clock.elapsed();
+        let clock = Instant::now();
+        let starts: Vec<_> =
+            acts.par_iter().zip(targets.par_iter()).map(|(a, &t)| self.start_of(a, t, start, options)).collect::<Result<_>>()?;
+        let start_time = clock.elapsed();
+        let clock = Instant::now();
+        let samples: Vec<SampleResult<T>> = acts
+            .par_iter()
+            .zip(starts.into_par_iter())
+            .map(|(a, (r_start, hostile))| self.propagate(a, start, r_start, hostile, options))
+            .collect::<Result<_>>()?;
+        let propagation = clock.elapsed();
+        Ok((assemble(samples, targets, start), PhaseTimes { forward, start: start_time, propagation }))
     }
 }
 

@@ -36,6 +36,6 @@ pub mod image_io;
 pub mod render;
 
 pub use error::{Result, RspError};
-pub use explain::{attribute, ExplainOptions, Explanation, HostileClasses, StartRule, Target};
+pub use explain::{attribute, ExplainOptions, Explanation, HostileClasses, PhaseTimes, StartRule, Target};
 pub use float::{safe_div, Float};
 pub use network::{Network, Node, NodeOp, Source};

@@ -1,9 +1,14 @@
 //! The default CPU backend: im2col + GEMM, parallel with rayon.
 
-use super::im2col::{col2im, gemm, im2col};
+use super::im2col::{col2im_into, im2col_into};
+use super::matmul::{gemm, gemm_into};
+use super::workspace::Scratch;
 use super::{Backend, ConvGeometry};
 use crate::float::{safe_div, Float};
-use ndarray::{concatenate, s, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, Zip};
+use ndarray::parallel::prelude::*;
+use ndarray::{
+    Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis, Zip,
+};
 
 /// im2col + blocked GEMM kernels, parallel over output blocks with rayon.
 /// Results are bit-identical for any number of threads.
@@ -19,11 +24,42 @@ pub struct CpuBackend;
 
 fn weight_matrix<T: Float>(w: ArrayView4<T>) -> ArrayView2<T> {
     let (o, c, kh, kw) = w.dim();
-    w.into_shape_with_order((o, c * kh * kw)).expect("weights are contiguous")
+    w.into_shape_with_order((o, c * kh * kw))
+        .expect("weights are contiguous")
 }
 
-fn output_hw(g: &ConvGeometry, input_hw: (usize, usize), kernel_hw: (usize, usize)) -> (usize, usize) {
-    g.output_size(input_hw, kernel_hw).expect("validated by the layer")
+fn output_hw(
+    g: &ConvGeometry,
+    input_hw: (usize, usize),
+    kernel_hw: (usize, usize),
+) -> (usize, usize) {
+    g.output_size(input_hw, kernel_hw)
+        .expect("validated by the layer")
+}
+
+/// A `rows × cols` matrix view of the start of a scratch buffer.
+fn matrix<T: Float>(buf: &mut [T], rows: usize, cols: usize) -> ArrayViewMut2<'_, T> {
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols])
+        .expect("buffer is large enough")
+}
+
+/// `x` unfolded into a reusable scratch buffer: `(C·kh·kw) × (Ho·Wo)`.
+fn unfold<T: Float>(
+    x: ArrayView3<T>,
+    kernel_hw: (usize, usize),
+    g: &ConvGeometry,
+    out_hw: (usize, usize),
+) -> Scratch<T> {
+    let rows = x.dim().0 * kernel_hw.0 * kernel_hw.1;
+    let mut buf = Scratch::take(rows * out_hw.0 * out_hw.1);
+    im2col_into(
+        x,
+        kernel_hw,
+        g,
+        out_hw,
+        matrix(&mut buf, rows, out_hw.0 * out_hw.1),
+    );
+    buf
 }
 
 impl<T: Float> Backend<T> for CpuBackend {
@@ -32,33 +68,62 @@ impl<T: Float> Backend<T> for CpuBackend {
     }
 
     fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Array3<T> {
-        let (_, h, wd) = x.dim();
+        let (c, h, wd) = x.dim();
         let (o, _, kh, kw) = w.dim();
         let out_hw = output_hw(g, (h, wd), (kh, kw));
-        let cols = im2col(x, (kh, kw), g, out_hw);
+        let p = out_hw.0 * out_hw.1;
+        let mut cols = unfold(x, (kh, kw), g, out_hw);
         let w = w.as_standard_layout();
-        let out = gemm(weight_matrix(w.view()), cols.view());
-        out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous")
+        let out = gemm(
+            weight_matrix(w.view()),
+            matrix(&mut cols, c * kh * kw, p).view(),
+        );
+        out.into_shape_with_order((o, out_hw.0, out_hw.1))
+            .expect("gemm output is contiguous")
     }
 
-    fn conv2d_input_adjoint(&self, s: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry, input_hw: (usize, usize)) -> Array3<T> {
+    fn conv2d_input_adjoint(
+        &self,
+        s: ArrayView3<T>,
+        w: ArrayView4<T>,
+        g: &ConvGeometry,
+        input_hw: (usize, usize),
+    ) -> Array3<T> {
         let (o, oh, ow) = s.dim();
         let (_, c, kh, kw) = w.dim();
         let w = w.as_standard_layout();
         let s = s.as_standard_layout();
-        let s2 = s.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
-        let cols = gemm(weight_matrix(w.view()).t(), s2);
-        col2im(cols.view(), c, input_hw, (kh, kw), g, (oh, ow))
+        let s2 = s
+            .view()
+            .into_shape_with_order((o, oh * ow))
+            .expect("contiguous");
+        let mut cols = Scratch::take(c * kh * kw * oh * ow);
+        let mut cols = matrix(&mut cols, c * kh * kw, oh * ow);
+        gemm_into(weight_matrix(w.view()).t(), s2, cols.view_mut());
+        let mut out = Array3::zeros((c, input_hw.0, input_hw.1));
+        col2im_into(cols.view(), (kh, kw), g, (oh, ow), None, out.view_mut());
+        out
     }
 
-    fn conv2d_weight_grad(&self, x: ArrayView3<T>, r: ArrayView3<T>, g: &ConvGeometry, kernel_hw: (usize, usize)) -> Array4<T> {
+    fn conv2d_weight_grad(
+        &self,
+        x: ArrayView3<T>,
+        r: ArrayView3<T>,
+        g: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Array4<T> {
         let (c, h, wd) = x.dim();
         let (o, oh, ow) = r.dim();
-        let cols = im2col(x, kernel_hw, g, output_hw(g, (h, wd), kernel_hw));
+        let mut cols = unfold(x, kernel_hw, g, output_hw(g, (h, wd), kernel_hw));
+        let cols = matrix(&mut cols, c * kernel_hw.0 * kernel_hw.1, oh * ow);
         let r = r.as_standard_layout();
-        let r2 = r.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
+        let r2 = r
+            .view()
+            .into_shape_with_order((o, oh * ow))
+            .expect("contiguous");
         let grad = gemm(r2, cols.t());
-        grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1)).expect("contiguous")
+        grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1))
+            .expect("contiguous")
     }
 
     fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
@@ -69,27 +134,169 @@ impl<T: Float> Backend<T> for CpuBackend {
     /// positive and negative sections stacked so that each step is one GEMM:
     /// `[G⁺; G⁻] = [R⁺; R⁻]·colsᵀ`, `[A⁺; A⁻] = [G⁺; G⁻]·cols`,
     /// `C⁺ − C⁻ = x⁺ ⊙ col2im([G⁺; G⁻]ᵀ·[S⁺; −S⁻])`.
-    fn sectional_contributions(&self, x_pos: ArrayView3<T>, r: ArrayView3<T>, g: &ConvGeometry, kernel_hw: (usize, usize)) -> Array3<T> {
+    ///
+    /// Rows of `[R⁺; R⁻]` that are all zero (a channel with no positive, or no
+    /// negative, relevance) give zero rows of `G` and `A` and a zero quotient,
+    /// so they are left out of all three products: exact, and it halves the
+    /// work where the relevance of a channel has one sign (as at the start
+    /// layer, where it is the activation times one weight per channel).
+    /// Scratch buffers are reused across calls, and the unfolded `x⁺` buffer
+    /// receives `Gᵀ·S` once it is no longer needed.
+    fn sectional_contributions(
+        &self,
+        x_pos: ArrayView3<T>,
+        r: ArrayView3<T>,
+        g: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Array3<T> {
         let (c, h, wd) = x_pos.dim();
         let (o, oh, ow) = r.dim();
-        let cols = im2col(x_pos, kernel_hw, g, (oh, ow));
+        let (p, ck) = (oh * ow, c * kernel_hw.0 * kernel_hw.1);
         let r = r.as_standard_layout();
-        let r2 = r.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
-        let r_pos = r2.mapv(|v| v.max(T::zero()));
-        let r_neg = r2.mapv(|v| (-v).max(T::zero()));
-        let sections = concatenate(Axis(0), &[r_pos.view(), r_neg.view()]).expect("same widths");
+        let r2 = r.view().into_shape_with_order((o, p)).expect("contiguous");
+        // The non-zero rows of [R⁺; R⁻]: (channel, negative section?).
+        let signs: Vec<(bool, bool)> = r2
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .map(|row| {
+                (
+                    row.iter().any(|&v| v > T::zero()),
+                    row.iter().any(|&v| v < T::zero()),
+                )
+            })
+            .collect();
+        let rows: Vec<(usize, bool)> = (0..o)
+            .filter(|&k| signs[k].0)
+            .map(|k| (k, false))
+            .chain((0..o).filter(|&k| signs[k].1).map(|k| (k, true)))
+            .collect();
+        let mut out = Array3::zeros((c, h, wd));
+        if rows.is_empty() {
+            return out;
+        }
+        let n = rows.len();
+        let mut sections_buf = Scratch::take(n * p);
+        let mut sections = matrix(&mut sections_buf, n, p);
+        sections
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(rows.par_iter())
+            .for_each(|(mut dst, &(k, negative))| {
+                let src = r2.row(k);
+                if negative {
+                    Zip::from(&mut dst)
+                        .and(&src)
+                        .for_each(|d, &v| *d = (-v).max(T::zero()));
+                } else {
+                    Zip::from(&mut dst)
+                        .and(&src)
+                        .for_each(|d, &v| *d = v.max(T::zero()));
+                }
+            });
+        let mut cols_buf = unfold(x_pos, kernel_hw, g, (oh, ow));
+        let mut cols = matrix(&mut cols_buf, ck, p);
         let kernels = gemm(sections.view(), cols.t());
-        let mut quotients = gemm(kernels.view(), cols.view());
+        let mut quotients_buf = Scratch::take(n * p);
+        let mut quotients = matrix(&mut quotients_buf, n, p);
+        gemm_into(kernels.view(), cols.view(), quotients.view_mut());
         // S⁺ = R⁺ ⊘ A⁺ on M⁺ and −(R⁻ ⊘ A⁻) on M⁻, in place of A.
-        Zip::from(quotients.slice_mut(s![..o, ..])).and(&r_pos).for_each(|a, &rv| {
-            *a = if rv > T::zero() { safe_div(rv, *a) } else { T::zero() };
-        });
-        Zip::from(quotients.slice_mut(s![o.., ..])).and(&r_neg).for_each(|a, &rv| {
-            *a = if rv > T::zero() { -safe_div(rv, *a) } else { T::zero() };
-        });
-        let back_cols = gemm(kernels.t(), quotients.view());
-        let mut back = col2im(back_cols.view(), c, (h, wd), kernel_hw, g, (oh, ow));
-        Zip::from(&mut back).and(&x_pos).par_for_each(|b, &xv| *b = xv * *b);
-        back
+        quotients
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(sections.axis_iter(Axis(0)))
+            .zip(rows.par_iter())
+            .for_each(|((mut a, rv), &(_, negative))| {
+                Zip::from(&mut a).and(&rv).for_each(|a, &rv| {
+                    *a = match (rv > T::zero(), negative) {
+                        (false, _) => T::zero(),
+                        (true, false) => safe_div(rv, *a),
+                        (true, true) => -safe_div(rv, *a),
+                    };
+                });
+            });
+        // cols is not needed any more: it receives Gᵀ·S.
+        gemm_into(kernels.t(), quotients.view(), cols.view_mut());
+        col2im_into(
+            cols.view(),
+            kernel_hw,
+            g,
+            (oh, ow),
+            Some(x_pos),
+            out.view_mut(),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ReferenceBackend;
+
+    fn close(a: &Array3<f64>, b: &Array3<f64>) -> bool {
+        let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+        a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12 * scale)
+    }
+
+    /// Every kernel against the reference on strided, asymmetrically padded,
+    /// rectangular geometries, with relevance of both signs and zero rows.
+    #[test]
+    fn kernels_match_the_reference_backend() {
+        let geoms = [
+            ConvGeometry::square(1, 1),
+            ConvGeometry {
+                stride: [2, 3],
+                padding: [0, 2, 1, 0],
+            },
+            ConvGeometry {
+                stride: [1, 2],
+                padding: [2, 0, 0, 1],
+            },
+        ];
+        for (t, g) in geoms.iter().enumerate() {
+            for kernel in [(3, 3), (2, 4), (1, 1)] {
+                let x = Array3::from_shape_fn((5, 11, 13), |(c, i, j)| {
+                    ((c * 31 + i * 7 + j * 3 + t) % 17) as f64 * 0.1 - 0.6
+                });
+                let w = Array4::from_shape_fn((6, 5, kernel.0, kernel.1), |(o, c, u, v)| {
+                    ((o * 5 + c * 3 + u + v) % 7) as f64 * 0.2 - 0.5
+                });
+                let out_hw = g.output_size((11, 13), kernel).unwrap();
+                let cpu: Array3<f64> = CpuBackend.conv2d(x.view(), w.view(), g);
+                assert!(
+                    close(&cpu, &ReferenceBackend.conv2d(x.view(), w.view(), g)),
+                    "conv2d {g:?} {kernel:?}"
+                );
+                let r = Array3::from_shape_fn((6, out_hw.0, out_hw.1), |(o, i, j)| {
+                    if o == 2 {
+                        0.0
+                    } else if o == 4 {
+                        ((i + j) % 3) as f64 * 0.3
+                    } else {
+                        ((o * 13 + i * 5 + j * 11) % 9) as f64 * 0.25 - 1.0
+                    }
+                });
+                let adj: Array3<f64> =
+                    CpuBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13));
+                assert!(
+                    close(
+                        &adj,
+                        &ReferenceBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13))
+                    ),
+                    "adjoint {g:?}"
+                );
+                let wg: Array4<f64> = CpuBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel);
+                let wg_ref = ReferenceBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel);
+                assert!(
+                    wg.iter().zip(&wg_ref).all(|(a, b)| (a - b).abs() < 1e-12),
+                    "weight grad {g:?}"
+                );
+                let x_pos = x.mapv(|v| v.max(0.0));
+                let sec = CpuBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
+                let sec_ref =
+                    ReferenceBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
+                assert!(close(&sec, &sec_ref), "sectional {g:?} {kernel:?}");
+            }
+        }
     }
 }

@@ -1,99 +1,124 @@
-//! im2col / col2im and a parallel GEMM: the building blocks of [`super::CpuBackend`].
+//! im2col / col2im: with the GEMM of `matmul.rs`, the building blocks of [`super::CpuBackend`].
 
 use super::ConvGeometry;
 use crate::float::Float;
-use ndarray::linalg::general_mat_mul;
 use ndarray::parallel::prelude::*;
-use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, Axis};
+use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 
-/// Unfolds `x` (C×H×W) into the `(C·kh·kw) × (Ho·Wo)` matrix whose column `p`
-/// holds the (zero-padded) receptive field of output position `p`.
-pub(crate) fn im2col<T: Float>(x: ArrayView3<T>, kernel_hw: (usize, usize), g: &ConvGeometry, out_hw: (usize, usize)) -> Array2<T> {
-    let (c, h, w) = x.dim();
-    let (kh, kw) = kernel_hw;
-    let (oh, ow) = out_hw;
-    let mut cols = Array2::zeros((c * kh * kw, oh * ow));
-    cols.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(row, mut line)| {
-        let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
-        let line = line.as_slice_mut().expect("rows of a fresh matrix are contiguous");
-        for p in 0..oh {
-            let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else { continue };
-            let src = x.slice(s![ic, i, ..]);
-            let dst = &mut line[p * ow..(p + 1) * ow];
-            for (q, d) in dst.iter_mut().enumerate() {
-                if let Some(j) = (q * g.stride[1] + v).checked_sub(g.padding[1]).filter(|&j| j < w) {
-                    *d = src[j];
-                }
-            }
-        }
-    });
-    cols
-}
-
-/// The adjoint of [`im2col`]: sums every column entry back onto the input
-/// position it was read from. Parallel over channels, each channel summed in a
-/// fixed order, so the result does not depend on the number of threads.
-pub(crate) fn col2im<T: Float>(
-    cols: ArrayView2<T>,
-    channels: usize,
-    input_hw: (usize, usize),
+/// Writes into `cols` (`(C·kh·kw) × (Ho·Wo)`, every entry overwritten) the
+/// unfolded `x` (C×H×W): column `p` holds the zero-padded receptive field of
+/// output position `p`.
+pub(crate) fn im2col_into<T: Float>(
+    x: ArrayView3<T>,
     kernel_hw: (usize, usize),
     g: &ConvGeometry,
     out_hw: (usize, usize),
-) -> Array3<T> {
-    let (h, w) = input_hw;
+    mut cols: ArrayViewMut2<T>,
+) {
+    let (c, h, w) = x.dim();
     let (kh, kw) = kernel_hw;
     let (oh, ow) = out_hw;
-    let mut out = Array3::zeros((channels, h, w));
-    out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(ic, mut plane)| {
-        for u in 0..kh {
-            for v in 0..kw {
-                let line = cols.row(ic * kh * kw + u * kw + v);
-                for p in 0..oh {
-                    let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else { continue };
-                    for q in 0..ow {
-                        if let Some(j) = (q * g.stride[1] + v).checked_sub(g.padding[1]).filter(|&j| j < w) {
-                            plane[[i, j]] += line[p * ow + q];
+    assert_eq!(cols.dim(), (c * kh * kw, oh * ow), "im2col: buffer shape");
+    cols.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(row, mut line)| {
+            let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
+            let line = line
+                .as_slice_mut()
+                .expect("rows of a standard-layout buffer are contiguous");
+            // Output columns q whose input column j = q·sw + v − pl lies inside the input.
+            let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
+            let q_end = ((w + g.padding[1]).saturating_sub(v))
+                .div_ceil(g.stride[1])
+                .min(ow);
+            for p in 0..oh {
+                let dst = &mut line[p * ow..(p + 1) * ow];
+                let Some(i) = (p * g.stride[0] + u)
+                    .checked_sub(g.padding[0])
+                    .filter(|&i| i < h)
+                else {
+                    dst.fill(T::zero());
+                    continue;
+                };
+                let src = x.slice(s![ic, i, ..]);
+                dst[..q_first.min(ow)].fill(T::zero());
+                if q_first < q_end {
+                    let j0 = q_first * g.stride[1] + v - g.padding[1];
+                    match (g.stride[1], src.as_slice()) {
+                        (1, Some(src)) => {
+                            dst[q_first..q_end].copy_from_slice(&src[j0..j0 + (q_end - q_first)])
+                        }
+                        (sw, _) => {
+                            for (k, d) in dst[q_first..q_end].iter_mut().enumerate() {
+                                *d = src[j0 + k * sw];
+                            }
+                        }
+                    }
+                }
+                dst[q_end.max(q_first).min(ow)..].fill(T::zero());
+            }
+        });
+}
+
+/// The adjoint of [`im2col_into`]: writes into `out` (C×H×W, overwritten) the
+/// sum of every column entry on the input position it was read from, times
+/// `scale` at that position if given. Parallel over channels, each channel
+/// summed in a fixed order, so the result does not depend on the number of threads.
+pub(crate) fn col2im_into<T: Float>(
+    cols: ArrayView2<T>,
+    kernel_hw: (usize, usize),
+    g: &ConvGeometry,
+    out_hw: (usize, usize),
+    scale: Option<ArrayView3<T>>,
+    mut out: ArrayViewMut3<T>,
+) {
+    let (_, h, w) = out.dim();
+    let (kh, kw) = kernel_hw;
+    let (oh, ow) = out_hw;
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(ic, mut plane)| {
+            plane.fill(T::zero());
+            for u in 0..kh {
+                for v in 0..kw {
+                    let line = cols.row(ic * kh * kw + u * kw + v);
+                    let line = line.as_slice().expect("standard layout");
+                    let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
+                    let q_end = ((w + g.padding[1]).saturating_sub(v))
+                        .div_ceil(g.stride[1])
+                        .min(ow);
+                    if q_first >= q_end {
+                        continue;
+                    }
+                    for p in 0..oh {
+                        let Some(i) = (p * g.stride[0] + u)
+                            .checked_sub(g.padding[0])
+                            .filter(|&i| i < h)
+                        else {
+                            continue;
+                        };
+                        let mut row = plane.row_mut(i);
+                        let j0 = q_first * g.stride[1] + v - g.padding[1];
+                        let src = &line[p * ow + q_first..p * ow + q_end];
+                        match (g.stride[1], row.as_slice_mut()) {
+                            (1, Some(dst)) => {
+                                for (d, &s) in dst[j0..j0 + src.len()].iter_mut().zip(src) {
+                                    *d += s;
+                                }
+                            }
+                            (sw, _) => {
+                                for (k, &s) in src.iter().enumerate() {
+                                    row[j0 + k * sw] += s;
+                                }
+                            }
                         }
                     }
                 }
             }
-        }
-    });
-    out
-}
-
-/// `a · b`, parallel over blocks of the larger output dimension. Block sizes
-/// depend only on the shapes, never on the number of threads, so every output
-/// element is computed by the same sequence of operations whatever the pool size.
-pub(crate) fn gemm<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
-    let (m, _) = a.dim();
-    let n = b.dim().1;
-    let mut c = Array2::zeros((m, n));
-    gemm_into(a, b, &mut c);
-    c
-}
-
-/// [`gemm`] writing into an existing `c` (overwritten).
-pub(crate) fn gemm_into<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, c: &mut Array2<T>) {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
-    // Small products: one call, no task overhead.
-    if m * n * k < 1 << 16 {
-        general_mat_mul(T::one(), &a, &b, T::zero(), c);
-        return;
-    }
-    if n >= m {
-        let block = n.div_ceil(16).max(64);
-        c.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
-            let bb = b.slice(s![.., i * block..(i * block + cb.ncols())]);
-            general_mat_mul(T::one(), &a, &bb, T::zero(), &mut cb);
+            if let Some(scale) = &scale {
+                plane.zip_mut_with(&scale.index_axis(Axis(0), ic), |o, &x| *o *= x);
+            }
         });
-    } else {
-        let block = m.div_ceil(16).max(16);
-        c.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
-            let ab = a.slice(s![i * block..(i * block + cb.nrows()), ..]);
-            general_mat_mul(T::one(), &ab, &b, T::zero(), &mut cb);
-        });
-    }
 }

@@ -13,6 +13,8 @@
 
 mod cpu;
 mod im2col;
+mod matmul;
+mod workspace;
 pub(crate) mod pooling;
 mod reference;
 
