@@ -78,6 +78,9 @@ pub struct PairScore {
     pub iou: f64,
 }
 
+/// The maps of one scene: `(slot, box)` of each object and the maps `(objects, H, W)`.
+pub type SceneMaps<T> = (Vec<(usize, BoxRegion)>, ndarray::Array3<T>);
+
 /// The maps `(objects, H, W)` of scene `i`, one per object in slot order
 /// (target = the object's class), with the boxes.
 pub fn scene_heatmaps<T: Float>(
@@ -85,7 +88,7 @@ pub fn scene_heatmaps<T: Float>(
     scenes: &Scenes,
     i: usize,
     method: &Method,
-) -> Result<(Vec<(usize, BoxRegion)>, ndarray::Array3<T>)> {
+) -> Result<SceneMaps<T>> {
     if i >= scenes.len() {
         return Err(RspError::InvalidArgument(format!(
             "scene {i} is out of range: the file has {} scenes",

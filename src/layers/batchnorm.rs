@@ -45,7 +45,7 @@ impl<T: Float> BatchNorm2d<T> {
         for (what, t) in [("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
             check_same_shape(&format!("{what} of batchnorm2d {name}"), &[c], t.shape())?;
         }
-        if !(eps >= T::zero()) || var.iter().any(|&v| v < T::zero()) {
+        if eps.is_nan() || eps < T::zero() || var.iter().any(|&v| v < T::zero()) {
             return Err(RspError::model(format!("batchnorm2d {name}: ε and the running variance must be ≥ 0")));
         }
         Ok(BatchNorm2d { name, gamma, beta, mean, var, eps })
