@@ -5,7 +5,11 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::Ix4;
 use rsp::io::npy::{read_npy, write_npy};
-use rsp::{ExplainOptions, Float, HostileClasses, Network, RspError, StartRule, Target};
+use indicatif::{ProgressBar, ProgressStyle};
+use rsp::eval::benchmark::{evaluate, model_sensitivity, sensitivity_ticks, EvalOptions};
+use rsp::eval::dataset::Scenes;
+use rsp::methods::DEFAULT_LRP_EPSILON;
+use rsp::{ExplainOptions, Float, HostileClasses, Method, Network, RspError, StartRule, Target};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -28,6 +32,45 @@ enum Start {
     Single,
     /// The comparative start against hostile classes.
     Comparative,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    /// RSP, single-class start.
+    #[value(name = "rsp")]
+    Rsp,
+    /// RSP, comparative start (hostile: the other classes predicted present).
+    #[value(name = "rsp-comparative")]
+    RspComparative,
+    /// Grad-CAM at the start layer, upsampled.
+    #[value(name = "gradcam")]
+    Gradcam,
+    /// The input gradient of the target logit.
+    #[value(name = "gradient")]
+    Gradient,
+    /// Gradient × input.
+    #[value(name = "gradient-x-input")]
+    GradientXInput,
+    /// LRP with the ε-rule (see --epsilon).
+    #[value(name = "lrp-epsilon")]
+    LrpEpsilon,
+    /// LRP with the α1β0-rule.
+    #[value(name = "lrp-alpha1-beta0")]
+    LrpAlpha1Beta0,
+}
+
+impl MethodArg {
+    fn method(self, epsilon: f64) -> Method {
+        match self {
+            MethodArg::Rsp => Method::Rsp,
+            MethodArg::RspComparative => Method::RspComparative,
+            MethodArg::Gradcam => Method::GradCam,
+            MethodArg::Gradient => Method::Gradient,
+            MethodArg::GradientXInput => Method::GradientXInput,
+            MethodArg::LrpEpsilon => Method::LrpEpsilon(epsilon),
+            MethodArg::LrpAlpha1Beta0 => Method::LrpAlpha1Beta0,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -58,6 +101,38 @@ enum Command {
         /// Use the K other classes with the highest logits as hostile classes.
         #[arg(long, value_name = "K")]
         hostile_top: Option<usize>,
+    },
+    /// Score an attribution method on a scenes file: pointing game, hostile
+    /// pointing game and mIoU (definitions in data/README.md).
+    Evaluate {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// The scenes file (safetensors: input, labels, boxes, masks).
+        #[arg(long)]
+        scenes: PathBuf,
+        /// The attribution method.
+        #[arg(long, value_enum)]
+        method: MethodArg,
+        /// Evaluate only the first N scenes.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// The float type of the computation.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        /// End the output with one line of JSON.
+        #[arg(long)]
+        json: bool,
+        /// ε of lrp-epsilon.
+        #[arg(long, default_value_t = DEFAULT_LRP_EPSILON)]
+        epsilon: f64,
+        /// Also measure model sensitivity (cascading randomisation from the top)
+        /// and print the Spearman correlation after each step.
+        #[arg(long)]
+        sensitivity: bool,
+        /// Seed of the weight randomisation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Print the model's layers, their output shapes and the start layer.
     Info {
@@ -141,12 +216,81 @@ fn info<T: Float>(model: &Path, input_shape: Option<&str>) -> Result<(), RspErro
     Ok(())
 }
 
+fn progress_bar(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} scenes, {elapsed} elapsed, ETA {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+struct EvaluateArgs {
+    model: PathBuf,
+    scenes: PathBuf,
+    method: Method,
+    limit: Option<usize>,
+    json: bool,
+    sensitivity: bool,
+    seed: u64,
+}
+
+fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
+    if args.limit == Some(0) {
+        return Err(RspError::InvalidArgument("--limit must be at least 1".into()));
+    }
+    let net = load_model::<T>(&args.model)?;
+    let scenes = Scenes::load(&args.scenes)?;
+    let count = args.limit.map_or(scenes.len(), |l| l.min(scenes.len()));
+    let method = &args.method;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(count, &format!("{method}"));
+    let tick = || bar.inc(1);
+    let options = EvalOptions { limit: args.limit, progress: Some(&tick) };
+    let report = evaluate(&net, &scenes, method, &options)?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("model: {}", args.model.display());
+    println!("scenes: {} ({} of {}), {} pairs, {} in scenes with ≥ 2 objects", args.scenes.display(), count, scenes.len(), report.pairs, report.hostile_pairs);
+    println!("method: {method} ({})", T::NAME);
+    println!("pointing game:         {:.4}", report.pointing_game);
+    println!("hostile pointing game: {:.4}", report.hostile_pointing_game);
+    println!("mIoU:                  {:.4}", report.miou);
+    println!("time: {elapsed:.2} s");
+    if args.sensitivity {
+        let ticks = sensitivity_ticks(&net, &scenes, args.limit);
+        let bar = progress_bar(ticks, &format!("{method} sensitivity"));
+        let tick = || bar.inc(1);
+        let options = EvalOptions { limit: args.limit, progress: Some(&tick) };
+        let steps = model_sensitivity(&net, &scenes, method, args.seed, &options)?;
+        bar.finish_and_clear();
+        println!("model sensitivity (cascading randomisation from the top, seed {}): mean Spearman of |h|", args.seed);
+        for (i, step) in steps.iter().enumerate() {
+            println!("  step {:>2}: randomised up to #{:<3} {:<60} {:.4}", i + 1, step.node, step.layer, step.spearman);
+        }
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), RspError> {
     match cli.command {
         Command::Attribute { model, input, target, out, dtype, start, hostile, hostile_top } => match dtype {
             Dtype::F32 => attribute::<f32>(&model, &input, &target, &out, start, hostile.as_deref(), hostile_top),
             Dtype::F64 => attribute::<f64>(&model, &input, &target, &out, start, hostile.as_deref(), hostile_top),
         },
+        Command::Evaluate { model, scenes, method, limit, dtype, json, epsilon, sensitivity, seed } => {
+            if !(epsilon.is_finite() && epsilon >= 0.0) {
+                return Err(RspError::InvalidArgument(format!("--epsilon must be a finite number ≥ 0, got {epsilon}")));
+            }
+            let args = EvaluateArgs { model, scenes, method: method.method(epsilon), limit, json, sensitivity, seed };
+            match dtype {
+                Dtype::F32 => evaluate_command::<f32>(&args),
+                Dtype::F64 => evaluate_command::<f64>(&args),
+            }
+        }
         Command::Info { model, input_shape } => info::<f32>(&model, input_shape.as_deref()),
     }
 }

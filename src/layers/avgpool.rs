@@ -1,12 +1,13 @@
 //! Average pooling, fixed ([`AvgPool2d`]) and adaptive ([`AdaptiveAvgPool2d`]):
-//! forward, gradient and the pooling RSP rule (with `x̃ = x + 1e-9`).
+//! forward, gradient, the pooling RSP rule (with `x̃ = x + 1e-9`) and the LRP
+//! rule (in proportion to the inputs).
 
 use super::pool_rule::{pooling_rule, shifted};
-use super::{as_chw, check_same_shape, Layer, LayerKind, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
-use crate::float::Float;
-use ndarray::{ArrayD, ArrayViewD};
+use crate::float::{safe_div, Float};
+use ndarray::{ArrayD, ArrayViewD, Zip};
 
 /// Average pooling with kernel, stride and zero padding; output size rounded
 /// down. With padding, `count_include_pad` chooses the divisor (the kernel
@@ -124,6 +125,24 @@ fn rsp_backward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>,
     Ok(pooling_rule(x_tilde.view(), z.view(), as_chw(r, P::LABEL)?, |s| backend.avg_pool_adjoint(s, &win)).into_dyn())
 }
 
+/// LRP of an average pool (a linear layer with positive weights): the relevance
+/// is shared in proportion to the inputs. ε: `R_in = x ⊙ poolᵀ(R ⊘ (z + ε·sign z))`
+/// with `z = pool(x)`; α1β0: the same with `x⁺` in place of `x` and no ε.
+fn lrp_backward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>, x: ArrayViewD<T>, r: ArrayViewD<T>, rule: LrpRule) -> Result<ArrayD<T>> {
+    let out = output_shape(pool, x.shape())?;
+    check_same_shape(&format!("relevance at the output of {}", P::LABEL), &out, r.shape())?;
+    let win = pool.windows(x.shape())?;
+    let x = as_chw(x, P::LABEL)?;
+    let x = match rule {
+        LrpRule::Epsilon(_) => x.to_owned(),
+        LrpRule::Alpha1Beta0 => x.mapv(|v| v.max(T::zero())),
+    };
+    let z = backend.avg_pool(x.view(), &win);
+    let s = Zip::from(&as_chw(r, P::LABEL)?).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
+    let back = backend.avg_pool_adjoint(s.view(), &win);
+    Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b).into_dyn())
+}
+
 impl<T: Float> Layer<T> for AvgPool2d {
     fn kind(&self) -> LayerKind {
         LayerKind::AvgPool2d
@@ -139,6 +158,9 @@ impl<T: Float> Layer<T> for AvgPool2d {
     }
     fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
         rsp_backward(self, backend, x, relevance)
+    }
+    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        lrp_backward(self, backend, x, relevance, rule)
     }
     fn clone_box(&self) -> Box<dyn Layer<T>> {
         Box::new(self.clone())
@@ -170,6 +192,9 @@ impl<T: Float> Layer<T> for AdaptiveAvgPool2d {
     }
     fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
         rsp_backward(self, backend, x, relevance)
+    }
+    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        lrp_backward(self, backend, x, relevance, rule)
     }
     fn clone_box(&self) -> Box<dyn Layer<T>> {
         Box::new(self.clone())

@@ -1,12 +1,13 @@
 //! 2-D convolution: forward pass, gradient, the z^B rule (input layer) and
-//! the sectional rule (every other layer).
+//! the sectional rule (every other layer); its LRP rules (z^B on the input
+//! layer, ε or α1β0 elsewhere), shared with [`Linear`](super::Linear).
 
 use super::sectional::sectional_rule;
-use super::{as_chw, check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
 use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
-use ndarray::{Array1, Array3, Array4, ArrayD, ArrayViewD, Axis, Zip};
+use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayView4, ArrayViewD, Axis, Zip};
 
 /// A 2-D convolution (cross-correlation) with optional bias, any kernel size,
 /// stride and zero padding.
@@ -91,6 +92,51 @@ impl<T: Float> Conv2d<T> {
     }
 }
 
+/// The LRP ε- and α1β0-rules of a convolution `z = conv(x, W) + b` (one
+/// sample), shared with [`Linear`](super::Linear) (a 1×1 convolution on a 1×1 map).
+///
+/// * ε: `S = R ⊘ (z + ε·sign(z))` (bias in `z`), `R_in = x ⊙ convᵀ(S, W)`;
+/// * α1β0: with `x⁺ = max(x,0)`, `x⁻ = min(x,0)`, `W^± ` likewise, the positive
+///   contributions are `x⁺W⁺` and `x⁻W⁻`: `z⁺ = conv(x⁺,W⁺) + conv(x⁻,W⁻)`,
+///   `S = R ⊘ z⁺`, `R_in = x⁺ ⊙ convᵀ(S,W⁺) + x⁻ ⊙ convᵀ(S,W⁻)` (no bias).
+///
+/// Divisions by zero give zero (safe division).
+pub(crate) fn lrp_conv_rule<T: Float>(
+    backend: &dyn Backend<T>,
+    x: ArrayView3<T>,
+    r: ArrayView3<T>,
+    weight: ArrayView4<T>,
+    bias: Option<&Array1<T>>,
+    geometry: &ConvGeometry,
+    rule: LrpRule,
+) -> Array3<T> {
+    let hw = (x.dim().1, x.dim().2);
+    match rule {
+        LrpRule::Epsilon(_) => {
+            let mut z = backend.conv2d(x, weight, geometry);
+            if let Some(b) = bias {
+                for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
+                    plane += bv;
+                }
+            }
+            let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
+            let back = backend.conv2d_input_adjoint(s.view(), weight, geometry, hw);
+            Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b)
+        }
+        LrpRule::Alpha1Beta0 => {
+            let x_pos = x.mapv(|v| v.max(T::zero()));
+            let x_neg = x.mapv(|v| v.min(T::zero()));
+            let w_pos = weight.mapv(|v| v.max(T::zero()));
+            let w_neg = weight.mapv(|v| v.min(T::zero()));
+            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry) + backend.conv2d(x_neg.view(), w_neg.view(), geometry);
+            let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
+            let back_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), geometry, hw);
+            let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw);
+            Zip::from(&x_pos).and(&x_neg).and(&back_pos).and(&back_neg).map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn)
+        }
+    }
+}
+
 impl<T: Float> Layer<T> for Conv2d<T> {
     fn kind(&self) -> LayerKind {
         LayerKind::Conv2d
@@ -139,6 +185,20 @@ impl<T: Float> Layer<T> for Conv2d<T> {
             self.zb_rule(backend, x, r)
         } else {
             sectional_rule(backend, x, r, &self.geometry, self.kernel_hw())
+        };
+        Ok(rin.into_dyn())
+    }
+
+    /// LRP: the z^B rule (the same as RSP's) on the input layer, else the ε- or α1β0-rule.
+    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, ctx: RuleContext) -> Result<ArrayD<T>> {
+        let out = self.output_shape(x.shape())?;
+        check_same_shape(&format!("relevance at the output of conv2d {}", self.name), &out, relevance.shape())?;
+        let x = as_chw(x, &self.name)?;
+        let r = as_chw(relevance, &self.name)?;
+        let rin = if ctx.is_input_layer {
+            self.zb_rule(backend, x, r)
+        } else {
+            lrp_conv_rule(backend, x, r, self.weight.view(), self.bias.as_ref(), &self.geometry, rule)
         };
         Ok(rin.into_dyn())
     }

@@ -1,7 +1,8 @@
-//! Max pooling: forward, gradient (to the first maximal element) and its RSP rule.
+//! Max pooling: forward, gradient (to the first maximal element), its RSP rule
+//! and its LRP rule (winner-take-all, routed like the gradient).
 
 use super::pool_rule::{pooling_rule, shifted};
-use super::{as_chw, check_same_shape, Layer, LayerKind, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
 use crate::float::Float;
@@ -82,6 +83,16 @@ impl<T: Float> Layer<T> for MaxPool2d {
             backend.max_pool_adjoint(s, argmax.view(), win.input_hw)
         });
         Ok(rin.into_dyn())
+    }
+
+    /// LRP (both rules): winner-take-all, each output's relevance goes to its
+    /// window's first maximal input, as the gradient is routed.
+    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+        let win = self.windows(x.shape())?;
+        let (oh, ow) = win.output_hw();
+        check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
+        let (_, argmax) = backend.max_pool(as_chw(x, "maxpool2d")?, &win);
+        Ok(backend.max_pool_adjoint(as_chw(relevance, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
     }
 
     fn clone_box(&self) -> Box<dyn Layer<T>> {
