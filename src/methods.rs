@@ -181,6 +181,25 @@ impl<T: Float> Attribution<T> {
     pub fn heatmap(&self, n: usize) -> Option<ndarray::ArrayView2<'_, T>> {
         (n < self.heatmaps.shape()[0]).then(|| self.heatmaps.index_axis(Axis(0), n))
     }
+
+    /// The map of sample `n` as a picture: red for the target, blue for
+    /// hostile evidence, white for none, symmetric around zero (see
+    /// [`crate::render::heatmap_rgb`]); `None` past the batch.
+    ///
+    /// ```
+    /// # use rsp::layers::{Flatten, Layer, Linear};
+    /// let fc = Linear::new("fc", ndarray::arr2(&[[2.0f32, -1.0]]), None).unwrap();
+    /// let net = rsp::Network::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f32>>, Box::new(fc)]);
+    /// let x = ndarray::Array4::from_shape_vec((1, 1, 1, 2), vec![3.0, 1.0]).unwrap();
+    /// let a = net.explain_with(x.view(), 0, &rsp::Method::GradientXInput).unwrap();
+    /// let img = a.heatmap_image(0, rsp::render::Scale::MaxAbs).unwrap();
+    /// assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]); // the strongest positive value: full red
+    /// // a.heatmap_image(0, Scale::MaxAbs).unwrap().save("map.png") writes it.
+    /// ```
+    pub fn heatmap_image(&self, n: usize, scale: crate::render::Scale) -> Option<image::RgbImage> {
+        let h = self.heatmap(n)?.mapv(|v| v.to_f64_exact() as f32);
+        Some(crate::render::heatmap_rgb(h.view(), scale))
+    }
 }
 
 /// [`Network::explain_with`] as a free function.
