@@ -28,6 +28,7 @@ pub mod io;
 mod explain;
 mod float;
 pub mod layers;
+pub mod limits;
 mod network;
 pub mod start;
 pub mod eval;

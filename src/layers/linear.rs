@@ -4,7 +4,7 @@
 use super::sectional::sectional_rule;
 use super::{check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
-use crate::error::{Result, RspError};
+use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
 use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis};
 
@@ -33,7 +33,9 @@ impl<T: Float> Linear<T> {
         }
         if let Some(b) = &bias {
             check_same_shape(&format!("bias of linear {name}"), &[weight.nrows()], b.shape())?;
+            check_finite(|| format!("bias of linear {name}"), b)?;
         }
+        check_finite(|| format!("weight of linear {name}"), &weight)?;
         Ok(Linear { name, weight: weight.as_standard_layout().into_owned(), bias })
     }
 
