@@ -87,7 +87,7 @@ impl<T: Float> Node<T> {
 /// let mut net = Network::<f32>::new();
 /// let x = net.push(Relu);
 /// let y = net.push(Conv2d::new("c", Array4::zeros((3, 3, 3, 3)), None, ConvGeometry::square(1, 1)).unwrap());
-/// let sum = net.add(Source::Node(y), Source::Node(x));
+/// let sum = net.add(y, x);
 /// net.push(Relu);
 /// assert_eq!(net.len(), 4);
 /// ```

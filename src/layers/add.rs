@@ -13,7 +13,7 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 /// ```
 /// use rsp::layers::add::add_rule;
 /// use ndarray::arr1;
-/// let (ra, rb) = add_rule(arr1(&[3.0, -1.0]).into_dyn().view(), arr1(&[1.0, 2.0]).into_dyn().view(),
+/// let (ra, rb) = add_rule(arr1(&[3.0f64, -1.0]).into_dyn().view(), arr1(&[1.0, 2.0]).into_dyn().view(),
 ///                         arr1(&[4.0, 1.0]).into_dyn().view());
 /// assert!((ra[0] - 3.0).abs() < 1e-8 && (rb[0] - 1.0).abs() < 1e-8); // 3:1
 /// assert!(ra[1].abs() < 1e-8 && (rb[1] - 1.0).abs() < 1e-8);         // a ≤ 0 gets ~nothing
