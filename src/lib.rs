@@ -30,6 +30,7 @@ mod float;
 pub mod layers;
 pub mod models;
 pub mod methods;
+pub mod limits;
 mod network;
 pub mod start;
 pub mod eval;

@@ -2,7 +2,8 @@
 //! residual sums and branches when needed), its forward pass and its checks.
 
 use crate::backend::{Backend, CpuBackend};
-use crate::error::{Result, RspError};
+use crate::error::{check_finite, Result, RspError};
+use crate::limits::MAX_ELEMENTS_PER_SAMPLE;
 use crate::float::Float;
 use crate::layers::add::add_rule;
 use crate::layers::{Layer, LayerKind, RuleContext};
@@ -256,6 +257,7 @@ impl<T: Float> Network<T> {
         if self.nodes.is_empty() {
             return Err(RspError::model("the network has no layers"));
         }
+        check_size("the input sample", sample_shape)?;
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         for (k, node) in self.nodes.iter().enumerate() {
             let mut ins = Vec::new();
@@ -280,6 +282,7 @@ impl<T: Float> Network<T> {
                     ins[0].clone()
                 }
             };
+            check_size(&format!("the output of node #{k} ({})", node.describe()), &out)?;
             shapes.push(out);
         }
         let logits = shapes.last().expect("non-empty");
@@ -315,11 +318,14 @@ impl<T: Float> Network<T> {
     /// The forward pass of one sample, keeping every node's output.
     pub(crate) fn forward_sample<'a>(&self, x: ArrayViewD<'a, T>) -> Result<Activations<'a, T>> {
         let mut acts = Activations { input: x, outputs: Vec::with_capacity(self.nodes.len()) };
-        for node in &self.nodes {
+        for (k, node) in self.nodes.iter().enumerate() {
             let out = match &node.op {
                 NodeOp::Layer(l) => l.forward(self.backend(), acts.get(node.inputs[0]))?,
                 NodeOp::Add => &acts.get(node.inputs[0]) + &acts.get(node.inputs[1]),
             };
+            // An overflow (or a weight made non-finite after construction) must not be
+            // hidden by a later ReLU or max: stop at the first node that produces one.
+            check_finite(|| format!("the output of node #{k} ({}) (the forward pass overflowed the float range)", node.describe()), &out)?;
             acts.outputs.push(out);
         }
         Ok(acts)
@@ -381,7 +387,7 @@ impl<T: Float> Network<T> {
             Some(s) => s,
             None => self.default_start_layer()?,
         };
-        if s + 1 >= self.nodes.len() {
+        if s >= self.nodes.len().saturating_sub(1) {
             return Err(RspError::InvalidArgument(format!(
                 "start layer {s} must be a node before the last one (the network has {} nodes)",
                 self.nodes.len()
@@ -449,6 +455,9 @@ impl<T: Float> Network<T> {
                     vec![(node.inputs[0], ra), (node.inputs[1], rb)]
                 }
             };
+            for (_, part) in &parts {
+                check_finite(|| format!("the relevance at the input of node #{k} ({}) (an intermediate value overflowed the float range)", node.describe()), part)?;
+            }
             if keep_trace {
                 trace[k] = Some(parts[0].1.clone());
             }
@@ -472,5 +481,16 @@ fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>) {
     match slot {
         Some(acc) => *acc += &part,
         None => *slot = Some(part),
+    }
+}
+
+/// Refuses a per-sample shape with more than [`MAX_ELEMENTS_PER_SAMPLE`] elements
+/// (so no layer is ever asked to allocate it, and no size product overflows).
+fn check_size(what: &str, shape: &[usize]) -> Result<()> {
+    match shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
+        Some(n) if n <= MAX_ELEMENTS_PER_SAMPLE => Ok(()),
+        _ => Err(RspError::Model(format!(
+            "{what} would have shape {shape:?}, more than the limit of {MAX_ELEMENTS_PER_SAMPLE} elements per sample (rsp::limits)"
+        ))),
     }
 }

@@ -25,7 +25,8 @@ impl PoolWindows {
     /// Windows of a strided pooling with kernel `k`, stride `s` and padding
     /// `[top, left, bottom, right]`; output size rounded down. Padding cells
     /// are left out of the windows (they never win a max). `None` if the kernel
-    /// does not fit or a window would be empty.
+    /// does not fit, a window would be empty, or the kernel or stride exceeds
+    /// [`MAX_SPATIAL`](crate::limits::MAX_SPATIAL).
     ///
     /// ```
     /// let w = rsp::backend::PoolWindows::strided((5, 5), (2, 2), (2, 2), [0; 4]).unwrap();
@@ -34,7 +35,7 @@ impl PoolWindows {
     /// ```
     pub fn strided(input_hw: (usize, usize), kernel: (usize, usize), stride: (usize, usize), padding: [usize; 4]) -> Option<Self> {
         let axis = |n: usize, k: usize, s: usize, before: usize, after: usize| -> Option<Vec<Range<usize>>> {
-            if k == 0 || s == 0 || before >= k || after >= k {
+            if k == 0 || s == 0 || before >= k || after >= k || k > crate::limits::MAX_SPATIAL || s > crate::limits::MAX_SPATIAL {
                 return None;
             }
             let padded = n + before + after;
@@ -68,7 +69,7 @@ impl PoolWindows {
     /// ```
     pub fn adaptive(input_hw: (usize, usize), output_hw: (usize, usize)) -> Option<Self> {
         let axis = |n: usize, out: usize| -> Option<Vec<Range<usize>>> {
-            if out == 0 || n == 0 {
+            if out == 0 || n == 0 || out > crate::limits::MAX_SPATIAL {
                 return None;
             }
             Some((0..out).map(|o| (o * n / out)..((o + 1) * n).div_ceil(out)).collect())

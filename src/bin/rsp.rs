@@ -302,6 +302,11 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // clap's first line would be the program's description: say what is missing.
+            eprintln!("error: a subcommand is required; see `rsp --help`");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             // One line: clap's first line (it names the problem), without the usage block.
             let text = e.to_string();

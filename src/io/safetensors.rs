@@ -204,10 +204,26 @@ pub(crate) fn tensor_to_array<T: Float>(t: &TensorView<'_>, name: &str) -> Resul
 
 /// Parses the file's header and metadata (bounded by the bytes present).
 pub(crate) fn open_file<'a>(bytes: &'a [u8], origin: &str) -> Result<(Weights<'a>, HashMap<String, String>)> {
+    check_offsets(bytes).map_err(|reason| RspError::format(origin, format!("not a safetensors file: {reason}")))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
     Ok((Weights { tensors, origin: origin.to_string() }, metadata))
+}
+
+/// Refuses tensor data offsets beyond the end of the file before the
+/// safetensors crate sums them (a sum near `usize::MAX` overflows there).
+fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else { return Ok(()) };
+    let Some(header) = usize::try_from(n).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?)) else { return Ok(()) };
+    let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice::<serde_json::Value>(header) else { return Ok(()) };
+    for (name, entry) in &entries {
+        let ends = entry.get("data_offsets").and_then(|o| o.as_array()).into_iter().flatten().filter_map(|v| v.as_u64());
+        if ends.into_iter().any(|end| end > bytes.len() as u64) {
+            return Err(format!("tensor `{name}` has data offsets beyond the file's {} bytes", bytes.len()));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a JSON metadata field.
@@ -343,6 +359,9 @@ impl<T: Float> Network<T> {
         let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?.ok_or_else(|| {
             RspError::format(origin, "no `layers` metadata: the file does not describe an architecture")
         })?;
+        if specs.len() > crate::limits::MAX_LAYERS {
+            return Err(RspError::format(origin, format!("{} layers, more than the limit of {}", specs.len(), crate::limits::MAX_LAYERS)));
+        }
         let mut net = Network::new();
         for (k, value) in specs.into_iter().enumerate() {
             let spec: LayerSpec =
@@ -439,7 +458,7 @@ fn to_le_bytes<T: Float>(v: T) -> Vec<u8> {
 /// Applies the metadata every model file may carry: `start_layer`, `classes`, `input_shape`.
 pub(crate) fn apply_common_metadata<T: Float>(net: &mut Network<T>, metadata: &HashMap<String, String>, origin: &str) -> Result<()> {
     if let Some(s) = json_field::<usize>(metadata, "start_layer", origin)? {
-        if s + 1 >= net.len() {
+        if s >= net.len().saturating_sub(1) {
             return Err(RspError::Model(format!("start_layer {s} is not a node before the last of {} nodes", net.len())));
         }
         net.set_start_layer(Some(s));

@@ -3,7 +3,7 @@
 
 use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
 use crate::backend::Backend;
-use crate::error::{Result, RspError};
+use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
 use ndarray::{Array1, ArrayD, ArrayViewD, Axis, Zip};
 
@@ -45,8 +45,11 @@ impl<T: Float> BatchNorm2d<T> {
         for (what, t) in [("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
             check_same_shape(&format!("{what} of batchnorm2d {name}"), &[c], t.shape())?;
         }
-        if eps.is_nan() || eps < T::zero() || var.iter().any(|&v| v.is_nan() || v < T::zero()) {
-            return Err(RspError::model(format!("batchnorm2d {name}: ε and the running variance must be ≥ 0")));
+        for (what, t) in [("weight", &gamma), ("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
+            check_finite(|| format!("{what} of batchnorm2d {name}"), t)?;
+        }
+        if !eps.is_finite() || eps < T::zero() || var.iter().any(|&v| v < T::zero() || v + eps <= T::zero() || v * v + eps <= T::zero()) {
+            return Err(RspError::model(format!("batchnorm2d {name}: ε must be finite, the running variance ≥ 0, and ε + variance > 0 (also ε + variance²)")));
         }
         Ok(BatchNorm2d { name, gamma, beta, mean, var, eps })
     }

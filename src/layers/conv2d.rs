@@ -5,7 +5,7 @@
 use super::sectional::sectional_rule;
 use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
-use crate::error::{Result, RspError};
+use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
 use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayView4, ArrayViewD, Axis, Zip};
 
@@ -42,7 +42,9 @@ impl<T: Float> Conv2d<T> {
         }
         if let Some(b) = &bias {
             check_same_shape(&format!("bias of conv2d {name}"), &[o], b.shape())?;
+            check_finite(|| format!("bias of conv2d {name}"), b)?;
         }
+        check_finite(|| format!("weight of conv2d {name}"), &weight)?;
         Ok(Conv2d { name, weight: weight.as_standard_layout().into_owned(), bias, geometry })
     }
 

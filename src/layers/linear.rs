@@ -6,7 +6,7 @@ use super::conv2d::lrp_conv_rule;
 use super::sectional::sectional_rule;
 use super::{check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
-use crate::error::{Result, RspError};
+use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
 use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis};
 
@@ -35,7 +35,9 @@ impl<T: Float> Linear<T> {
         }
         if let Some(b) = &bias {
             check_same_shape(&format!("bias of linear {name}"), &[weight.nrows()], b.shape())?;
+            check_finite(|| format!("bias of linear {name}"), b)?;
         }
+        check_finite(|| format!("weight of linear {name}"), &weight)?;
         Ok(Linear { name, weight: weight.as_standard_layout().into_owned(), bias })
     }
 

@@ -1,0 +1,34 @@
+//! Limits that bound what a model file or a call can make the crate allocate.
+//!
+//! Every reader checks a file's declared sizes against the bytes actually
+//! present before allocating for them, so memory stays proportional to the
+//! file. The limits below bound what sizes alone cannot: shapes computed from
+//! a few numbers in a header (a kernel of 2⁶⁰, a padding that makes a feature
+//! map of 10¹² cells). Exceeding one is a typed error naming the limit, never
+//! a panic or an attempt to allocate. `docs/errors-and-limits.md` lists them
+//! with the readers' own limits.
+//!
+//! ```
+//! use rsp::limits::{MAX_ELEMENTS_PER_SAMPLE, MAX_SPATIAL};
+//! assert!(MAX_SPATIAL >= 4096 && MAX_ELEMENTS_PER_SAMPLE >= 64 * 1024 * 1024);
+//! ```
+
+/// Largest kernel size, stride, padding or pooled output size along one axis
+/// (the same bound the ONNX reader applies to Conv and pooling attributes).
+pub const MAX_SPATIAL: usize = crate::io::onnx::MAX_SPATIAL;
+
+/// Largest number of elements of one sample of the input or of any node's
+/// output (2²⁸ ≈ 268 million: 1 GiB per tensor in `f32`, 2 GiB in `f64`).
+/// [`Network::check`](crate::Network::check) refuses larger shapes.
+pub const MAX_ELEMENTS_PER_SAMPLE: usize = 1 << 28;
+
+/// Largest number of entries of the `layers` metadata of a safetensors model
+/// (the same bound as the ONNX reader's node count).
+pub const MAX_LAYERS: usize = crate::io::onnx::MAX_NODES;
+
+/// Largest `.npy` header, in bytes (numpy itself refuses headers over 10,000
+/// bytes unless told otherwise).
+pub const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
+
+/// Deepest nesting of brackets in a `.npy` header (a real header nests 2 deep).
+pub const MAX_NPY_HEADER_DEPTH: usize = 16;
