@@ -26,22 +26,16 @@ fn matrixmultiply_blocked(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32>
     };
     if n >= m {
         let block = block_len(n);
-        c.axis_chunks_iter_mut(Axis(1), block)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, mut cb)| {
-                let bb = b.slice(s![.., i * block..i * block + cb.ncols()]);
-                general_mat_mul(1.0, &a, &bb, 0.0, &mut cb);
-            });
+        c.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
+            let bb = b.slice(s![.., i * block..i * block + cb.ncols()]);
+            general_mat_mul(1.0, &a, &bb, 0.0, &mut cb);
+        });
     } else {
         let block = block_len(m);
-        c.axis_chunks_iter_mut(Axis(0), block)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, mut cb)| {
-                let ab = a.slice(s![i * block..i * block + cb.nrows(), ..]);
-                general_mat_mul(1.0, &ab, &b, 0.0, &mut cb);
-            });
+        c.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
+            let ab = a.slice(s![i * block..i * block + cb.nrows(), ..]);
+            general_mat_mul(1.0, &ab, &b, 0.0, &mut cb);
+        });
     }
     c
 }
@@ -58,10 +52,7 @@ fn bench(c: &mut Criterion) {
         ("conv5 back", 4608, 1024, 196, false),
     ];
     let mut group = c.benchmark_group("gemm_f32");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     for (name, m, k, n, transposed) in shapes {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 17) as f32 * 0.1 - 0.8);
         let b_store = if transposed {
@@ -69,15 +60,9 @@ fn bench(c: &mut Criterion) {
         } else {
             Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6)
         };
-        let b = if transposed {
-            b_store.t()
-        } else {
-            b_store.view()
-        };
+        let b = if transposed { b_store.t() } else { b_store.view() };
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_function(BenchmarkId::new("gemm", name), |bench| {
-            bench.iter(|| CpuBackend.matmul(a.view(), b))
-        });
+        group.bench_function(BenchmarkId::new("gemm", name), |bench| bench.iter(|| CpuBackend.matmul(a.view(), b)));
         group.bench_function(BenchmarkId::new("matrixmultiply", name), |bench| {
             bench.iter(|| matrixmultiply_blocked(a.view(), b))
         });

@@ -7,9 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{Array1, Array2, Array3, Array4};
 use rsp::backend::{ConvGeometry, CpuBackend};
 use rsp::layers::sectional::sectional_rule;
-use rsp::layers::{
-    AdaptiveAvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext,
-};
+use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext};
 use rsp::Network;
 use std::time::Duration;
 
@@ -23,38 +21,23 @@ fn noise(seed: usize) -> f32 {
 
 /// A post-ReLU activation (about half zeros).
 fn activation(c: usize, h: usize, w: usize, seed: usize) -> Array3<f32> {
-    Array3::from_shape_fn((c, h, w), |(k, i, j)| {
-        noise(seed + (k * h + i) * w + j).max(0.0)
-    })
+    Array3::from_shape_fn((c, h, w), |(k, i, j)| noise(seed + (k * h + i) * w + j).max(0.0))
 }
 
 /// Relevance of mixed signs, as below the start layer.
 fn relevance(c: usize, h: usize, w: usize, seed: usize) -> Array3<f32> {
-    Array3::from_shape_fn((c, h, w), |(k, i, j)| {
-        noise(seed + (k * h + i) * w + j) * 1e-3
-    })
+    Array3::from_shape_fn((c, h, w), |(k, i, j)| noise(seed + (k * h + i) * w + j) * 1e-3)
 }
 
 fn conv(o: usize, c: usize, seed: usize) -> Conv2d<f32> {
     let scale = (2.0 / (9 * c) as f32).sqrt();
-    let w = Array4::from_shape_fn((o, c, 3, 3), |(a, b, u, v)| {
-        noise(seed + ((a * c + b) * 3 + u) * 3 + v) * scale
-    });
-    Conv2d::new(
-        format!("conv{o}"),
-        w,
-        Some(Array1::zeros(o)),
-        ConvGeometry::square(1, 1),
-    )
-    .unwrap()
+    let w = Array4::from_shape_fn((o, c, 3, 3), |(a, b, u, v)| noise(seed + ((a * c + b) * 3 + u) * 3 + v) * scale);
+    Conv2d::new(format!("conv{o}"), w, Some(Array1::zeros(o)), ConvGeometry::square(1, 1)).unwrap()
 }
 
 fn rules(c: &mut Criterion) {
     let mut group = c.benchmark_group("rule");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     let g = ConvGeometry::square(1, 1);
     for (ch, side) in [(64, 224), (512, 14)] {
         let x = activation(ch, side, side, 1);
@@ -63,58 +46,30 @@ fn rules(c: &mut Criterion) {
             b.iter(|| sectional_rule(&CpuBackend, x.view(), r.view(), &g, (3, 3)))
         });
         // At the start layer each channel's relevance has one sign.
-        let r_start = Array3::from_shape_fn(r.raw_dim(), |(k, i, j)| {
-            x[[k, i, j]] * if k % 2 == 0 { 1e-3 } else { -1e-3 }
+        let r_start =
+            Array3::from_shape_fn(r.raw_dim(), |(k, i, j)| x[[k, i, j]] * if k % 2 == 0 { 1e-3 } else { -1e-3 });
+        group.bench_function(format!("sectional conv {ch}x{side}x{side} one sign per channel"), |b| {
+            b.iter(|| sectional_rule(&CpuBackend, x.view(), r_start.view(), &g, (3, 3)))
         });
-        group.bench_function(
-            format!("sectional conv {ch}x{side}x{side} one sign per channel"),
-            |b| b.iter(|| sectional_rule(&CpuBackend, x.view(), r_start.view(), &g, (3, 3))),
-        );
     }
     let input_layer = conv(64, 3, 3);
-    let image = Array3::from_shape_fn((3, 224, 224), |(k, i, j)| {
-        noise(4 + (k * 224 + i) * 224 + j)
-    })
-    .into_dyn();
+    let image = Array3::from_shape_fn((3, 224, 224), |(k, i, j)| noise(4 + (k * 224 + i) * 224 + j)).into_dyn();
     let r = relevance(64, 224, 224, 5).into_dyn();
-    let ctx = RuleContext {
-        is_input_layer: true,
-    };
+    let ctx = RuleContext { is_input_layer: true };
     group.bench_function("zB input conv 3->64 224x224", |b| {
-        b.iter(|| {
-            input_layer
-                .rsp_backward(&CpuBackend, image.view(), r.view(), ctx)
-                .unwrap()
-        })
+        b.iter(|| input_layer.rsp_backward(&CpuBackend, image.view(), r.view(), ctx).unwrap())
     });
     let pool = MaxPool2d::new((2, 2), (2, 2), [0; 4]);
     let x = activation(64, 224, 224, 6).into_dyn();
     let r = relevance(64, 112, 112, 7).into_dyn();
     group.bench_function("maxpool 64x224x224", |b| {
-        b.iter(|| {
-            Layer::<f32>::rsp_backward(
-                &pool,
-                &CpuBackend,
-                x.view(),
-                r.view(),
-                RuleContext::default(),
-            )
-            .unwrap()
-        })
+        b.iter(|| Layer::<f32>::rsp_backward(&pool, &CpuBackend, x.view(), r.view(), RuleContext::default()).unwrap())
     });
-    let fc = Linear::new(
-        "fc",
-        Array2::from_shape_fn((4096, 4096), |(i, j)| noise(i * 4096 + j) * 0.01),
-        None,
-    )
-    .unwrap();
+    let fc = Linear::new("fc", Array2::from_shape_fn((4096, 4096), |(i, j)| noise(i * 4096 + j) * 0.01), None).unwrap();
     let x = Array1::from_shape_fn(4096, |i| noise(8 + i).max(0.0)).into_dyn();
     let r = Array1::from_shape_fn(4096, |i| noise(9000 + i) * 1e-3).into_dyn();
     group.bench_function("linear 4096->4096", |b| {
-        b.iter(|| {
-            fc.rsp_backward(&CpuBackend, x.view(), r.view(), RuleContext::default())
-                .unwrap()
-        })
+        b.iter(|| fc.rsp_backward(&CpuBackend, x.view(), r.view(), RuleContext::default()).unwrap())
     });
     group.finish();
 }
@@ -142,14 +97,9 @@ fn small_vgg() -> Network<f32> {
 fn end_to_end(c: &mut Criterion) {
     let net = small_vgg();
     let mut group = c.benchmark_group("explain");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for batch in [1, 4] {
-        let x = Array4::from_shape_fn((batch, 3, 64, 64), |(n, k, i, j)| {
-            noise(((n * 3 + k) * 64 + i) * 64 + j)
-        });
+        let x = Array4::from_shape_fn((batch, 3, 64, 64), |(n, k, i, j)| noise(((n * 3 + k) * 64 + i) * 64 + j));
         group.bench_function(format!("small vgg 64x64 batch {batch}"), |b| {
             b.iter(|| net.explain(x.view(), 1, &Default::default()).unwrap())
         });

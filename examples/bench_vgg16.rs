@@ -63,9 +63,7 @@ impl Normal {
 }
 
 /// Configuration D: channels, `0` for a max pooling.
-const VGG16: &[usize] = &[
-    64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
-];
+const VGG16: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
 
 /// VGG16 as torchvision builds it (kaiming-normal fan-out convolutions, N(0, 0.01) linear layers, zero biases).
 fn vgg16<T: Float>(rng: &mut Normal) -> Network<T> {
@@ -79,23 +77,14 @@ fn vgg16<T: Float>(rng: &mut Normal) -> Network<T> {
         let std = (2.0 / (out * 9) as f64).sqrt();
         let w = Array4::from_shape_simple_fn((out, channels, 3, 3), || T::of(rng.sample() * std));
         net.push(
-            Conv2d::new(
-                format!("features.{k}"),
-                w,
-                Some(Array1::zeros(out)),
-                ConvGeometry::square(1, 1),
-            )
-            .unwrap(),
+            Conv2d::new(format!("features.{k}"), w, Some(Array1::zeros(out)), ConvGeometry::square(1, 1)).unwrap(),
         );
         net.push(Relu);
         channels = out;
     }
     net.push(AdaptiveAvgPool2d::new((7, 7)));
     net.push(Flatten);
-    for (k, (i, o)) in [(512 * 49, 4096), (4096, 4096), (4096, 1000)]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, (i, o)) in [(512 * 49, 4096), (4096, 4096), (4096, 1000)].into_iter().enumerate() {
         let w = Array2::from_shape_simple_fn((o, i), || T::of(rng.sample() * 0.01));
         net.push(Linear::new(format!("classifier.{k}"), w, Some(Array1::zeros(o))).unwrap());
         if k < 2 {
@@ -135,12 +124,7 @@ fn cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which ends in ')'): utime and stime are 14th and 15th overall.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
     // Clock ticks are 1/100 s on Linux (USER_HZ).
     f.iter().sum::<f64>() * 10.0
 }
@@ -165,9 +149,7 @@ fn run<T: Float>(args: &Args) {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.warmup + args.runs {
         let cpu_before = cpu_ms();
-        let (_, t) = net
-            .explain_timed(input.view(), 0, &opts)
-            .expect("VGG16 attribution");
+        let (_, t) = net.explain_timed(input.view(), 0, &opts).expect("VGG16 attribution");
         let cpu_run = (cpu_ms() - cpu_before) / args.batch as f64;
         let line = format!(
             "run {run}: forward {:.1} ms, start {:.1} ms, propagation {:.1} ms, total {:.1} ms (CPU {cpu_run:.0} ms) per image",
@@ -187,26 +169,11 @@ fn run<T: Float>(args: &Args) {
         total.push(ms(t.total()));
         cpu.push(cpu_run);
     }
-    let (fwd, start, rsp, total, cpu) = (
-        median(fwd),
-        median(start),
-        median(rsp),
-        median(total),
-        median(cpu),
-    );
+    let (fwd, start, rsp, total, cpu) = (median(fwd), median(start), median(rsp), median(total), median(cpu));
     let flops = conv_flops();
     let rss = peak_rss_mb();
-    println!(
-        "VGG16 {} batch {} threads {} ({} runs, medians per image)",
-        T::NAME,
-        args.batch,
-        args.threads,
-        args.runs
-    );
-    println!(
-        "  forward      {fwd:8.1} ms  ({:.0} GFLOP/s on the convolutions)",
-        flops / fwd / 1e6
-    );
+    println!("VGG16 {} batch {} threads {} ({} runs, medians per image)", T::NAME, args.batch, args.threads, args.runs);
+    println!("  forward      {fwd:8.1} ms  ({:.0} GFLOP/s on the convolutions)", flops / fwd / 1e6);
     println!("  start        {start:8.1} ms");
     println!(
         "  propagation  {rsp:8.1} ms  ({:.0} GFLOP/s dense-equivalent: 6 forward passes)",
@@ -223,14 +190,8 @@ fn run<T: Float>(args: &Args) {
 
 fn main() {
     let args = Args::parse();
-    assert!(
-        args.batch >= 1 && args.runs >= 1 && args.threads >= 1,
-        "--batch, --runs and --threads must be ≥ 1"
-    );
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .expect("rayon pool");
+    assert!(args.batch >= 1 && args.runs >= 1 && args.threads >= 1, "--batch, --runs and --threads must be ≥ 1");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build().expect("rayon pool");
     pool.install(|| match args.dtype {
         Dtype::F32 => run::<f32>(&args),
         Dtype::F64 => run::<f64>(&args),

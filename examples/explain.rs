@@ -38,21 +38,14 @@ use std::process::ExitCode;
 const MODEL: &[u8] = include_bytes!("../data/digits_vgg.safetensors");
 const MODEL_NAME: &str = "digits_vgg.safetensors (embedded)";
 /// The public scenes, next to the model.
-const SCENES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/data/scenes_public.safetensors"
-);
+const SCENES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/scenes_public.safetensors");
 const OUT_DIR: &str = "rsp-output";
 const SCENES_SHOWN: usize = 6;
 const PANEL: u32 = 192;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.is_empty() {
-        scenes_demo()
-    } else {
-        Options::parse(&args).and_then(|o| own_image(&o))
-    };
+    let result = if args.is_empty() { scenes_demo() } else { Options::parse(&args).and_then(|o| own_image(&o)) };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,48 +56,31 @@ fn main() -> ExitCode {
 }
 
 fn class_name(net: &Network<f32>, c: usize) -> String {
-    net.class_names()
-        .and_then(|n| n.get(c).cloned())
-        .unwrap_or_else(|| format!("class {c}"))
+    net.class_names().and_then(|n| n.get(c).cloned()).unwrap_or_else(|| format!("class {c}"))
 }
 
 /// `name (logit)` of every class with logit > 0, best first.
 fn predictions(net: &Network<f32>, logits: ArrayView1<f32>) -> String {
-    let mut present: Vec<(usize, f32)> = logits
-        .iter()
-        .copied()
-        .enumerate()
-        .filter(|&(_, v)| v > 0.0)
-        .collect();
+    let mut present: Vec<(usize, f32)> = logits.iter().copied().enumerate().filter(|&(_, v)| v > 0.0).collect();
     present.sort_by(|a, b| b.1.total_cmp(&a.1));
     if present.is_empty() {
         return "none (no logit > 0)".into();
     }
-    present
-        .iter()
-        .map(|&(c, v)| format!("{} ({v:.2})", class_name(net, c)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    present.iter().map(|&(c, v)| format!("{} ({v:.2})", class_name(net, c))).collect::<Vec<_>>().join(", ")
 }
 
 /// The default: figures for the first public scenes with the embedded model.
 fn scenes_demo() -> Result<(), RspError> {
     let net = Network::<f32>::from_safetensors_bytes(MODEL, MODEL_NAME)?;
     let scenes = Scenes::load(SCENES)?;
-    std::fs::create_dir_all(OUT_DIR).map_err(|source| RspError::Io {
-        path: OUT_DIR.into(),
-        source,
-    })?;
+    std::fs::create_dir_all(OUT_DIR).map_err(|source| RspError::Io { path: OUT_DIR.into(), source })?;
     println!("model: {MODEL_NAME}; scenes: {SCENES}");
     let methods = [Method::RspComparative, Method::Rsp, Method::GradCam];
     for i in 0..SCENES_SHOWN.min(scenes.len()) {
         let x = scenes.input(i).insert_axis(Axis(0));
         let logits = net.forward(x)?;
         let mut fig = Figure::new(PANEL);
-        fig.add_panel(
-            tensor_to_rgb(scenes.input(i), &Normalization::Scenes)?,
-            format!("scene {i}"),
-        );
+        fig.add_panel(tensor_to_rgb(scenes.input(i), &Normalization::Scenes)?, format!("scene {i}"));
         let mut maps = Vec::new();
         for method in &methods {
             maps.push(scene_heatmaps(&net, &scenes, i, method)?);
@@ -114,18 +90,12 @@ fn scenes_demo() -> Result<(), RspError> {
             let name = class_name(&net, object.class);
             for (method, (_, h)) in methods.iter().zip(&maps) {
                 let map = h.index_axis(Axis(0), j);
-                fig.add_panel(
-                    heatmap_rgb(map, Scale::Percentile(99.5)),
-                    format!("{name}: {}", method.label()),
-                );
+                fig.add_panel(heatmap_rgb(map, Scale::Percentile(99.5)), format!("{name}: {}", method.label()));
             }
         }
         let path = Path::new(OUT_DIR).join(format!("scene_{i:03}.png"));
         fig.save_png(&path)?;
-        let digits: Vec<String> = slots
-            .iter()
-            .map(|(_, b)| class_name(&net, b.class))
-            .collect();
+        let digits: Vec<String> = slots.iter().map(|(_, b)| class_name(&net, b.class)).collect();
         println!(
             "wrote {}: digits {}; predicted {}",
             path.display(),
@@ -161,11 +131,7 @@ impl Options {
         let mut out = PathBuf::from(OUT_DIR).join("explanation.png");
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| bad(format!("{flag} needs a value")))
-            };
+            let mut value = || it.next().cloned().ok_or_else(|| bad(format!("{flag} needs a value")));
             match flag.as_str() {
                 "--model" => model = Some(PathBuf::from(value()?)),
                 "--image" => image = Some(PathBuf::from(value()?)),
@@ -194,33 +160,18 @@ impl Options {
                 other => return Err(bad(format!("unknown argument `{other}` (see --help)"))),
             }
         }
-        let image =
-            image.ok_or_else(|| bad("--image is required when arguments are given".into()))?;
-        Ok(Options {
-            model,
-            image,
-            target,
-            method,
-            normalization,
-            size,
-            out,
-        })
+        let image = image.ok_or_else(|| bad("--image is required when arguments are given".into()))?;
+        Ok(Options { model, image, target, method, normalization, size, out })
     }
 }
 
 /// Explains the user's image.
 fn own_image(o: &Options) -> Result<(), RspError> {
     let (net, shown, default_norm) = match &o.model {
-        Some(p) => (
-            Network::<f32>::load(p)?,
-            p.display().to_string(),
-            Normalization::ImageNet,
-        ),
-        None => (
-            Network::<f32>::from_safetensors_bytes(MODEL, MODEL_NAME)?,
-            MODEL_NAME.to_string(),
-            Normalization::Scenes,
-        ),
+        Some(p) => (Network::<f32>::load(p)?, p.display().to_string(), Normalization::ImageNet),
+        None => {
+            (Network::<f32>::from_safetensors_bytes(MODEL, MODEL_NAME)?, MODEL_NAME.to_string(), Normalization::Scenes)
+        }
     };
     let norm = o.normalization.unwrap_or(default_norm);
     let size = o.size.or_else(|| match net.input_shape() {
@@ -233,21 +184,13 @@ fn own_image(o: &Options) -> Result<(), RspError> {
     let target = match &o.target {
         Some(t) => match t.parse::<usize>() {
             Ok(c) => c,
-            Err(_) => net
-                .class_names()
-                .and_then(|names| names.iter().position(|n| n == t))
-                .ok_or_else(|| {
-                    RspError::InvalidArgument(format!(
-                        "--target `{t}` is neither a class index nor a class name of the model"
-                    ))
-                })?,
+            Err(_) => net.class_names().and_then(|names| names.iter().position(|n| n == t)).ok_or_else(|| {
+                RspError::InvalidArgument(format!(
+                    "--target `{t}` is neither a class index nor a class name of the model"
+                ))
+            })?,
         },
-        None => {
-            logits.row(0).iter().enumerate().fold(
-                0,
-                |best, (c, &v)| if v > logits[[0, best]] { c } else { best },
-            )
-        }
+        None => logits.row(0).iter().enumerate().fold(0, |best, (c, &v)| if v > logits[[0, best]] { c } else { best }),
     };
     if target >= classes {
         return Err(RspError::TargetOutOfRange { target, classes });
@@ -262,22 +205,12 @@ fn own_image(o: &Options) -> Result<(), RspError> {
         .add_panel(heat.clone(), format!("{name}: {}", o.method.label()))
         .add_panel(overlay(&heat, &picture, 0.6), "overlay");
     if let Some(dir) = o.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| RspError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| RspError::Io { path: dir.display().to_string(), source })?;
     }
     fig.save_png(&o.out)?;
     println!("model: {shown}");
-    println!(
-        "predicted (logit > 0): {}",
-        predictions(&net, logits.row(0))
-    );
-    println!(
-        "explained {name} (class {target}, logit {:.3}) with {}",
-        logits[[0, target]],
-        o.method
-    );
+    println!("predicted (logit > 0): {}", predictions(&net, logits.row(0)));
+    println!("explained {name} (class {target}, logit {:.3}) with {}", logits[[0, target]], o.method);
     println!("wrote {}", o.out.display());
     Ok(())
 }

@@ -26,7 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The short form: positive and hostile evidence for one class.
         let (positive, hostile) = rsp::attribute(&net, &scene, digit)?;
         // The comparative start weighs the digit against the others present.
-        let options = ExplainOptions { start: StartRule::Comparative(HostileClasses::PredictedPresent), ..Default::default() };
+        let options =
+            ExplainOptions { start: StartRule::Comparative(HostileClasses::PredictedPresent), ..Default::default() };
         let explanation = net.explain(scene.view(), digit, &options)?;
         let heat = explanation.heatmap().index_axis_move(Axis(0), 0);
         let (mut best, mut worst) = ((0, 0), (0, 0));

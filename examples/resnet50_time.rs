@@ -11,33 +11,19 @@ use rsp::{ExplainOptions, Network};
 use std::time::Instant;
 
 fn main() -> rsp::Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5);
+    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let t = Instant::now();
-    let net: Network<f32> =
-        ResNetConfig::resnet50().build(&WeightSource::HeNormal { seed: 2021 })?;
-    println!(
-        "built ResNet-50 ({} nodes) in {:.2?}",
-        net.len(),
-        t.elapsed()
-    );
+    let net: Network<f32> = ResNetConfig::resnet50().build(&WeightSource::HeNormal { seed: 2021 })?;
+    println!("built ResNet-50 ({} nodes) in {:.2?}", net.len(), t.elapsed());
     let mut s = 12345u64;
     let image = Array4::from_shape_simple_fn((1, 3, 224, 224), || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     });
     let t = Instant::now();
     let logits = net.forward(image.view())?;
     println!("forward: {:.2?}", t.elapsed());
-    let target =
-        logits.row(0).iter().enumerate().fold(
-            0,
-            |best, (i, &v)| if v > logits[[0, best]] { i } else { best },
-        );
+    let target = logits.row(0).iter().enumerate().fold(0, |best, (i, &v)| if v > logits[[0, best]] { i } else { best });
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
         let t = Instant::now();

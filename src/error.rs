@@ -77,7 +77,10 @@ impl RspError {
 }
 
 /// `Err(NonFinite)` naming `tensor` and the first NaN or infinite value of `values`.
-pub(crate) fn check_finite<'a, T: crate::float::Float>(tensor: impl FnOnce() -> String, values: impl IntoIterator<Item = &'a T>) -> Result<()> {
+pub(crate) fn check_finite<'a, T: crate::float::Float>(
+    tensor: impl FnOnce() -> String,
+    values: impl IntoIterator<Item = &'a T>,
+) -> Result<()> {
     match values.into_iter().position(|v| !v.is_finite()) {
         Some(index) => Err(RspError::NonFinite { tensor: tensor(), index }),
         None => Ok(()),

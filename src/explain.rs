@@ -197,7 +197,12 @@ impl<T: Float> Network<T> {
     /// // Relevance is conserved from the start layer to the input.
     /// assert!((e.relevance.sum() - e.start_relevance.sum()).abs() < 1e-9);
     /// ```
-    pub fn explain(&self, input: ArrayView4<T>, target: impl Into<Target>, options: &ExplainOptions) -> Result<Explanation<T>> {
+    pub fn explain(
+        &self,
+        input: ArrayView4<T>,
+        target: impl Into<Target>,
+        options: &ExplainOptions,
+    ) -> Result<Explanation<T>> {
         let (targets, start) = self.prepare_explain(&input, target.into(), options)?;
         let samples: Vec<SampleResult<T>> = input
             .axis_iter(Axis(0))
@@ -210,7 +215,12 @@ impl<T: Float> Network<T> {
 
     /// Validates a batch and the options of an attribution: the class of each
     /// sample and the start node.
-    fn prepare_explain(&self, input: &ArrayView4<T>, target: Target, options: &ExplainOptions) -> Result<(Vec<usize>, usize)> {
+    fn prepare_explain(
+        &self,
+        input: &ArrayView4<T>,
+        target: Target,
+        options: &ExplainOptions,
+    ) -> Result<(Vec<usize>, usize)> {
         let shapes = self.validate_input(input)?;
         let classes = shapes.last().expect("checked")[0];
         let targets = target.resolve(input.shape()[0], classes)?;
@@ -246,7 +256,13 @@ impl<T: Float> Network<T> {
         Ok((e.positive(), e.hostile()))
     }
 
-    fn explain_sample(&self, x: ndarray::ArrayViewD<T>, target: usize, start: usize, options: &ExplainOptions) -> Result<SampleResult<T>> {
+    fn explain_sample(
+        &self,
+        x: ndarray::ArrayViewD<T>,
+        target: usize,
+        start: usize,
+        options: &ExplainOptions,
+    ) -> Result<SampleResult<T>> {
         let acts = self.forward_sample(x)?;
         let (r_start, hostile) = self.start_of(&acts, target, start, options)?;
         self.propagate(&acts, start, r_start, hostile, options)
@@ -268,7 +284,13 @@ impl<T: Float> Network<T> {
     }
 
     /// The start relevance of one sample (and its hostile classes) from its activations.
-    fn start_of(&self, acts: &Activations<'_, T>, target: usize, start: usize, options: &ExplainOptions) -> Result<(ArrayD<T>, Vec<usize>)> {
+    fn start_of(
+        &self,
+        acts: &Activations<'_, T>,
+        target: usize,
+        start: usize,
+        options: &ExplainOptions,
+    ) -> Result<(ArrayD<T>, Vec<usize>)> {
         let logits = acts.outputs.last().expect("non-empty");
         // Finite inputs and weights can still overflow (values near the float's range).
         ensure_finite(logits, "logits (the forward pass overflowed the float range)")?;
@@ -364,11 +386,18 @@ impl<T: Float> Network<T> {
     ) -> Result<(Explanation<T>, PhaseTimes)> {
         let (targets, start) = self.prepare_explain(&input, target.into(), options)?;
         let clock = Instant::now();
-        let acts: Vec<_> = input.axis_iter(Axis(0)).into_par_iter().map(|x| self.forward_sample(x.into_dyn())).collect::<Result<_>>()?;
+        let acts: Vec<_> = input
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .map(|x| self.forward_sample(x.into_dyn()))
+            .collect::<Result<_>>()?;
         let forward = clock.elapsed();
         let clock = Instant::now();
-        let starts: Vec<_> =
-            acts.par_iter().zip(targets.par_iter()).map(|(a, &t)| self.start_of(a, t, start, options)).collect::<Result<_>>()?;
+        let starts: Vec<_> = acts
+            .par_iter()
+            .zip(targets.par_iter())
+            .map(|(a, &t)| self.start_of(a, t, start, options))
+            .collect::<Result<_>>()?;
         let start_time = clock.elapsed();
         let clock = Instant::now();
         let samples: Vec<SampleResult<T>> = acts
@@ -396,6 +425,10 @@ impl<T: Float> Network<T> {
 /// assert_eq!(pos.shape(), &[1, 2, 3, 3]);
 /// assert!(hostile.iter().all(|&v| v == 0.0));
 /// ```
-pub fn attribute<T: Float>(net: &Network<T>, input: &Array4<T>, target: impl Into<Target>) -> Result<(Array4<T>, Array4<T>)> {
+pub fn attribute<T: Float>(
+    net: &Network<T>,
+    input: &Array4<T>,
+    target: impl Into<Target>,
+) -> Result<(Array4<T>, Array4<T>)> {
     net.attribute(input.view(), target)
 }

@@ -68,9 +68,7 @@ impl Normalization {
     pub fn validate(&self) -> Result<()> {
         let (mean, std) = self.mean_std();
         if mean.iter().any(|m| !m.is_finite()) {
-            return Err(RspError::InvalidArgument(format!(
-                "normalisation mean must be finite, got {mean:?}"
-            )));
+            return Err(RspError::InvalidArgument(format!("normalisation mean must be finite, got {mean:?}")));
         }
         if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(RspError::InvalidArgument(format!(
@@ -103,11 +101,7 @@ impl Normalization {
 /// assert_eq!(x[[0, 0, 1, 2]], 1.0); // red channel of a pure red image
 /// # Ok::<(), rsp::RspError>(())
 /// ```
-pub fn load_image(
-    path: &Path,
-    size: Option<(u32, u32)>,
-    norm: &Normalization,
-) -> Result<Array4<f32>> {
+pub fn load_image(path: &Path, size: Option<(u32, u32)>, norm: &Normalization) -> Result<Array4<f32>> {
     norm.validate()?;
     if let Some((h, w)) = size {
         if h == 0 || w == 0 {
@@ -117,18 +111,12 @@ pub fn load_image(
         }
     }
     let shown = path.display().to_string();
-    let io_err = |source: std::io::Error| RspError::Io {
-        path: shown.clone(),
-        source,
-    };
+    let io_err = |source: std::io::Error| RspError::Io { path: shown.clone(), source };
     let reader = ImageReader::open(path).map_err(io_err)?;
     // Trust the bytes over the extension: files are often misnamed.
     let reader = reader.with_guessed_format().map_err(io_err)?;
     let decoded = reader.decode().map_err(|e| match e {
-        ImageError::IoError(source) => RspError::Io {
-            path: shown.clone(),
-            source,
-        },
+        ImageError::IoError(source) => RspError::Io { path: shown.clone(), source },
         other => RspError::format(shown.clone(), other.to_string()),
     })?;
     let mut rgb = decoded.to_rgb8();
@@ -186,11 +174,7 @@ pub fn tensor_to_rgb(x: ArrayView3<f32>, norm: &Normalization) -> Result<RgbImag
     let (h, w) = (shape[1], shape[2]);
     let too_big = u32::try_from(h).is_err() || u32::try_from(w).is_err();
     if shape[0] != 3 || too_big {
-        return Err(RspError::shape(
-            "tensor_to_rgb input",
-            "(3, H, W) with H, W < 2^32",
-            shape,
-        ));
+        return Err(RspError::shape("tensor_to_rgb input", "(3, H, W) with H, W < 2^32", shape));
     }
     let (mean, std) = norm.mean_std();
     let to_byte = |c: usize, v: f32| {
@@ -200,11 +184,7 @@ pub fn tensor_to_rgb(x: ArrayView3<f32>, norm: &Normalization) -> Result<RgbImag
     };
     Ok(RgbImage::from_fn(w as u32, h as u32, |px, py| {
         let (px, py) = (px as usize, py as usize);
-        Rgb([
-            to_byte(0, x[[0, py, px]]),
-            to_byte(1, x[[1, py, px]]),
-            to_byte(2, x[[2, py, px]]),
-        ])
+        Rgb([to_byte(0, x[[0, py, px]]), to_byte(1, x[[1, py, px]]), to_byte(2, x[[2, py, px]])])
     }))
 }
 
@@ -226,11 +206,7 @@ mod tests {
         let x = image_to_tensor(&img, &Normalization::ImageNet);
         assert_eq!(x.shape(), &[1, 3, 1, 2]);
         assert_abs_diff_eq!(x[[0, 0, 0, 1]], (1.0 - 0.485) / 0.229, epsilon = 1e-6);
-        assert_abs_diff_eq!(
-            x[[0, 1, 0, 1]],
-            (128.0 / 255.0 - 0.456) / 0.224,
-            epsilon = 1e-6
-        );
+        assert_abs_diff_eq!(x[[0, 1, 0, 1]], (128.0 / 255.0 - 0.456) / 0.224, epsilon = 1e-6);
         assert_abs_diff_eq!(x[[0, 2, 0, 1]], -0.406 / 0.225, epsilon = 1e-6);
     }
 
@@ -246,19 +222,9 @@ mod tests {
 
     #[test]
     fn round_trip_is_exact_for_every_normalisation() {
-        let img = RgbImage::from_fn(5, 4, |x, y| {
-            Rgb([(x * 50) as u8, (y * 60) as u8, (x * y * 10) as u8])
-        });
-        let custom = Normalization::Custom {
-            mean: [0.1, 0.2, 0.3],
-            std: [0.5, 0.25, 2.0],
-        };
-        for norm in [
-            Normalization::ImageNet,
-            Normalization::Scenes,
-            custom,
-            Normalization::None,
-        ] {
+        let img = RgbImage::from_fn(5, 4, |x, y| Rgb([(x * 50) as u8, (y * 60) as u8, (x * y * 10) as u8]));
+        let custom = Normalization::Custom { mean: [0.1, 0.2, 0.3], std: [0.5, 0.25, 2.0] };
+        for norm in [Normalization::ImageNet, Normalization::Scenes, custom, Normalization::None] {
             let x = image_to_tensor(&img, &norm);
             let back = tensor_to_rgb(x.index_axis(ndarray::Axis(0), 0), &norm).unwrap();
             assert_eq!(back, img, "{norm:?}");
@@ -271,10 +237,7 @@ mod tests {
         let img = tensor_to_rgb(x.view(), &Normalization::None).unwrap();
         assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]);
         let four = Array3::<f32>::zeros((4, 2, 2));
-        assert!(matches!(
-            tensor_to_rgb(four.view(), &Normalization::None),
-            Err(RspError::Shape { .. })
-        ));
+        assert!(matches!(tensor_to_rgb(four.view(), &Normalization::None), Err(RspError::Shape { .. })));
     }
 
     #[test]
@@ -301,17 +264,13 @@ mod tests {
     fn load_grey_and_rgba_as_rgb() {
         let dir = temp_dir("modes");
         let grey = dir.join("grey.png");
-        image::GrayImage::from_pixel(2, 2, image::Luma([51]))
-            .save(&grey)
-            .unwrap();
+        image::GrayImage::from_pixel(2, 2, image::Luma([51])).save(&grey).unwrap();
         let x = load_image(&grey, None, &Normalization::None).unwrap();
         assert_eq!(x.shape(), &[1, 3, 2, 2]);
         assert!(x.iter().all(|&v| (v - 0.2).abs() < 1e-7));
         // Alpha is dropped, not premultiplied.
         let rgba = dir.join("rgba.png");
-        image::RgbaImage::from_pixel(1, 1, image::Rgba([255, 0, 102, 0]))
-            .save(&rgba)
-            .unwrap();
+        image::RgbaImage::from_pixel(1, 1, image::Rgba([255, 0, 102, 0])).save(&rgba).unwrap();
         let x = load_image(&rgba, None, &Normalization::None).unwrap();
         assert_eq!(x.iter().copied().collect::<Vec<_>>(), vec![1.0, 0.0, 0.4]);
     }
@@ -320,9 +279,7 @@ mod tests {
     fn load_jpeg_of_flat_colour() {
         let dir = temp_dir("jpeg");
         let path = dir.join("grey.jpg");
-        RgbImage::from_pixel(16, 16, Rgb([128, 128, 128]))
-            .save(&path)
-            .unwrap();
+        RgbImage::from_pixel(16, 16, Rgb([128, 128, 128])).save(&path).unwrap();
         let x = load_image(&path, Some((8, 8)), &Normalization::None).unwrap();
         assert_eq!(x.shape(), &[1, 3, 8, 8]);
         // JPEG is lossy, but a flat grey survives within a couple of levels.
@@ -345,17 +302,8 @@ mod tests {
         }
         let ok = dir.join("ok.png");
         RgbImage::new(2, 2).save(&ok).unwrap();
-        assert!(matches!(
-            load_image(&ok, Some((0, 3)), &Normalization::None),
-            Err(RspError::InvalidArgument(_))
-        ));
-        let bad = Normalization::Custom {
-            mean: [0.0; 3],
-            std: [1.0, -1.0, 1.0],
-        };
-        assert!(matches!(
-            load_image(&ok, None, &bad),
-            Err(RspError::InvalidArgument(_))
-        ));
+        assert!(matches!(load_image(&ok, Some((0, 3)), &Normalization::None), Err(RspError::InvalidArgument(_))));
+        let bad = Normalization::Custom { mean: [0.0; 3], std: [1.0, -1.0, 1.0] };
+        assert!(matches!(load_image(&ok, None, &bad), Err(RspError::InvalidArgument(_))));
     }
 }

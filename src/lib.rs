@@ -24,18 +24,18 @@
 
 pub mod backend;
 pub mod error;
-pub mod io;
+pub mod eval;
 mod explain;
 mod float;
-pub mod layers;
-pub mod models;
-pub mod methods;
-pub mod limits;
-mod network;
-pub mod start;
-pub mod eval;
 pub mod image_io;
+pub mod io;
+pub mod layers;
+pub mod limits;
+pub mod methods;
+pub mod models;
+mod network;
 pub mod render;
+pub mod start;
 
 pub use error::{Result, RspError};
 pub use explain::{attribute, ExplainOptions, Explanation, HostileClasses, PhaseTimes, StartRule, Target};

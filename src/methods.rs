@@ -133,22 +133,15 @@ impl FromStr for Method {
         if let Some(eps) = s.strip_prefix("lrp-epsilon=") {
             return match eps.parse::<f64>() {
                 Ok(e) if e.is_finite() && e >= 0.0 => Ok(Method::LrpEpsilon(e)),
-                _ => Err(RspError::InvalidArgument(format!(
-                    "ε of lrp-epsilon must be a finite number ≥ 0, got `{eps}`"
-                ))),
+                _ => {
+                    Err(RspError::InvalidArgument(format!("ε of lrp-epsilon must be a finite number ≥ 0, got `{eps}`")))
+                }
             };
         }
-        Method::ALL
-            .iter()
-            .find(|m| m.name() == s)
-            .copied()
-            .ok_or_else(|| {
-                let names: Vec<&str> = Method::ALL.iter().map(Method::name).collect();
-                RspError::InvalidArgument(format!(
-                    "unknown method `{s}`; expected one of {}",
-                    names.join(", ")
-                ))
-            })
+        Method::ALL.iter().find(|m| m.name() == s).copied().ok_or_else(|| {
+            let names: Vec<&str> = Method::ALL.iter().map(Method::name).collect();
+            RspError::InvalidArgument(format!("unknown method `{s}`; expected one of {}", names.join(", ")))
+        })
     }
 }
 
@@ -262,9 +255,7 @@ impl<T: Float> Network<T> {
         let target = target.into();
         if let Method::LrpEpsilon(e) = method {
             if !(e.is_finite() && *e >= 0.0) {
-                return Err(RspError::InvalidArgument(format!(
-                    "ε of LRP-ε must be a finite number ≥ 0, got {e}"
-                )));
+                return Err(RspError::InvalidArgument(format!("ε of LRP-ε must be a finite number ≥ 0, got {e}")));
             }
         }
         if matches!(method, Method::Rsp | Method::RspComparative) {
@@ -272,14 +263,7 @@ impl<T: Float> Network<T> {
                 Method::RspComparative => StartRule::Comparative(HostileClasses::PredictedPresent),
                 _ => StartRule::SingleClass,
             };
-            let e = self.explain(
-                input,
-                target,
-                &ExplainOptions {
-                    start,
-                    ..Default::default()
-                },
-            )?;
+            let e = self.explain(input, target, &ExplainOptions { start, ..Default::default() })?;
             let heatmaps = e.heatmap();
             return Ok(Attribution {
                 method: *method,
@@ -316,10 +300,7 @@ impl<T: Float> Network<T> {
             .map(|(x, &t)| self.baseline_sample(x.into_dyn(), t, method, start))
             .collect::<Result<_>>()?;
         let stack = |get: &dyn Fn(&Sample<T>) -> ArrayViewD<'_, T>| -> ArrayD<T> {
-            let views: Vec<_> = samples
-                .iter()
-                .map(|s| get(s).insert_axis(Axis(0)))
-                .collect();
+            let views: Vec<_> = samples.iter().map(|s| get(s).insert_axis(Axis(0))).collect();
             ndarray::concatenate(Axis(0), &views).expect("samples have one shape")
         };
         let relevance = match method.has_input_relevance() {
@@ -330,14 +311,9 @@ impl<T: Float> Network<T> {
             ),
             false => None,
         };
-        let start_relevance =
-            start.map(|_| stack(&|s| s.start_relevance.as_ref().expect("start relevance").view()));
-        let heatmaps = stack(&|s| s.heatmap.view().into_dyn())
-            .into_dimensionality()
-            .expect("N×H×W");
-        let logits = stack(&|s| s.logits.view())
-            .into_dimensionality()
-            .expect("N×classes");
+        let start_relevance = start.map(|_| stack(&|s| s.start_relevance.as_ref().expect("start relevance").view()));
+        let heatmaps = stack(&|s| s.heatmap.view().into_dyn()).into_dimensionality().expect("N×H×W");
+        let logits = stack(&|s| s.logits.view()).into_dimensionality().expect("N×classes");
         Ok(Attribution {
             method: *method,
             relevance,
@@ -363,28 +339,18 @@ impl<T: Float> Network<T> {
         let mut one_hot = ArrayD::zeros(IxDyn(&[logits.len()]));
         one_hot[[target]] = T::one();
         let channel_sum = |r: &ArrayD<T>| -> Array2<T> {
-            r.view()
-                .into_dimensionality::<Ix3>()
-                .map(|r| r.sum_axis(Axis(0)))
-                .unwrap_or_else(|_| Array2::zeros((0, 0)))
+            r.view().into_dimensionality::<Ix3>().map(|r| r.sum_axis(Axis(0))).unwrap_or_else(|_| Array2::zeros((0, 0)))
         };
         let (relevance, start_relevance, heatmap) = match *method {
             Method::GradCam => {
                 let s = start.expect("resolved for Grad-CAM");
                 let g = self.gradient_to(&acts, one_hot, Source::Node(s))?;
-                let a = acts.outputs[s]
-                    .view()
-                    .into_dimensionality::<Ix3>()
-                    .expect("checked C×H×W");
+                let a = acts.outputs[s].view().into_dimensionality::<Ix3>().expect("checked C×H×W");
                 let g = g.into_dimensionality::<Ix3>().expect("checked C×H×W");
                 let cam = weighted_activation(a, g.view());
                 let map = cam.sum_axis(Axis(0)).mapv(|v| v.max(T::zero()));
                 let (h, w) = (x.shape()[1], x.shape()[2]);
-                (
-                    None,
-                    Some(cam.into_dyn()),
-                    upsample_bilinear(map.view(), h, w)?,
-                )
+                (None, Some(cam.into_dyn()), upsample_bilinear(map.view(), h, w)?)
             }
             Method::Gradient => {
                 let g = self.gradient_to(&acts, one_hot, Source::Input)?;
@@ -413,12 +379,7 @@ impl<T: Float> Network<T> {
                 ))
             }
         };
-        Ok(Sample {
-            relevance,
-            start_relevance,
-            heatmap,
-            logits,
-        })
+        Ok(Sample { relevance, start_relevance, heatmap, logits })
     }
 
     /// LRP from `one-hot × logit` at the output through every node to the input.
@@ -442,21 +403,11 @@ impl<T: Float> Network<T> {
             let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
                 NodeOp::Layer(l) => {
                     let src = node.inputs[0];
-                    let ctx = RuleContext {
-                        is_input_layer: src == Source::Input,
-                    };
-                    vec![(
-                        src,
-                        l.lrp_backward(self.backend(), acts.get(src), r.view(), rule, ctx)?,
-                    )]
+                    let ctx = RuleContext { is_input_layer: src == Source::Input };
+                    vec![(src, l.lrp_backward(self.backend(), acts.get(src), r.view(), rule, ctx)?)]
                 }
                 NodeOp::Add => {
-                    let (ra, rb) = add_lrp_rule(
-                        acts.get(node.inputs[0]),
-                        acts.get(node.inputs[1]),
-                        r.view(),
-                        rule,
-                    );
+                    let (ra, rb) = add_lrp_rule(acts.get(node.inputs[0]), acts.get(node.inputs[1]), r.view(), rule);
                     vec![(node.inputs[0], ra), (node.inputs[1], rb)]
                 }
             };

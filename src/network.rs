@@ -3,10 +3,10 @@
 
 use crate::backend::{Backend, CpuBackend};
 use crate::error::{check_finite, Result, RspError};
-use crate::limits::MAX_ELEMENTS_PER_SAMPLE;
 use crate::float::Float;
 use crate::layers::add::add_rule;
 use crate::layers::{Layer, LayerKind, RuleContext};
+use crate::limits::MAX_ELEMENTS_PER_SAMPLE;
 use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Axis};
 use rayon::prelude::*;
 use std::fmt;
@@ -135,7 +135,13 @@ impl<T: Float> Activations<'_, T> {
 impl<T: Float> Network<T> {
     /// An empty network on the default [`CpuBackend`].
     pub fn new() -> Self {
-        Network { nodes: Vec::new(), backend: Arc::new(CpuBackend), start_layer: None, class_names: None, input_shape: None }
+        Network {
+            nodes: Vec::new(),
+            backend: Arc::new(CpuBackend),
+            start_layer: None,
+            class_names: None,
+            input_shape: None,
+        }
     }
 
     /// A chain: each layer reads the previous one's output.
@@ -265,7 +271,11 @@ impl<T: Float> Network<T> {
                 match s {
                     Source::Input => ins.push(sample_shape.to_vec()),
                     Source::Node(j) if j < k => ins.push(shapes[j].clone()),
-                    Source::Node(j) => return Err(RspError::model(format!("node #{k} reads node #{j}, which does not come before it"))),
+                    Source::Node(j) => {
+                        return Err(RspError::model(format!(
+                            "node #{k} reads node #{j}, which does not come before it"
+                        )))
+                    }
                 }
             }
             let out = match &node.op {
@@ -273,11 +283,14 @@ impl<T: Float> Network<T> {
                     if ins.len() != 1 {
                         return Err(RspError::model(format!("node #{k} ({}) must have one input", l.describe())));
                     }
-                    l.output_shape(&ins[0]).map_err(|e| RspError::Model(format!("node #{k} ({}): {e}", l.describe())))?
+                    l.output_shape(&ins[0])
+                        .map_err(|e| RspError::Model(format!("node #{k} ({}): {e}", l.describe())))?
                 }
                 NodeOp::Add => {
                     if ins.len() != 2 || ins[0] != ins[1] {
-                        return Err(RspError::Model(format!("node #{k} (add) needs two inputs of one shape, found {ins:?}")));
+                        return Err(RspError::Model(format!(
+                            "node #{k} (add) needs two inputs of one shape, found {ins:?}"
+                        )));
                     }
                     ins[0].clone()
                 }
@@ -306,11 +319,17 @@ impl<T: Float> Network<T> {
         }
         if let Some(declared) = &self.input_shape {
             if declared[0] != shape[1] {
-                return Err(RspError::shape("input", format!("N×{}×H×W (the model's input channels)", declared[0]), shape));
+                return Err(RspError::shape(
+                    "input",
+                    format!("N×{}×H×W (the model's input channels)", declared[0]),
+                    shape,
+                ));
             }
         }
         self.check(&shape[1..]).map_err(|e| match e {
-            RspError::Model(m) => RspError::InvalidArgument(format!("input of shape {shape:?} does not fit the network: {m}")),
+            RspError::Model(m) => {
+                RspError::InvalidArgument(format!("input of shape {shape:?} does not fit the network: {m}"))
+            }
             other => other,
         })
     }
@@ -325,7 +344,15 @@ impl<T: Float> Network<T> {
             };
             // An overflow (or a weight made non-finite after construction) must not be
             // hidden by a later ReLU or max: stop at the first node that produces one.
-            check_finite(|| format!("the output of node #{k} ({}) (the forward pass overflowed the float range)", node.describe()), &out)?;
+            check_finite(
+                || {
+                    format!(
+                        "the output of node #{k} ({}) (the forward pass overflowed the float range)",
+                        node.describe()
+                    )
+                },
+                &out,
+            )?;
             acts.outputs.push(out);
         }
         Ok(acts)
@@ -349,7 +376,10 @@ impl<T: Float> Network<T> {
             .map(|x| {
                 let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
                 match logits.iter().position(|v| !v.is_finite()) {
-                    Some(index) => Err(RspError::NonFinite { tensor: "logits (the forward pass overflowed the float range)".into(), index }),
+                    Some(index) => Err(RspError::NonFinite {
+                        tensor: "logits (the forward pass overflowed the float range)".into(),
+                        index,
+                    }),
                     None => Ok(logits),
                 }
             })
@@ -368,7 +398,9 @@ impl<T: Float> Network<T> {
         let kind = |k: usize| self.nodes[k].layer().map(|l| l.kind());
         let head = (0..self.nodes.len())
             .find(|&k| matches!(kind(k), Some(LayerKind::Flatten | LayerKind::Linear)))
-            .ok_or_else(|| RspError::model("no classifier head (flatten or linear layer) found; give the start layer explicitly"))?;
+            .ok_or_else(|| {
+                RspError::model("no classifier head (flatten or linear layer) found; give the start layer explicitly")
+            })?;
         let mut k = head;
         while k > 0 && kind(k - 1).is_some_and(|kd| kd.is_pooling()) {
             k -= 1;
@@ -411,7 +443,9 @@ impl<T: Float> Network<T> {
             let Some(g) = grads[k].take() else { continue };
             let node = &self.nodes[k];
             let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
-                NodeOp::Layer(l) => vec![(node.inputs[0], l.gradient(self.backend(), acts.get(node.inputs[0]), g.view())?)],
+                NodeOp::Layer(l) => {
+                    vec![(node.inputs[0], l.gradient(self.backend(), acts.get(node.inputs[0]), g.view())?)]
+                }
                 NodeOp::Add => vec![(node.inputs[0], g.clone()), (node.inputs[1], g)],
             };
             for (src, part) in parts {
@@ -456,7 +490,12 @@ impl<T: Float> Network<T> {
                 }
             };
             for (_, part) in &parts {
-                check_finite(|| format!("the relevance at the input of node #{k} ({}) (an intermediate value overflowed the float range)", node.describe()), part)?;
+                check_finite(
+                    || {
+                        format!("the relevance at the input of node #{k} ({}) (an intermediate value overflowed the float range)", node.describe())
+                    },
+                    part,
+                )?;
             }
             if keep_trace {
                 trace[k] = Some(parts[0].1.clone());

@@ -43,11 +43,7 @@ impl Scale {
     /// assert_eq!(Scale::Percentile(50.0).divisor(h.view()), Some(2.5));
     /// ```
     pub fn divisor(&self, h: ArrayView2<f32>) -> Option<f32> {
-        let mut mags: Vec<f32> = h
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|v| v.abs())
-            .collect();
+        let mut mags: Vec<f32> = h.iter().filter(|v| v.is_finite()).map(|v| v.abs()).collect();
         let max = mags.iter().copied().fold(0.0_f32, f32::max);
         if max <= 0.0 {
             return None;
@@ -55,11 +51,7 @@ impl Scale {
         match *self {
             Scale::MaxAbs => Some(max),
             Scale::Percentile(p) => {
-                let p = if p.is_nan() {
-                    100.0
-                } else {
-                    p.clamp(0.0, 100.0)
-                };
+                let p = if p.is_nan() { 100.0 } else { p.clamp(0.0, 100.0) };
                 mags.sort_by(f32::total_cmp);
                 let q = percentile_sorted(&mags, p);
                 Some(if q > 0.0 { q } else { max })
@@ -125,10 +117,7 @@ pub fn heatmap_rgb(h: ArrayView2<f32>, scale: Scale) -> RgbImage {
     let div = scale.divisor(h);
     // Dimensions beyond u32 cannot be an image; the clamp keeps indexing in
     // bounds instead of panicking.
-    let (w, hgt) = (
-        u32::try_from(cols).unwrap_or(u32::MAX),
-        u32::try_from(rows).unwrap_or(u32::MAX),
-    );
+    let (w, hgt) = (u32::try_from(cols).unwrap_or(u32::MAX), u32::try_from(rows).unwrap_or(u32::MAX));
     RgbImage::from_fn(w, hgt, |x, y| {
         let v = h[[y as usize, x as usize]];
         match div {
@@ -155,11 +144,7 @@ pub fn heatmap_rgb(h: ArrayView2<f32>, scale: Scale) -> RgbImage {
 /// assert_eq!(overlay(&heat, &base, 0.6).get_pixel(0, 0).0, [193, 40, 40]);
 /// ```
 pub fn overlay(heat: &RgbImage, base: &RgbImage, alpha: f32) -> RgbImage {
-    let alpha = if alpha.is_nan() {
-        1.0
-    } else {
-        alpha.clamp(0.0, 1.0)
-    };
+    let alpha = if alpha.is_nan() { 1.0 } else { alpha.clamp(0.0, 1.0) };
     let (w, h) = heat.dimensions();
     let resized;
     let base = if base.dimensions() == (w, h) || w == 0 || h == 0 {
@@ -172,11 +157,7 @@ pub fn overlay(heat: &RgbImage, base: &RgbImage, alpha: f32) -> RgbImage {
         let hp = heat.get_pixel(x, y).0;
         let bp = base.get_pixel(x, y).0;
         let grey = 0.299 * f32::from(bp[0]) + 0.587 * f32::from(bp[1]) + 0.114 * f32::from(bp[2]);
-        let mix = |c: u8| {
-            (alpha * f32::from(c) + (1.0 - alpha) * grey)
-                .round()
-                .clamp(0.0, 255.0) as u8
-        };
+        let mix = |c: u8| (alpha * f32::from(c) + (1.0 - alpha) * grey).round().clamp(0.0, 255.0) as u8;
         Rgb([mix(hp[0]), mix(hp[1]), mix(hp[2])])
     })
 }
@@ -204,14 +185,10 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    img.save_with_format(path, ImageFormat::Png)
-        .map_err(|e| match e {
-            ImageError::IoError(source) => RspError::Io {
-                path: path.display().to_string(),
-                source,
-            },
-            other => RspError::format(path.display().to_string(), other.to_string()),
-        })
+    img.save_with_format(path, ImageFormat::Png).map_err(|e| match e {
+        ImageError::IoError(source) => RspError::Io { path: path.display().to_string(), source },
+        other => RspError::format(path.display().to_string(), other.to_string()),
+    })
 }
 
 /// Pixels between panels and around the figure.
@@ -258,10 +235,7 @@ impl Figure {
     /// assert_eq!(fig.len(), 0);
     /// ```
     pub fn new(panel_size: u32) -> Self {
-        Figure {
-            panel_size: panel_size.max(1),
-            panels: Vec::new(),
-        }
+        Figure { panel_size: panel_size.max(1), panels: Vec::new() }
     }
 
     /// Appends a panel to the right of the existing ones.
@@ -307,26 +281,15 @@ impl Figure {
     pub fn render(&self) -> RgbImage {
         let size = self.panel_size;
         let max_chars = (size / GLYPH) as usize;
-        let captions: Vec<Vec<String>> = self
-            .panels
-            .iter()
-            .map(|(_, c)| wrap_caption(c, max_chars))
-            .collect();
+        let captions: Vec<Vec<String>> = self.panels.iter().map(|(_, c)| wrap_caption(c, max_chars)).collect();
         let lines = captions.iter().map(Vec::len).max().unwrap_or(0) as u32;
-        let caption_h = if lines == 0 {
-            0
-        } else {
-            4 + lines * LINE_HEIGHT
-        };
+        let caption_h = if lines == 0 { 0 } else { 4 + lines * LINE_HEIGHT };
         let n = self.panels.len() as u32;
         if n == 0 {
             return RgbImage::from_pixel(GAP, GAP, Rgb([255, 255, 255]));
         }
         let width = GAP.saturating_add(n.saturating_mul(size.saturating_add(GAP)));
-        let height = GAP
-            .saturating_mul(2)
-            .saturating_add(size)
-            .saturating_add(caption_h);
+        let height = GAP.saturating_mul(2).saturating_add(size).saturating_add(caption_h);
         let mut out = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
         for (i, ((img, _), lines)) in self.panels.iter().zip(&captions).enumerate() {
             let left = GAP + i as u32 * (size + GAP);
@@ -372,9 +335,7 @@ fn resize_nearest_fit(img: &RgbImage, size: u32) -> RgbImage {
         let src = ((2 * u64::from(o) + 1) * u64::from(inp)) / (2 * u64::from(out));
         (src as u32).min(inp - 1)
     };
-    RgbImage::from_fn(ow, oh, |x, y| {
-        *img.get_pixel(pick(x, ow, w), pick(y, oh, h))
-    })
+    RgbImage::from_fn(ow, oh, |x, y| *img.get_pixel(pick(x, ow, w), pick(y, oh, h)))
 }
 
 /// Greedy word wrap to `max_chars` per line, at most [`MAX_CAPTION_LINES`]
@@ -549,10 +510,7 @@ mod tests {
         assert_eq!(img.get_pixel(2, 0).0, [255, 0, 0]);
         assert_eq!(img.get_pixel(3, 0).0, [128, 128, 255]);
         let empty = Array2::<f32>::zeros((0, 0));
-        assert_eq!(
-            heatmap_rgb(empty.view(), Scale::MaxAbs).dimensions(),
-            (0, 0)
-        );
+        assert_eq!(heatmap_rgb(empty.view(), Scale::MaxAbs).dimensions(), (0, 0));
     }
 
     #[test]
@@ -560,10 +518,7 @@ mod tests {
         let heat = RgbImage::from_pixel(2, 1, Rgb([0, 0, 255]));
         // Luma of (200, 100, 50) = 59.8 + 58.7 + 5.7 = 124.2.
         let base = RgbImage::from_pixel(2, 1, Rgb([200, 100, 50]));
-        assert_eq!(
-            overlay(&heat, &base, 0.0).get_pixel(0, 0).0,
-            [124, 124, 124]
-        );
+        assert_eq!(overlay(&heat, &base, 0.0).get_pixel(0, 0).0, [124, 124, 124]);
         assert_eq!(overlay(&heat, &base, 1.0).get_pixel(1, 0).0, [0, 0, 255]);
         // 0.25 * 255 + 0.75 * 124.2 = 156.9; 0.75 * 124.2 = 93.15.
         assert_eq!(overlay(&heat, &base, 0.25).get_pixel(0, 0).0, [93, 93, 157]);
@@ -591,15 +546,9 @@ mod tests {
     #[test]
     fn captions_wrap_and_truncate() {
         assert_eq!(wrap_caption("class 3", 10), vec!["class 3"]);
-        assert_eq!(
-            wrap_caption("RSP  positive  map", 8),
-            vec!["RSP", "positive", "map"]
-        );
+        assert_eq!(wrap_caption("RSP  positive  map", 8), vec!["RSP", "positive", "map"]);
         assert_eq!(wrap_caption("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
-        assert_eq!(
-            wrap_caption("one two three four five", 5),
-            vec!["one", "two", "thre…"]
-        );
+        assert_eq!(wrap_caption("one two three four five", 5), vec!["one", "two", "thre…"]);
         assert_eq!(wrap_caption("anything", 0), Vec::<String>::new());
         assert_eq!(wrap_caption("", 5), Vec::<String>::new());
         assert_eq!(ellipsize("ab cd", 4), "ab…");
@@ -620,9 +569,8 @@ mod tests {
         assert_eq!(img.get_pixel(48, 8).0, [0, 0, 255]);
         // The caption "I" is drawn in black somewhere below the first panel
         // and nothing black appears under the second.
-        let black_in = |x0: u32, x1: u32| {
-            (44..img.height()).any(|y| (x0..x1).any(|x| img.get_pixel(x, y).0 == [0, 0, 0]))
-        };
+        let black_in =
+            |x0: u32, x1: u32| (44..img.height()).any(|y| (x0..x1).any(|x| img.get_pixel(x, y).0 == [0, 0, 0]));
         assert!(black_in(8, 40));
         assert!(!black_in(48, 80));
     }

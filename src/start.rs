@@ -36,7 +36,11 @@ pub fn single_class_start<T: Float>(a: ArrayView3<T>, g: ArrayView3<T>) -> Array
 /// The comparative start with hostile classes. `target_grad` and
 /// `hostile_grads` are the gradients of the target's and of each hostile
 /// class's logit at the start layer's output `a`.
-pub fn comparative_start<T: Float>(a: ArrayView3<T>, target_grad: ArrayView3<T>, hostile_grads: &[ArrayView3<T>]) -> Result<Array3<T>> {
+pub fn comparative_start<T: Float>(
+    a: ArrayView3<T>,
+    target_grad: ArrayView3<T>,
+    hostile_grads: &[ArrayView3<T>],
+) -> Result<Array3<T>> {
     if hostile_grads.is_empty() {
         return Ok(single_class_start(a, target_grad));
     }

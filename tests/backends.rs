@@ -23,7 +23,18 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (1usize..5, 1usize..6, 1usize..12, 1usize..12, 1usize..4, 1usize..4, 1usize..3, 1usize..3, [0usize..3, 0usize..3, 0usize..3, 0usize..3], any::<u64>())
+    (
+        1usize..5,
+        1usize..6,
+        1usize..12,
+        1usize..12,
+        1usize..4,
+        1usize..4,
+        1usize..3,
+        1usize..3,
+        [0usize..3, 0usize..3, 0usize..3, 0usize..3],
+        any::<u64>(),
+    )
         .prop_filter_map("kernel must fit", |(c, o, h, w, kh, kw, sh, sw, padding, seed)| {
             let geom = ConvGeometry { stride: [sh, sw], padding };
             geom.output_size((h, w), (kh, kw)).map(|_| Case { c, o, h, w, kh, kw, geom, seed })

@@ -39,7 +39,19 @@ fn attribute_matches_the_golden_in_f64_and_f32() {
         let model = data(&format!("golden/{case}.safetensors"));
         let out = dir.join("r.npy");
         let target = &file.metadata["target"];
-        let o = rsp(&["attribute", "--model", s(&model), "--input", s(&input), "--target", target, "--out", s(&out), "--dtype", "f64"]);
+        let o = rsp(&[
+            "attribute",
+            "--model",
+            s(&model),
+            "--input",
+            s(&input),
+            "--target",
+            target,
+            "--out",
+            s(&out),
+            "--dtype",
+            "f64",
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let r: ArrayD<f64> = read_npy(&out).unwrap();
         assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= 1e-9, "{case} f64");
@@ -60,7 +72,19 @@ fn attribute_reads_onnx_and_per_sample_targets() {
     write_npy(&input, &file.tensors["input"]).unwrap();
     let out = dir.join("r.npy");
     let model = data("golden/onnx/resnet_bottleneck_tiny.onnx");
-    let o = rsp(&["attribute", "--model", s(&model), "--input", s(&input), "--target", "3,3", "--out", s(&out), "--dtype", "f64"]);
+    let o = rsp(&[
+        "attribute",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--target",
+        "3,3",
+        "--out",
+        s(&out),
+        "--dtype",
+        "f64",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: ArrayD<f64> = read_npy(&out).unwrap();
     assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= 1e-9);
@@ -76,7 +100,19 @@ fn a_comma_list_gives_one_target_per_sample() {
     write_npy(&input, &pair).unwrap();
     let out = dir.join("r.npy");
     let model = data("golden/vgg_tiny.safetensors");
-    let o = rsp(&["attribute", "--model", s(&model), "--input", s(&input), "--target", "0,5", "--out", s(&out), "--dtype", "f64"]);
+    let o = rsp(&[
+        "attribute",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--target",
+        "0,5",
+        "--out",
+        s(&out),
+        "--dtype",
+        "f64",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: ArrayD<f64> = read_npy(&out).unwrap();
     assert_eq!(r.shape(), &[2, 3, 32, 32]);
@@ -136,17 +172,81 @@ fn bad_input_gives_one_line_on_stderr_and_a_failure_status() {
     let not_model = dir.join("not_a_model.safetensors");
     std::fs::write(&not_model, b"hello").unwrap();
     let cases: Vec<(&str, Vec<&str>)> = vec![
-        ("missing model", vec!["attribute", "--model", "nope.safetensors", "--input", s(&input), "--target", "0", "--out", s(&out)]),
-        ("corrupt model", vec!["attribute", "--model", s(&not_model), "--input", s(&input), "--target", "0", "--out", s(&out)]),
-        ("bad target", vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "x", "--out", s(&out)]),
-        ("target out of range", vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "12", "--out", s(&out)]),
-        ("too many targets", vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "1,2", "--out", s(&out)]),
-        ("rank 3 input", vec!["attribute", "--model", s(&model), "--input", s(&rank3), "--target", "0", "--out", s(&out)]),
+        (
+            "missing model",
+            vec!["attribute", "--model", "nope.safetensors", "--input", s(&input), "--target", "0", "--out", s(&out)],
+        ),
+        (
+            "corrupt model",
+            vec!["attribute", "--model", s(&not_model), "--input", s(&input), "--target", "0", "--out", s(&out)],
+        ),
+        (
+            "bad target",
+            vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "x", "--out", s(&out)],
+        ),
+        (
+            "target out of range",
+            vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "12", "--out", s(&out)],
+        ),
+        (
+            "too many targets",
+            vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "1,2", "--out", s(&out)],
+        ),
+        (
+            "rank 3 input",
+            vec!["attribute", "--model", s(&model), "--input", s(&rank3), "--target", "0", "--out", s(&out)],
+        ),
         ("NaN input", vec!["attribute", "--model", s(&model), "--input", s(&nan), "--target", "0", "--out", s(&out)]),
-        ("corrupt npy", vec!["attribute", "--model", s(&model), "--input", s(&junk), "--target", "0", "--out", s(&out)]),
-        ("hostile without comparative", vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "0", "--out", s(&out), "--hostile", "1"]),
-        ("bad dtype", vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "0", "--out", s(&out), "--dtype", "f16"]),
-        ("unwritable output", vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "0", "--out", "/no/such/dir/r.npy"]),
+        (
+            "corrupt npy",
+            vec!["attribute", "--model", s(&model), "--input", s(&junk), "--target", "0", "--out", s(&out)],
+        ),
+        (
+            "hostile without comparative",
+            vec![
+                "attribute",
+                "--model",
+                s(&model),
+                "--input",
+                s(&input),
+                "--target",
+                "0",
+                "--out",
+                s(&out),
+                "--hostile",
+                "1",
+            ],
+        ),
+        (
+            "bad dtype",
+            vec![
+                "attribute",
+                "--model",
+                s(&model),
+                "--input",
+                s(&input),
+                "--target",
+                "0",
+                "--out",
+                s(&out),
+                "--dtype",
+                "f16",
+            ],
+        ),
+        (
+            "unwritable output",
+            vec![
+                "attribute",
+                "--model",
+                s(&model),
+                "--input",
+                s(&input),
+                "--target",
+                "0",
+                "--out",
+                "/no/such/dir/r.npy",
+            ],
+        ),
         ("unknown subcommand", vec!["explode"]),
         ("missing argument", vec!["attribute", "--model", s(&model)]),
     ];

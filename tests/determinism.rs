@@ -26,13 +26,8 @@ fn network<T: Float>() -> Network<T> {
             T::of(noise(seed) * scale)
         });
         net.push(
-            Conv2d::new(
-                format!("c{o}"),
-                w,
-                Some(Array1::from_elem(o, T::of(0.01))),
-                ConvGeometry::square(1, 1),
-            )
-            .unwrap(),
+            Conv2d::new(format!("c{o}"), w, Some(Array1::from_elem(o, T::of(0.01))), ConvGeometry::square(1, 1))
+                .unwrap(),
         );
         net.push(Relu);
     };
@@ -44,9 +39,7 @@ fn network<T: Float>() -> Network<T> {
     net.push(MaxPool2d::new((2, 2), (2, 2), [0; 4]));
     net.push(AdaptiveAvgPool2d::new((2, 2)));
     net.push(Flatten);
-    let fc = Array2::from_shape_fn((5, 48 * 4), |(i, j)| {
-        T::of(noise(1000 + (i * 192 + j) as u64) * 0.1)
-    });
+    let fc = Array2::from_shape_fn((5, 48 * 4), |(i, j)| T::of(noise(1000 + (i * 192 + j) as u64) * 0.1));
     net.push(Linear::new("fc", fc, None).unwrap());
     net
 }
@@ -56,44 +49,26 @@ fn explain_in_pool<T: Float>(threads: usize, opts: &ExplainOptions) -> (Vec<T>, 
     let x = Array4::from_shape_fn((2, 3, 64, 64), |(n, c, i, j)| {
         T::of(noise((((n * 3 + c) * 64 + i) * 64 + j) as u64 + 7))
     });
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let e = net.explain(x.view(), vec![1, 3], opts).unwrap();
         let (timed, _) = net.explain_timed(x.view(), vec![1, 3], opts).unwrap();
-        assert_eq!(
-            e.relevance, timed.relevance,
-            "explain_timed computes the same as explain"
-        );
-        (
-            e.relevance.iter().copied().collect(),
-            e.start_relevance.iter().copied().collect(),
-        )
+        assert_eq!(e.relevance, timed.relevance, "explain_timed computes the same as explain");
+        (e.relevance.iter().copied().collect(), e.start_relevance.iter().copied().collect())
     })
 }
 
 fn same_bits_for_any_thread_count<T: Float>() {
     for opts in [
         ExplainOptions::default(),
-        ExplainOptions {
-            start: StartRule::Comparative(HostileClasses::TopK(2)),
-            ..Default::default()
-        },
+        ExplainOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() },
     ] {
         let (r1, s1) = explain_in_pool::<T>(1, &opts);
-        assert!(
-            r1.iter().any(|v| *v != T::zero()),
-            "the test network must propagate something"
-        );
+        assert!(r1.iter().any(|v| *v != T::zero()), "the test network must propagate something");
         for threads in [2, 3] {
             let (r, s) = explain_in_pool::<T>(threads, &opts);
-            let differ = r1
-                .iter()
-                .zip(&r)
-                .filter(|(a, b)| a.to_f64_exact().to_bits() != b.to_f64_exact().to_bits())
-                .count();
+            let differ =
+                r1.iter().zip(&r).filter(|(a, b)| a.to_f64_exact().to_bits() != b.to_f64_exact().to_bits()).count();
             assert_eq!(
                 differ,
                 0,
@@ -101,10 +76,7 @@ fn same_bits_for_any_thread_count<T: Float>() {
                 differ,
                 T::NAME
             );
-            assert!(s1
-                .iter()
-                .zip(&s)
-                .all(|(a, b)| a.to_f64_exact().to_bits() == b.to_f64_exact().to_bits()));
+            assert!(s1.iter().zip(&s).all(|(a, b)| a.to_f64_exact().to_bits() == b.to_f64_exact().to_bits()));
         }
     }
 }

@@ -20,20 +20,12 @@ fn tensor<T: Float>(path: &str, name: &str) -> ArrayD<T> {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor(name).unwrap();
     assert_eq!(t.dtype(), Dtype::F32);
-    let values = t
-        .data()
-        .chunks_exact(4)
-        .map(|c| T::of(f32::from_le_bytes(c.try_into().unwrap()) as f64))
-        .collect();
+    let values = t.data().chunks_exact(4).map(|c| T::of(f32::from_le_bytes(c.try_into().unwrap()) as f64)).collect();
     ArrayD::from_shape_vec(IxDyn(t.shape()), values).unwrap()
 }
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
 }
 
 /// The bits of everything an explanation returns.
@@ -46,26 +38,13 @@ fn bits<T: Float>(e: &Explanation<T>) -> Vec<u64> {
         .collect()
 }
 
-fn assert_deterministic<T: Float>(
-    what: &str,
-    net: &Network<T>,
-    x: &Array4<T>,
-    target: Target,
-    opts: &ExplainOptions,
-) {
-    let run = |threads: usize| {
-        in_pool(threads, || {
-            net.explain(x.view(), target.clone(), opts).unwrap()
-        })
-    };
+fn assert_deterministic<T: Float>(what: &str, net: &Network<T>, x: &Array4<T>, target: Target, opts: &ExplainOptions) {
+    let run = |threads: usize| in_pool(threads, || net.explain(x.view(), target.clone(), opts).unwrap());
     let reference = run(1);
     assert!(reference.relevance.iter().all(|v| v.is_finite()), "{what}");
     let reference_bits = bits(&reference);
     for threads in [1, 2, 8] {
-        assert!(
-            bits(&run(threads)) == reference_bits,
-            "{what}: {threads} threads differ from 1 thread"
-        );
+        assert!(bits(&run(threads)) == reference_bits, "{what}: {threads} threads differ from 1 thread");
     }
     // Repeated runs in the global pool.
     for _ in 0..2 {
@@ -75,23 +54,16 @@ fn assert_deterministic<T: Float>(
         );
     }
     // Each sample alone, on 2 threads.
-    let targets = target
-        .resolve(x.shape()[0], reference.logits.ncols())
-        .unwrap();
+    let targets = target.resolve(x.shape()[0], reference.logits.ncols()).unwrap();
     for (n, &t) in targets.iter().enumerate() {
         let one = x.slice(s![n..n + 1, .., .., ..]);
         let alone = in_pool(2, || net.explain(one, t, opts).unwrap());
         assert!(
-            alone
+            alone.relevance.index_axis(Axis(0), 0).iter().map(|v| v.to_f64_exact().to_bits()).eq(reference
                 .relevance
-                .index_axis(Axis(0), 0)
+                .index_axis(Axis(0), n)
                 .iter()
-                .map(|v| v.to_f64_exact().to_bits())
-                .eq(reference
-                    .relevance
-                    .index_axis(Axis(0), n)
-                    .iter()
-                    .map(|v| v.to_f64_exact().to_bits())),
+                .map(|v| v.to_f64_exact().to_bits())),
             "{what}: sample {n} alone differs from the batch"
         );
         assert!(alone
@@ -100,24 +72,18 @@ fn assert_deterministic<T: Float>(
             .iter()
             .zip(reference.logits.row(n))
             .all(|(a, b)| a.to_f64_exact().to_bits() == b.to_f64_exact().to_bits()));
-        assert_eq!(
-            alone.hostile_classes[0], reference.hostile_classes[n],
-            "{what}: sample {n}"
-        );
+        assert_eq!(alone.hostile_classes[0], reference.hostile_classes[n], "{what}: sample {n}");
     }
 }
 
 fn digits<T: Float>() {
     let net = Network::<T>::load(repo("data/digits_vgg.safetensors")).unwrap();
-    let scenes: Array4<T> = tensor::<T>("data/scenes_public.safetensors", "input")
-        .into_dimensionality::<Ix4>()
-        .unwrap();
+    let scenes: Array4<T> =
+        tensor::<T>("data/scenes_public.safetensors", "input").into_dimensionality::<Ix4>().unwrap();
     let x = scenes.slice(s![0..4, .., .., ..]).to_owned();
     let labels = tensor::<f64>("data/scenes_public.safetensors", "labels");
     // Per scene, the first digit present.
-    let targets: Vec<usize> = (0..4)
-        .map(|n| (0..10).find(|&c| labels[[n, c]] > 0.5).unwrap())
-        .collect();
+    let targets: Vec<usize> = (0..4).map(|n| (0..10).find(|&c| labels[[n, c]] > 0.5).unwrap()).collect();
     assert_deterministic(
         &format!("digits {} single", T::NAME),
         &net,
@@ -125,10 +91,8 @@ fn digits<T: Float>() {
         Target::PerSample(targets.clone()),
         &ExplainOptions::default(),
     );
-    let comparative = ExplainOptions {
-        start: StartRule::Comparative(HostileClasses::PredictedPresent),
-        ..Default::default()
-    };
+    let comparative =
+        ExplainOptions { start: StartRule::Comparative(HostileClasses::PredictedPresent), ..Default::default() };
     assert_deterministic(
         &format!("digits {} comparative", T::NAME),
         &net,
@@ -151,42 +115,23 @@ fn the_digits_model_is_bit_reproducible_in_f64() {
 #[test]
 fn the_golden_bottleneck_resnet_is_bit_reproducible() {
     let golden = "tests/data/golden/resnet_bottleneck_tiny.safetensors";
-    let x = tensor::<f64>(golden, "input")
-        .into_dimensionality::<Ix4>()
-        .unwrap();
+    let x = tensor::<f64>(golden, "input").into_dimensionality::<Ix4>().unwrap();
     assert_eq!(x.shape()[0], 2, "the golden ResNet case is a batch of 2");
     let bytes = std::fs::read(repo(golden)).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let targets: Vec<usize> =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()["target"]).unwrap();
+    let targets: Vec<usize> = serde_json::from_str(&header.metadata().as_ref().unwrap()["target"]).unwrap();
     // The ONNX export of the same network (the safetensors ResNet metadata is
     // read too where this build supports it).
-    let mut nets = vec![(
-        "onnx",
-        Network::<f64>::load(repo("tests/data/golden/onnx/resnet_bottleneck_tiny.onnx")).unwrap(),
-    )];
+    let mut nets =
+        vec![("onnx", Network::<f64>::load(repo("tests/data/golden/onnx/resnet_bottleneck_tiny.onnx")).unwrap())];
     if let Ok(net) = Network::<f64>::load(repo(golden)) {
         nets.push(("safetensors", net));
     }
     for (format, net) in nets {
         let what = format!("resnet_bottleneck_tiny ({format})");
-        assert_deterministic(
-            &what,
-            &net,
-            &x,
-            Target::PerSample(targets.clone()),
-            &ExplainOptions::default(),
-        );
-        let comparative = ExplainOptions {
-            start: StartRule::Comparative(HostileClasses::TopK(2)),
-            ..Default::default()
-        };
-        assert_deterministic(
-            &what,
-            &net,
-            &x,
-            Target::PerSample(targets.clone()),
-            &comparative,
-        );
+        assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &ExplainOptions::default());
+        let comparative =
+            ExplainOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() };
+        assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &comparative);
     }
 }

@@ -37,7 +37,9 @@ fn a_target_out_of_range_is_reported_with_the_class_count() {
 
 #[test]
 fn per_sample_targets_must_match_the_batch() {
-    let err = vgg_tiny().explain(input((2, 3, 32, 32)).view(), Target::PerSample(vec![1]), &ExplainOptions::default()).unwrap_err();
+    let err = vgg_tiny()
+        .explain(input((2, 3, 32, 32)).view(), Target::PerSample(vec![1]), &ExplainOptions::default())
+        .unwrap_err();
     assert!(matches!(err, RspError::InvalidArgument(_)), "{err}");
 }
 

@@ -26,24 +26,11 @@ fn model() -> Network<f64> {
 fn check_reference(method: Method, expected: [f64; 3]) {
     let report = evaluate(&model(), scenes(), &method, &EvalOptions::default()).unwrap();
     assert_eq!(report.pairs, 502, "{method}");
-    assert_eq!(
-        report.hostile_pairs, 502,
-        "{method}: every public scene has ≥ 2 digits"
-    );
+    assert_eq!(report.hostile_pairs, 502, "{method}: every public scene has ≥ 2 digits");
     assert_eq!(report.scenes, 200);
-    let got = [
-        report.pointing_game,
-        report.hostile_pointing_game,
-        report.miou,
-    ];
-    for (name, (g, e)) in ["pointing game", "hostile pointing game", "mIoU"]
-        .iter()
-        .zip(got.iter().zip(expected))
-    {
-        assert!(
-            (g - e).abs() <= 0.01,
-            "{method} {name}: {g:.4}, reference {e:.4}"
-        );
+    let got = [report.pointing_game, report.hostile_pointing_game, report.miou];
+    for (name, (g, e)) in ["pointing game", "hostile pointing game", "mIoU"].iter().zip(got.iter().zip(expected)) {
+        assert!((g - e).abs() <= 0.01, "{method} {name}: {g:.4}, reference {e:.4}");
     }
 }
 
@@ -77,11 +64,7 @@ fn the_public_scenes_file_is_what_the_readme_describes() {
     assert_eq!(pairs, 502);
     for i in 0..s.len() {
         let objects = s.objects(i);
-        assert!(
-            (2..=3).contains(&objects.len()),
-            "scene {i}: {} digits",
-            objects.len()
-        );
+        assert!((2..=3).contains(&objects.len()), "scene {i}: {} digits", objects.len());
         // Labels are the multi-hot of the boxes' classes, and masks lie in their boxes.
         let mut classes: Vec<usize> = objects.iter().map(|b| b.class).collect();
         classes.sort_unstable();
@@ -90,19 +73,12 @@ fn the_public_scenes_file_is_what_the_readme_describes() {
         for (slot, b) in s.slots(i) {
             let mask = s.mask(i, slot);
             assert!(mask.iter().any(|&m| m != 0));
-            assert!(
-                mask.indexed_iter()
-                    .all(|((y, x), &m)| m == 0 || b.contains(y, x)),
-                "scene {i} slot {slot}"
-            );
+            assert!(mask.indexed_iter().all(|((y, x), &m)| m == 0 || b.contains(y, x)), "scene {i} slot {slot}");
         }
     }
     // Our forward pass reproduces the file's (PyTorch) logits.
     let net = model();
-    let x = s
-        .inputs
-        .slice(ndarray::s![..20, .., .., ..])
-        .mapv(f64::from);
+    let x = s.inputs.slice(ndarray::s![..20, .., .., ..]).mapv(f64::from);
     let logits = net.forward(x.view()).unwrap();
     let file = s.logits.as_ref().unwrap();
     let d = logits
@@ -117,15 +93,9 @@ fn the_public_scenes_file_is_what_the_readme_describes() {
 fn results_do_not_depend_on_the_thread_count() {
     let net = model();
     let run = |threads: usize| -> (Report, Vec<f64>) {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            let options = EvalOptions {
-                limit: Some(16),
-                ..Default::default()
-            };
+            let options = EvalOptions { limit: Some(16), ..Default::default() };
             let pairs = score_pairs(&net, scenes(), &Method::RspComparative, &options).unwrap();
             let report = evaluate(&net, scenes(), &Method::RspComparative, &options).unwrap();
             (report, pairs.iter().map(|p| p.iou).collect())
@@ -144,10 +114,7 @@ fn progress_ticks_once_per_scene() {
     let tick = || {
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let options = EvalOptions {
-        limit: Some(7),
-        progress: Some(&tick),
-    };
+    let options = EvalOptions { limit: Some(7), progress: Some(&tick) };
     let report = evaluate(&model(), scenes(), &Method::GradCam, &options).unwrap();
     assert_eq!(count.into_inner(), 7);
     let pairs: usize = (0..7).map(|i| scenes().objects(i).len()).sum();
@@ -159,10 +126,7 @@ fn scenes_file(tensors: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>) ->
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            (
-                name.to_string(),
-                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
-            )
+            (name.to_string(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap())
         })
         .collect();
     safetensors::serialize(views, None::<HashMap<String, String>>).unwrap()
@@ -195,26 +159,11 @@ fn the_scenes_reader_validates_and_reports_typed_errors() {
     assert!(s.logits.is_none());
     let objects = s.objects(0);
     assert_eq!(objects.len(), 1);
-    assert_eq!(
-        (
-            objects[0].class,
-            objects[0].y0,
-            objects[0].x0,
-            objects[0].y1,
-            objects[0].x1
-        ),
-        (1, 1, 0, 3, 2)
-    );
+    assert_eq!((objects[0].class, objects[0].y0, objects[0].x0, objects[0].y1, objects[0].x1), (1, 1, 0, 3, 2));
 
     // Truncated: a format error, at every length.
     for cut in [0, 7, 8, 50, good.len() / 2, good.len() - 1] {
-        assert!(
-            matches!(
-                Scenes::from_bytes(&good[..cut], "cut"),
-                Err(RspError::Format { .. })
-            ),
-            "cut at {cut}"
-        );
+        assert!(matches!(Scenes::from_bytes(&good[..cut], "cut"), Err(RspError::Format { .. })), "cut at {cut}");
     }
     // A class beyond the labels, a box beyond the image, y1 < y0.
     for boxes in [
@@ -237,48 +186,26 @@ fn the_scenes_reader_validates_and_reports_typed_errors() {
         matches!(Scenes::from_bytes(&scenes_file(t), "m"), Err(RspError::Format { reason, .. }) if reason.contains("`masks`"))
     );
     let mut t = tiny(&[1, 1, 0, 3, 2, -1, 0, 0, 0, 0]);
-    t[2] = (
-        "boxes",
-        safetensors::Dtype::F32,
-        vec![1, 2, 5],
-        f32_bytes(&[0.0; 10]),
-    );
+    t[2] = ("boxes", safetensors::Dtype::F32, vec![1, 2, 5], f32_bytes(&[0.0; 10]));
     assert!(
         matches!(Scenes::from_bytes(&scenes_file(t), "d"), Err(RspError::Format { reason, .. }) if reason.contains("dtype"))
     );
     let mut t = tiny(&[1, 1, 0, 3, 2, -1, 0, 0, 0, 0]);
-    t[3] = (
-        "masks",
-        safetensors::Dtype::U8,
-        vec![1, 2, 4, 3],
-        vec![1; 24],
-    );
-    assert!(matches!(
-        Scenes::from_bytes(&scenes_file(t), "s"),
-        Err(RspError::Shape { .. })
-    ));
+    t[3] = ("masks", safetensors::Dtype::U8, vec![1, 2, 4, 3], vec![1; 24]);
+    assert!(matches!(Scenes::from_bytes(&scenes_file(t), "s"), Err(RspError::Shape { .. })));
     let mut t = tiny(&[1, 1, 0, 3, 2, -1, 0, 0, 0, 0]);
     let mut values = [0.5f32; 48];
     values[5] = f32::NAN;
     t[0].3 = f32_bytes(&values);
-    assert!(matches!(
-        Scenes::from_bytes(&scenes_file(t), "n"),
-        Err(RspError::NonFinite { index: 5, .. })
-    ));
+    assert!(matches!(Scenes::from_bytes(&scenes_file(t), "n"), Err(RspError::NonFinite { index: 5, .. })));
     // A missing file is an I/O error.
-    assert!(matches!(
-        Scenes::load("/nonexistent/scenes.safetensors"),
-        Err(RspError::Io { .. })
-    ));
+    assert!(matches!(Scenes::load("/nonexistent/scenes.safetensors"), Err(RspError::Io { .. })));
 }
 
 #[test]
 fn model_sensitivity_is_seeded_and_falls_as_layers_are_randomised() {
     let net = model();
-    let options = EvalOptions {
-        limit: Some(6),
-        ..Default::default()
-    };
+    let options = EvalOptions { limit: Some(6), ..Default::default() };
     let a = model_sensitivity(&net, scenes(), &Method::GradientXInput, 3, &options).unwrap();
     let b = model_sensitivity(&net, scenes(), &Method::GradientXInput, 3, &options).unwrap();
     assert_eq!(a, b, "same seed, same numbers");

@@ -79,10 +79,7 @@ fn repo(path: &str) -> PathBuf {
 /// Runs `f` and turns a panic into a test failure naming `what`.
 fn no_panic<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, TestCaseError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
         TestCaseError::fail(format!("{what} panicked: {}", msg.unwrap_or_default()))
     })
 }
@@ -90,16 +87,11 @@ fn no_panic<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, TestCaseError> {
 /// Attributes a loaded model on a small input (its declared shape, or 3×8×8),
 /// unless its feature maps would be too large for a quick test.
 fn attribute_loaded(net: &Network<f32>, tally: &Tally) -> Result<(), TestCaseError> {
-    let shape = net
-        .input_shape()
-        .map(<[usize]>::to_vec)
-        .unwrap_or_else(|| vec![3, 8, 8]);
+    let shape = net.input_shape().map(<[usize]>::to_vec).unwrap_or_else(|| vec![3, 8, 8]);
     let big = match no_panic("check", || net.check(&shape))? {
-        Ok(shapes) => shapes.iter().any(|s| {
-            s.iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .is_none_or(|n| n > 1 << 17)
-        }),
+        Ok(shapes) => {
+            shapes.iter().any(|s| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > 1 << 17))
+        }
         Err(_) => false,
     };
     let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
@@ -113,42 +105,24 @@ fn attribute_loaded(net: &Network<f32>, tally: &Tally) -> Result<(), TestCaseErr
     if let Ok((pos, hostile)) = no_panic("attribute", || net.attribute(x.view(), 0))? {
         tally.attributed.fetch_add(1, Ordering::Relaxed);
         if !pos.iter().chain(hostile.iter()).all(|v| v.is_finite()) {
-            return Err(TestCaseError::fail(
-                "a mutated model attributed to non-finite values",
-            ));
+            return Err(TestCaseError::fail("a mutated model attributed to non-finite values"));
         }
     }
     Ok(())
 }
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    })
+    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
 }
 
 // ---------------------------------------------------------------- safetensors
 
 /// A small model in the `layers` format with every layer type and all metadata.
 fn small_model_bytes() -> Vec<u8> {
-    let w = |n: usize, k: f32| {
-        (0..n)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) * k)
-            .collect::<Vec<f32>>()
-    };
+    let w = |n: usize, k: f32| (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) * k).collect::<Vec<f32>>();
     let mut net = Network::<f32>::new();
     let c0 = Array4::from_shape_vec((4, 3, 3, 3), w(108, 0.05)).unwrap();
-    net.push(
-        Conv2d::new(
-            "f.0",
-            c0,
-            Some(Array1::from_elem(4, 0.01)),
-            ConvGeometry::square(1, 1),
-        )
-        .unwrap(),
-    );
+    net.push(Conv2d::new("f.0", c0, Some(Array1::from_elem(4, 0.01)), ConvGeometry::square(1, 1)).unwrap());
     net.push(
         BatchNorm2d::new(
             "f.1",
@@ -167,21 +141,11 @@ fn small_model_bytes() -> Vec<u8> {
     net.push(Relu);
     net.push(AdaptiveAvgPool2d::new((2, 2)));
     net.push(Flatten);
-    net.push(
-        Linear::new(
-            "fc",
-            Array2::from_shape_vec((3, 16), w(48, 0.1)).unwrap(),
-            Some(Array1::zeros(3)),
-        )
-        .unwrap(),
-    );
+    net.push(Linear::new("fc", Array2::from_shape_vec((3, 16), w(48, 0.1)).unwrap(), Some(Array1::zeros(3))).unwrap());
     net.set_class_names(Some(vec!["a".into(), "b".into(), "c".into()]));
     net.set_input_shape(Some(vec![3, 8, 8]));
     net.set_start_layer(Some(5));
-    let path = std::env::temp_dir().join(format!(
-        "rsp-fuzz-readers-{}.safetensors",
-        std::process::id()
-    ));
+    let path = std::env::temp_dir().join(format!("rsp-fuzz-readers-{}.safetensors", std::process::id()));
     net.save_safetensors(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
@@ -191,10 +155,7 @@ fn small_model_bytes() -> Vec<u8> {
 /// Splits a safetensors file into its JSON header and its data.
 fn split(bytes: &[u8]) -> (Value, Vec<u8>) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    (
-        serde_json::from_slice(&bytes[8..8 + n]).unwrap(),
-        bytes[8 + n..].to_vec(),
-    )
+    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), bytes[8 + n..].to_vec())
 }
 
 fn join(header: &Value, data: &[u8]) -> Vec<u8> {
@@ -220,9 +181,7 @@ fn json_value(s: &mut Stream) -> Value {
     }
 }
 
-const DTYPES: &[&str] = &[
-    "F32", "F64", "F16", "BF16", "I64", "I32", "U8", "BOOL", "F8_E4M3", "F4", "X",
-];
+const DTYPES: &[&str] = &["F32", "F64", "F16", "BF16", "I64", "I32", "U8", "BOOL", "F8_E4M3", "F4", "X"];
 const LAYER_TYPES: &[&str] = &[
     "conv2d",
     "batchnorm2d",
@@ -239,11 +198,7 @@ const LAYER_TYPES: &[&str] = &[
 /// Edits the parsed header: a tensor's shape, offsets or dtype, or the metadata.
 fn edit_header(s: &mut Stream, header: &mut Value) {
     let obj = header.as_object_mut().unwrap();
-    let names: Vec<String> = obj
-        .keys()
-        .filter(|k| *k != "__metadata__")
-        .cloned()
-        .collect();
+    let names: Vec<String> = obj.keys().filter(|k| *k != "__metadata__").cloned().collect();
     if names.is_empty() {
         return;
     }
@@ -255,11 +210,7 @@ fn edit_header(s: &mut Stream, header: &mut Value) {
                 0 => {
                     let rank = s.pick(5);
                     t["shape"] = json!((0..rank)
-                        .map(|_| if s.chance(0.5) {
-                            s.pick(9) as u64
-                        } else {
-                            s.number()
-                        })
+                        .map(|_| if s.chance(0.5) { s.pick(9) as u64 } else { s.number() })
                         .collect::<Vec<_>>());
                 }
                 1 => {
@@ -278,10 +229,8 @@ fn edit_header(s: &mut Stream, header: &mut Value) {
         1 => {
             // The `layers` metadata: edit one field, or remove, duplicate or retype an entry.
             let meta = obj.get_mut("__metadata__").unwrap();
-            let Some(Ok(mut layers)) = meta
-                .get("layers")
-                .and_then(Value::as_str)
-                .map(serde_json::from_str::<Vec<Value>>)
+            let Some(Ok(mut layers)) =
+                meta.get("layers").and_then(Value::as_str).map(serde_json::from_str::<Vec<Value>>)
             else {
                 return;
             };
@@ -299,9 +248,7 @@ fn edit_header(s: &mut Stream, header: &mut Value) {
                 }
                 2 => layers[k]["type"] = json!(LAYER_TYPES[s.pick(LAYER_TYPES.len())]),
                 _ => {
-                    let fields = [
-                        "kernel", "stride", "padding", "in", "out", "output", "eps", "name", "p",
-                    ];
+                    let fields = ["kernel", "stride", "padding", "in", "out", "output", "eps", "name", "p"];
                     let f = fields[s.pick(fields.len())];
                     layers[k][f] = json_value(s);
                 }
@@ -314,12 +261,7 @@ fn edit_header(s: &mut Stream, header: &mut Value) {
             let key = keys[s.pick(keys.len())];
             meta[key] = match s.pick(3) {
                 0 => json!(json_value(s).to_string()),
-                1 => json!(format!(
-                    "[1, {}, {}, {}]",
-                    s.pick(5),
-                    s.number(),
-                    s.pick(40)
-                )),
+                1 => json!(format!("[1, {}, {}, {}]", s.pick(5), s.number(), s.pick(40))),
                 _ => json!("{"),
             };
         }
@@ -338,11 +280,7 @@ fn damage_bytes(s: &mut Stream, bytes: &mut Vec<u8>, hot: usize) {
     match s.pick(5) {
         0 => {
             for _ in 0..1 + s.pick(8) {
-                let at = if s.chance(0.7) {
-                    s.pick(hot.min(bytes.len()))
-                } else {
-                    s.pick(bytes.len())
-                };
+                let at = if s.chance(0.7) { s.pick(hot.min(bytes.len())) } else { s.pick(bytes.len()) };
                 bytes[at] ^= 1 << s.pick(8);
             }
         }
@@ -386,9 +324,7 @@ fn safetensors_case(base: &[u8], seed: u64, tally: &Tally) -> Result<(), TestCas
         }
         bytes
     };
-    let loaded = no_panic("from_safetensors_bytes", || {
-        Network::<f32>::from_safetensors_bytes(&bytes, "mutated")
-    })?;
+    let loaded = no_panic("from_safetensors_bytes", || Network::<f32>::from_safetensors_bytes(&bytes, "mutated"))?;
     if let Ok(net) = loaded {
         tally.loaded.fetch_add(1, Ordering::Relaxed);
         attribute_loaded(&net, tally)?;
@@ -401,11 +337,7 @@ fn mutated_safetensors_models_never_panic() {
     let base = small_model_bytes();
     assert!(Network::<f32>::from_safetensors_bytes(&base, "base").is_ok());
     let tally = Tally::default();
-    runner(3000)
-        .run(&proptest::num::u64::ANY, |seed| {
-            safetensors_case(&base, seed, &tally)
-        })
-        .unwrap();
+    runner(3000).run(&proptest::num::u64::ANY, |seed| safetensors_case(&base, seed, &tally)).unwrap();
     tally.report("safetensors");
 }
 
@@ -418,15 +350,15 @@ fn safetensors_offsets_summing_past_usize_max_are_an_error() {
     let mut start = 0u128;
     for k in 0..8 {
         let end = start + size;
-        header.insert(format!("t{k}"), json!({"dtype": "U8", "shape": [size as u64], "data_offsets": [start as u64, end as u64]}));
+        header.insert(
+            format!("t{k}"),
+            json!({"dtype": "U8", "shape": [size as u64], "data_offsets": [start as u64, end as u64]}),
+        );
         start = end;
     }
     let bytes = join(&Value::Object(header), &[]);
-    let err = no_panic("load", || {
-        Network::<f32>::from_safetensors_bytes(&bytes, "sum.safetensors")
-    })
-    .unwrap()
-    .unwrap_err();
+    let err =
+        no_panic("load", || Network::<f32>::from_safetensors_bytes(&bytes, "sum.safetensors")).unwrap().unwrap_err();
     assert!(matches!(err, RspError::Format { .. }), "{err}");
 }
 
@@ -434,16 +366,8 @@ fn safetensors_offsets_summing_past_usize_max_are_an_error() {
 
 fn npy_bytes<T: rsp::Float>(shape: &[usize]) -> Vec<u8> {
     let n: usize = shape.iter().product();
-    let x = ArrayD::<T>::from_shape_vec(
-        IxDyn(shape),
-        (0..n).map(|i| T::of(i as f64 * 0.1)).collect(),
-    )
-    .unwrap();
-    let path = std::env::temp_dir().join(format!(
-        "rsp-fuzz-npy-{}-{}.npy",
-        std::process::id(),
-        T::NAME
-    ));
+    let x = ArrayD::<T>::from_shape_vec(IxDyn(shape), (0..n).map(|i| T::of(i as f64 * 0.1)).collect()).unwrap();
+    let path = std::env::temp_dir().join(format!("rsp-fuzz-npy-{}-{}.npy", std::process::id(), T::NAME));
     rsp::io::npy::write_npy(&path, &x).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
@@ -496,11 +420,7 @@ fn random_dict(s: &mut Stream) -> String {
             _ => format!("{}", s.pick(9)),
         })
         .collect();
-    let shape = if rank == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
+    let shape = if rank == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut dict = format!(
         "{{'descr': {}, 'fortran_order': {}, 'shape': {}, }}",
         descrs[s.pick(descrs.len())],
@@ -519,15 +439,7 @@ fn random_dict(s: &mut Stream) -> String {
 /// A fixed tiny network for attributing arrays that load as N×C×H×W.
 fn tiny_net() -> Network<f64> {
     let mut net = Network::<f64>::new();
-    net.push(
-        Conv2d::new(
-            "c",
-            Array4::from_elem((2, 1, 2, 2), 0.3),
-            None,
-            ConvGeometry::square(1, 0),
-        )
-        .unwrap(),
-    );
+    net.push(Conv2d::new("c", Array4::from_elem((2, 1, 2, 2), 0.3), None, ConvGeometry::square(1, 0)).unwrap());
     net.push(Relu);
     net.push(AdaptiveAvgPool2d::new((1, 1)));
     net.push(Flatten);
@@ -537,10 +449,7 @@ fn tiny_net() -> Network<f64> {
 
 #[test]
 fn mutated_npy_files_never_panic() {
-    let bases = [
-        npy_bytes::<f32>(&[1, 1, 4, 4]),
-        npy_bytes::<f64>(&[2, 1, 3, 5]),
-    ];
+    let bases = [npy_bytes::<f32>(&[1, 1, 4, 4]), npy_bytes::<f64>(&[2, 1, 3, 5])];
     let net = tiny_net();
     let tally = Tally::default();
     runner(4000)
@@ -573,12 +482,8 @@ fn mutated_npy_files_never_panic() {
                     b
                 }
             };
-            let r32 = no_panic("parse_npy::<f32>", || {
-                parse_npy::<f32>(&bytes, "mutated.npy")
-            })?;
-            let r64 = no_panic("parse_npy::<f64>", || {
-                parse_npy::<f64>(&bytes, "mutated.npy")
-            })?;
+            let r32 = no_panic("parse_npy::<f32>", || parse_npy::<f32>(&bytes, "mutated.npy"))?;
+            let r64 = no_panic("parse_npy::<f64>", || parse_npy::<f64>(&bytes, "mutated.npy"))?;
             if let (Ok(a), Ok(b)) = (&r32, &r64) {
                 prop_assert_eq_shapes(a.shape(), b.shape())?;
             }
@@ -605,9 +510,7 @@ fn prop_assert_eq_shapes(a: &[usize], b: &[usize]) -> Result<(), TestCaseError> 
     if a == b {
         Ok(())
     } else {
-        Err(TestCaseError::fail(format!(
-            "f32 and f64 readers disagree on the shape: {a:?} vs {b:?}"
-        )))
+        Err(TestCaseError::fail(format!("f32 and f64 readers disagree on the shape: {a:?} vs {b:?}")))
     }
 }
 
@@ -617,16 +520,9 @@ fn npy_header_lengths_beyond_the_file_are_refused_before_allocating() {
     b[6] = 2;
     b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     let err = parse_npy::<f32>(&b, "long.npy").unwrap_err();
-    assert!(
-        matches!(err, RspError::Format { .. }) && err.to_string().contains("4294967295"),
-        "{err}"
-    );
+    assert!(matches!(err, RspError::Format { .. }) && err.to_string().contains("4294967295"), "{err}");
     let deep = npy_with_header(
-        &format!(
-            "{{'descr': '<f4', 'fortran_order': False, 'shape': {}1{} }}",
-            "(".repeat(40),
-            ")".repeat(40)
-        ),
+        &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}1{} }}", "(".repeat(40), ")".repeat(40)),
         2,
         &[],
     );
@@ -638,13 +534,11 @@ fn npy_header_lengths_beyond_the_file_are_refused_before_allocating() {
 
 #[test]
 fn mutated_onnx_models_never_panic() {
-    let bases: Vec<Vec<u8>> = [
-        "tests/data/golden/onnx/resnet_basic_tiny.onnx",
-        "tests/data/golden/onnx/avgpool_stride_rect.onnx",
-    ]
-    .iter()
-    .map(|p| std::fs::read(repo(p)).unwrap())
-    .collect();
+    let bases: Vec<Vec<u8>> =
+        ["tests/data/golden/onnx/resnet_basic_tiny.onnx", "tests/data/golden/onnx/avgpool_stride_rect.onnx"]
+            .iter()
+            .map(|p| std::fs::read(repo(p)).unwrap())
+            .collect();
     let tally = Tally::default();
     runner(2500)
         .run(&proptest::num::u64::ANY, |seed| {
@@ -666,13 +560,9 @@ fn mutated_onnx_models_never_panic() {
                     damage_bytes(&mut s, &mut bytes, 4096);
                 }
             }
-            let graph = no_panic("parse_onnx_bytes", || {
-                parse_onnx_bytes(&bytes, "mutated.onnx")
-            })?;
+            let graph = no_panic("parse_onnx_bytes", || parse_onnx_bytes(&bytes, "mutated.onnx"))?;
             if let Ok(graph) = graph {
-                let net = no_panic("from_onnx_graph", || {
-                    Network::<f32>::from_onnx_graph(&graph, "mutated.onnx")
-                })?;
+                let net = no_panic("from_onnx_graph", || Network::<f32>::from_onnx_graph(&graph, "mutated.onnx"))?;
                 if let Ok(net) = net {
                     tally.loaded.fetch_add(1, Ordering::Relaxed);
                     attribute_loaded(&net, &tally)?;

@@ -82,6 +82,10 @@ fn the_automatic_start_layer_is_the_reference_one() {
         let file = read_tensors(&path);
         let mut net = Network::<f64>::load_safetensors(&path).unwrap();
         net.set_start_layer(None);
-        assert_eq!(net.default_start_layer().unwrap(), file.metadata["start_layer"].parse::<usize>().unwrap(), "{case}");
+        assert_eq!(
+            net.default_start_layer().unwrap(),
+            file.metadata["start_layer"].parse::<usize>().unwrap(),
+            "{case}"
+        );
     }
 }

@@ -15,46 +15,24 @@ fn w4(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f64> {
 }
 
 fn w2(shape: (usize, usize), seed: usize) -> Array2<f64> {
-    Array2::from_shape_fn(shape, |(i, j)| {
-        (((i * 37 + j * 11 + seed * 5) % 89) as f64 / 44.0 - 1.0) * 0.5
-    })
+    Array2::from_shape_fn(shape, |(i, j)| (((i * 37 + j * 11 + seed * 5) % 89) as f64 / 44.0 - 1.0) * 0.5)
 }
 
 fn image(seed: usize) -> Array4<f64> {
-    Array4::from_shape_fn((1, 3, 8, 8), |(_, c, i, j)| {
-        ((c * 64 + i * 8 + j + seed) * 7919 % 101) as f64 / 50.0 - 1.0
-    })
+    Array4::from_shape_fn((1, 3, 8, 8), |(_, c, i, j)| ((c * 64 + i * 8 + j + seed) * 7919 % 101) as f64 / 50.0 - 1.0)
 }
 
 /// A bias-free ReLU chain starting with dropout, so that no convolution reads
 /// the network input (no z^B rule): conv, relu, maxpool, conv, relu, adaptive
 /// average pool, flatten, linear, relu, linear.
 fn chain(bias: bool) -> Network<f64> {
-    let b = |n: usize, s: usize| {
-        bias.then(|| Array1::from_shape_fn(n, |i| (i as f64 - 1.5) * 0.1 * s as f64))
-    };
+    let b = |n: usize, s: usize| bias.then(|| Array1::from_shape_fn(n, |i| (i as f64 - 1.5) * 0.1 * s as f64));
     let mut net = Network::new();
     net.push(Dropout);
-    net.push(
-        Conv2d::new(
-            "c1",
-            w4((4, 3, 3, 3), 1),
-            b(4, 1),
-            ConvGeometry::square(1, 1),
-        )
-        .unwrap(),
-    );
+    net.push(Conv2d::new("c1", w4((4, 3, 3, 3), 1), b(4, 1), ConvGeometry::square(1, 1)).unwrap());
     net.push(Relu);
     net.push(MaxPool2d::new((2, 2), (2, 2), [0; 4]));
-    net.push(
-        Conv2d::new(
-            "c2",
-            w4((5, 4, 3, 3), 2),
-            b(5, 2),
-            ConvGeometry::square(1, 1),
-        )
-        .unwrap(),
-    );
+    net.push(Conv2d::new("c2", w4((5, 4, 3, 3), 2), b(5, 2), ConvGeometry::square(1, 1)).unwrap());
     net.push(Relu);
     net.push(AdaptiveAvgPool2d::new((2, 2)));
     net.push(Flatten);
@@ -70,8 +48,7 @@ fn residual() -> Network<f64> {
     net.push(Dropout);
     net.push(Conv2d::new("c1", w4((3, 3, 3, 3), 5), None, ConvGeometry::square(1, 1)).unwrap());
     let r = net.push(Relu);
-    let c =
-        net.push(Conv2d::new("c2", w4((3, 3, 3, 3), 6), None, ConvGeometry::square(1, 1)).unwrap());
+    let c = net.push(Conv2d::new("c2", w4((3, 3, 3, 3), 6), None, ConvGeometry::square(1, 1)).unwrap());
     net.add(c, r);
     net.push(Relu);
     net.push(MaxPool2d::new((2, 2), (2, 2), [0; 4]));
@@ -81,17 +58,11 @@ fn residual() -> Network<f64> {
 }
 
 fn relevance(net: &Network<f64>, x: ArrayView4<f64>, target: usize, method: Method) -> Array4<f64> {
-    net.explain_with(x, target, &method)
-        .unwrap()
-        .relevance
-        .unwrap()
+    net.explain_with(x, target, &method).unwrap().relevance.unwrap()
 }
 
 fn max_abs_diff(a: &Array4<f64>, b: &Array4<f64>) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max)
 }
 
 #[test]
@@ -101,22 +72,12 @@ fn lrp_zero_equals_gradient_times_input_on_bias_free_relu_nets() {
             let x = image(seed);
             let gxi = relevance(&net, x.view(), target, Method::GradientXInput);
             let lrp0 = relevance(&net, x.view(), target, Method::LrpEpsilon(0.0));
-            assert!(
-                gxi.iter().any(|v| v.abs() > 1e-6),
-                "{name}: a trivial map proves nothing"
-            );
+            assert!(gxi.iter().any(|v| v.abs() > 1e-6), "{name}: a trivial map proves nothing");
             let d = max_abs_diff(&gxi, &lrp0);
-            assert!(
-                d < 1e-10,
-                "{name}, seed {seed}, target {target}: max |LRP-0 − gradient × input| = {d}"
-            );
+            assert!(d < 1e-10, "{name}, seed {seed}, target {target}: max |LRP-0 − gradient × input| = {d}");
             // Both sum to the logit (a bias-free ReLU net is positively homogeneous).
             let logit = net.forward(x.view()).unwrap()[[0, target]];
-            assert!(
-                (lrp0.sum() - logit).abs() < 1e-10,
-                "{name}: Σ LRP-0 = {} ≠ logit {logit}",
-                lrp0.sum()
-            );
+            assert!((lrp0.sum() - logit).abs() < 1e-10, "{name}: Σ LRP-0 = {} ≠ logit {logit}", lrp0.sum());
         }
     }
 }
@@ -129,12 +90,7 @@ fn alpha1_beta0_conserves_the_logit_without_biases() {
             let logits = net.forward(x.view()).unwrap();
             for t in 0..3 {
                 let r = relevance(&net, x.view(), t, Method::LrpAlpha1Beta0);
-                assert!(
-                    (r.sum() - logits[[0, t]]).abs() < 1e-9,
-                    "Σ R = {} ≠ logit {}",
-                    r.sum(),
-                    logits[[0, t]]
-                );
+                assert!((r.sum() - logits[[0, t]]).abs() < 1e-9, "Σ R = {} ≠ logit {}", r.sum(), logits[[0, t]]);
             }
         }
     }
@@ -143,12 +99,7 @@ fn alpha1_beta0_conserves_the_logit_without_biases() {
 #[test]
 fn lrp_rules_by_hand_on_a_linear_layer() {
     // y = W x + b with W = [[1, 2], [-1, 1]], b = (0.5, 0), x = (1, 1): y = (3.5, 0).
-    let fc = Linear::new(
-        "fc",
-        arr2(&[[1.0, 2.0], [-1.0, 1.0]]),
-        Some(arr1(&[0.5, 0.0])),
-    )
-    .unwrap();
+    let fc = Linear::new("fc", arr2(&[[1.0, 2.0], [-1.0, 1.0]]), Some(arr1(&[0.5, 0.0]))).unwrap();
     let net = Network::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f64>>, Box::new(fc)]);
     let x = Array4::from_shape_vec((1, 2, 1, 1), vec![1.0, 1.0]).unwrap();
     // ε = 0.5: S = 3.5 / (3.5 + 0.5) = 0.875, R = x ⊙ Wᵀ S = (0.875, 1.75).
@@ -186,9 +137,7 @@ fn gradient_matches_finite_differences() {
         xp[[0, c, i, j]] += h;
         let mut xm = x.clone();
         xm[[0, c, i, j]] -= h;
-        let fd = (net.forward(xp.view()).unwrap()[[0, 2]]
-            - net.forward(xm.view()).unwrap()[[0, 2]])
-            / (2.0 * h);
+        let fd = (net.forward(xp.view()).unwrap()[[0, 2]] - net.forward(xm.view()).unwrap()[[0, 2]]) / (2.0 * h);
         assert!(
             (fd - g[[0, c, i, j]]).abs() < 1e-6,
             "({c},{i},{j}): finite difference {fd} vs gradient {}",
@@ -204,13 +153,8 @@ fn gradcam_is_relu_of_the_channel_sum_of_a_times_alpha() {
     // conv(3→4) + bias, relu (start layer, 8×8), global average pool, flatten, linear.
     // ∂y_t/∂A = W[t, c] / 64 everywhere, so α_c = W[t, c] / 64 and the map is
     // ReLU(Σ_c A_c W[t, c] / 64), already at the input size (no interpolation).
-    let conv = Conv2d::new(
-        "c",
-        w4((4, 3, 3, 3), 9),
-        Some(arr1(&[0.1, -0.2, 0.05, 0.0])),
-        ConvGeometry::square(1, 1),
-    )
-    .unwrap();
+    let conv =
+        Conv2d::new("c", w4((4, 3, 3, 3), 9), Some(arr1(&[0.1, -0.2, 0.05, 0.0])), ConvGeometry::square(1, 1)).unwrap();
     let fc_w = w2((2, 4), 8);
     let mut net = Network::<f64>::new();
     net.push(conv.clone());
@@ -218,11 +162,7 @@ fn gradcam_is_relu_of_the_channel_sum_of_a_times_alpha() {
     net.push(AdaptiveAvgPool2d::new((1, 1)));
     net.push(Flatten);
     net.push(Linear::new("fc", fc_w.clone(), Some(arr1(&[0.3, -0.3]))).unwrap());
-    let features = Network::sequential(vec![
-        Box::new(conv) as Box<dyn Layer<f64>>,
-        Box::new(Relu),
-        Box::new(Flatten),
-    ]);
+    let features = Network::sequential(vec![Box::new(conv) as Box<dyn Layer<f64>>, Box::new(Relu), Box::new(Flatten)]);
     for t in 0..2 {
         let x = image(t + 4);
         let a = net.explain_with(x.view(), t, &Method::GradCam).unwrap();
@@ -233,15 +173,8 @@ fn gradcam_is_relu_of_the_channel_sum_of_a_times_alpha() {
         let mut positive = 0;
         for i in 0..8 {
             for j in 0..8 {
-                let s: f64 = (0..4)
-                    .map(|c| feats[[0, c * 64 + i * 8 + j]] * fc_w[[t, c]] / 64.0)
-                    .sum();
-                assert!(
-                    (map[[i, j]] - s.max(0.0)).abs() < 1e-12,
-                    "({i},{j}): {} vs {}",
-                    map[[i, j]],
-                    s.max(0.0)
-                );
+                let s: f64 = (0..4).map(|c| feats[[0, c * 64 + i * 8 + j]] * fc_w[[t, c]] / 64.0).sum();
+                assert!((map[[i, j]] - s.max(0.0)).abs() < 1e-12, "({i},{j}): {} vs {}", map[[i, j]], s.max(0.0));
                 positive += usize::from(s > 0.0);
             }
         }
@@ -262,49 +195,29 @@ fn gradcam_upsamples_bilinearly_to_the_input() {
     let x = image(1);
     let a = net.explain_with(x.view(), 0, &Method::GradCam).unwrap();
     let cam = a.start_relevance.unwrap(); // (1, 4, 4, 4)
-    let small = cam
-        .index_axis(ndarray::Axis(0), 0)
-        .sum_axis(ndarray::Axis(0))
-        .mapv(|v| v.max(0.0));
+    let small = cam.index_axis(ndarray::Axis(0), 0).sum_axis(ndarray::Axis(0)).mapv(|v| v.max(0.0));
     let small = small.into_dimensionality::<ndarray::Ix2>().unwrap();
     let expect = rsp::eval::metrics::upsample_bilinear(small.view(), 8, 8).unwrap();
     assert_eq!(a.heatmaps.index_axis(ndarray::Axis(0), 0), expect);
     // align_corners = false: output (0, 0) is input (0, 0); output (1, 1) is
     // ¾ of input (0, 0) and ¼ of (1, 1) in each direction.
     assert_eq!(expect[[0, 0]], small[[0, 0]]);
-    let mid = 0.75 * (0.75 * small[[0, 0]] + 0.25 * small[[0, 1]])
-        + 0.25 * (0.75 * small[[1, 0]] + 0.25 * small[[1, 1]]);
+    let mid =
+        0.75 * (0.75 * small[[0, 0]] + 0.25 * small[[0, 1]]) + 0.25 * (0.75 * small[[1, 0]] + 0.25 * small[[1, 1]]);
     assert!((expect[[1, 1]] - mid).abs() < 1e-12);
 }
 
 #[test]
 fn rsp_methods_are_network_explain() {
-    let model = rsp::Network::<f64>::load(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/digits_vgg.safetensors"
-    ))
-    .unwrap();
-    let x = Array4::from_shape_fn((2, 3, 64, 64), |(n, c, i, j)| {
-        ((n * 5 + c * 3 + i * 64 + j) % 17) as f64 / 8.0 - 1.0
-    });
+    let model = rsp::Network::<f64>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
+    let x =
+        Array4::from_shape_fn((2, 3, 64, 64), |(n, c, i, j)| ((n * 5 + c * 3 + i * 64 + j) % 17) as f64 / 8.0 - 1.0);
     for (method, start) in [
         (Method::Rsp, StartRule::SingleClass),
-        (
-            Method::RspComparative,
-            StartRule::Comparative(HostileClasses::PredictedPresent),
-        ),
+        (Method::RspComparative, StartRule::Comparative(HostileClasses::PredictedPresent)),
     ] {
         let a = model.explain_with(x.view(), vec![3, 7], &method).unwrap();
-        let e = model
-            .explain(
-                x.view(),
-                vec![3, 7],
-                &ExplainOptions {
-                    start,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let e = model.explain(x.view(), vec![3, 7], &ExplainOptions { start, ..Default::default() }).unwrap();
         assert_eq!(a.relevance.as_ref().unwrap(), &e.relevance);
         assert_eq!(a.heatmaps, e.heatmap());
         assert_eq!(a.hostile_classes, e.hostile_classes);
@@ -314,43 +227,18 @@ fn rsp_methods_are_network_explain() {
 
 #[test]
 fn every_method_runs_on_the_digits_model_in_f32_and_f64() {
-    let x = Array4::from_shape_fn((1, 3, 64, 64), |(_, c, i, j)| {
-        ((c * 3 + i * 64 + j) % 13) as f64 / 6.0 - 1.0
-    });
-    let m64 = rsp::Network::<f64>::load(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/digits_vgg.safetensors"
-    ))
-    .unwrap();
-    let m32 = rsp::Network::<f32>::load(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/digits_vgg.safetensors"
-    ))
-    .unwrap();
+    let x = Array4::from_shape_fn((1, 3, 64, 64), |(_, c, i, j)| ((c * 3 + i * 64 + j) % 13) as f64 / 6.0 - 1.0);
+    let m64 = rsp::Network::<f64>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
+    let m32 = rsp::Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
     for method in Method::ALL {
         let a = m64.explain_with(x.view(), 4, &method).unwrap();
-        let b = m32
-            .explain_with(x.mapv(|v| v as f32).view(), 4, &method)
-            .unwrap();
+        let b = m32.explain_with(x.mapv(|v| v as f32).view(), 4, &method).unwrap();
         assert_eq!(a.heatmaps.shape(), &[1, 64, 64]);
         assert!(a.heatmaps.iter().all(|v| v.is_finite()));
         // f32 and f64 agree to f32 precision relative to the map's scale.
-        let scale = a
-            .heatmaps
-            .iter()
-            .fold(0.0f64, |m, v| m.max(v.abs()))
-            .max(1e-30);
-        let d = a
-            .heatmaps
-            .iter()
-            .zip(&b.heatmaps)
-            .map(|(p, &q)| (p - f64::from(q)).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            d / scale < 1e-3,
-            "{method}: relative f32/f64 difference {}",
-            d / scale
-        );
+        let scale = a.heatmaps.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+        let d = a.heatmaps.iter().zip(&b.heatmaps).map(|(p, &q)| (p - f64::from(q)).abs()).fold(0.0, f64::max);
+        assert!(d / scale < 1e-3, "{method}: relative f32/f64 difference {}", d / scale);
     }
 }
 
@@ -360,23 +248,12 @@ fn methods_report_typed_errors() {
     let x = image(0);
     assert!(matches!(
         net.explain_with(x.view(), 3, &Method::Gradient),
-        Err(RspError::TargetOutOfRange {
-            target: 3,
-            classes: 3
-        })
+        Err(RspError::TargetOutOfRange { target: 3, classes: 3 })
     ));
-    assert!(matches!(
-        net.explain_with(x.view(), 0, &Method::LrpEpsilon(f64::NAN)),
-        Err(RspError::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        net.explain_with(x.view(), vec![0, 1], &Method::GradCam),
-        Err(RspError::InvalidArgument(_))
-    ));
+    assert!(matches!(net.explain_with(x.view(), 0, &Method::LrpEpsilon(f64::NAN)), Err(RspError::InvalidArgument(_))));
+    assert!(matches!(net.explain_with(x.view(), vec![0, 1], &Method::GradCam), Err(RspError::InvalidArgument(_))));
     let bad = Array4::from_elem((1, 2, 8, 8), 0.0);
-    assert!(net
-        .explain_with(bad.view(), 0, &Method::LrpAlpha1Beta0)
-        .is_err());
+    assert!(net.explain_with(bad.view(), 0, &Method::LrpAlpha1Beta0).is_err());
     assert!("lrp-epsilon=-1".parse::<Method>().is_err());
     assert!("nope".parse::<Method>().is_err());
     for m in Method::ALL {
@@ -433,7 +310,5 @@ fn methods_report_typed_errors() {
     assert!(
         matches!(net.explain_with(x.view(), 0, &Method::LrpAlpha1Beta0), Err(RspError::Model(m)) if m.contains("opaque"))
     );
-    assert!(net
-        .explain_with(x.view(), 0, &Method::GradientXInput)
-        .is_ok());
+    assert!(net.explain_with(x.view(), 0, &Method::GradientXInput).is_ok());
 }

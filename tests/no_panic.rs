@@ -8,8 +8,7 @@ use ndarray::{Array1, Array2, Array4, Axis};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rsp::backend::ConvGeometry;
 use rsp::layers::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d,
-    Relu,
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu,
 };
 use rsp::{ExplainOptions, Float, HostileClasses, Network, RspError, Source, StartRule, Target};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -82,17 +81,8 @@ fn array1<T: Float>(s: &mut Stream, n: usize, kind: Values) -> Array1<T> {
 }
 
 /// A random layer; with `fit`, its sizes follow the current sample shape.
-fn random_layer<T: Float>(
-    s: &mut Stream,
-    shape: &[usize],
-    fit: bool,
-    k: usize,
-) -> Option<Box<dyn Layer<T>>> {
-    let channels = if fit && shape.len() == 3 {
-        shape[0]
-    } else {
-        1 + s.pick(4)
-    };
+fn random_layer<T: Float>(s: &mut Stream, shape: &[usize], fit: bool, k: usize) -> Option<Box<dyn Layer<T>>> {
+    let channels = if fit && shape.len() == 3 { shape[0] } else { 1 + s.pick(4) };
     let small = |s: &mut Stream| 1 + s.pick(3);
     let kind = values_kind(s);
     Some(match s.pick(10) {
@@ -101,10 +91,8 @@ fn random_layer<T: Float>(
             let (kh, kw) = (small(s), small(s));
             let w = Array4::from_shape_fn((out, channels, kh, kw), |_| value(s, kind));
             let bias = s.chance(0.5).then(|| array1(s, out, kind));
-            let geometry = ConvGeometry {
-                stride: [small(s), small(s)],
-                padding: [s.pick(3), s.pick(3), s.pick(3), s.pick(3)],
-            };
+            let geometry =
+                ConvGeometry { stride: [small(s), small(s)], padding: [s.pick(3), s.pick(3), s.pick(3), s.pick(3)] };
             Box::new(Conv2d::new(format!("conv{k}"), w, bias, geometry).ok()?)
         }
         2 => Box::new(Relu),
@@ -135,11 +123,7 @@ fn random_layer<T: Float>(
         }
         7 => Box::new(Flatten),
         8 => {
-            let features = if fit && shape.len() == 1 {
-                shape[0]
-            } else {
-                1 + s.pick(40)
-            };
+            let features = if fit && shape.len() == 1 { shape[0] } else { 1 + s.pick(40) };
             let out = 1 + s.pick(4);
             let w = Array2::from_shape_fn((out, features), |_| value(s, kind));
             let bias = s.chance(0.5).then(|| array1(s, out, kind));
@@ -161,11 +145,7 @@ fn random_network<T: Float>(s: &mut Stream, sample: &[usize]) -> Network<T> {
     for k in 0..s.pick(7) {
         let mut layer = random_layer::<T>(s, &shape, fit, k);
         for _ in 0..6 {
-            if !fit
-                || layer
-                    .as_ref()
-                    .is_some_and(|l| l.output_shape(&shape).is_ok())
-            {
+            if !fit || layer.as_ref().is_some_and(|l| l.output_shape(&shape).is_ok()) {
                 break;
             }
             layer = random_layer::<T>(s, &shape, fit, k);
@@ -178,15 +158,9 @@ fn random_network<T: Float>(s: &mut Stream, sample: &[usize]) -> Network<T> {
         shapes.push(shape.clone());
         if s.chance(0.15) {
             // A residual sum with an earlier tensor (of the same shape, when fitting).
-            let candidates: Vec<usize> = (0..shapes.len())
-                .filter(|&j| !fit || shapes[j] == shape)
-                .collect();
+            let candidates: Vec<usize> = (0..shapes.len()).filter(|&j| !fit || shapes[j] == shape).collect();
             let j = candidates[s.pick(candidates.len())];
-            let other = if j == 0 {
-                Source::Input
-            } else {
-                Source::Node(j - 1)
-            };
+            let other = if j == 0 { Source::Input } else { Source::Node(j - 1) };
             net.add(net.last(), other);
             shapes.push(shape.clone());
         }
@@ -215,9 +189,7 @@ fn random_options(s: &mut Stream, net_len: usize) -> ExplainOptions {
     let start = match s.pick(5) {
         0 => StartRule::Comparative(HostileClasses::PredictedPresent),
         1 => StartRule::Comparative(HostileClasses::TopK(s.pick(4))),
-        2 => StartRule::Comparative(HostileClasses::Explicit(
-            (0..s.pick(3)).map(|_| s.pick(5)).collect(),
-        )),
+        2 => StartRule::Comparative(HostileClasses::Explicit((0..s.pick(3)).map(|_| s.pick(5)).collect())),
         _ => StartRule::SingleClass,
     };
     let start_layer = match s.pick(10) {
@@ -225,11 +197,7 @@ fn random_options(s: &mut Stream, net_len: usize) -> ExplainOptions {
         1 => Some(usize::MAX),
         _ => None,
     };
-    ExplainOptions {
-        start,
-        start_layer,
-        keep_layer_relevances: s.chance(0.2),
-    }
+    ExplainOptions { start, start_layer, keep_layer_relevances: s.chance(0.2) }
 }
 
 #[derive(Default)]
@@ -247,15 +215,9 @@ fn one_case<T: Float>(seed: u64, tally: &Tally) -> Result<(), TestCaseError> {
     let net = built.map_err(|_| TestCaseError::fail("building the network panicked"))?;
     let n = [0, 1, 1, 1, 1, 2, 2, 2, 3, 3][s.pick(10)];
     // The input: sometimes a wrong channel count or a non-contiguous view.
-    let channels = if s.chance(0.9) {
-        sample[0]
-    } else {
-        1 + s.pick(4)
-    };
+    let channels = if s.chance(0.9) { sample[0] } else { 1 + s.pick(4) };
     let kind = values_kind(&mut s);
-    let big = Array4::from_shape_fn((n, channels, sample[1] * 2, sample[2]), |_| {
-        value::<T>(&mut s, kind)
-    });
+    let big = Array4::from_shape_fn((n, channels, sample[1] * 2, sample[2]), |_| value::<T>(&mut s, kind));
     let x = if s.chance(0.3) {
         big.slice(ndarray::s![.., .., ..;2, ..])
     } else {
@@ -267,26 +229,16 @@ fn one_case<T: Float>(seed: u64, tally: &Tally) -> Result<(), TestCaseError> {
         _ => Target::PerSample((0..n).map(|_| 0).collect()),
     };
     let opts = random_options(&mut s, net.len());
-    let result =
-        catch_unwind(AssertUnwindSafe(|| net.explain(x, target, &opts))).map_err(|_| {
-            TestCaseError::fail(format!(
-                "explain panicked on {net:?} with input {:?} and {opts:?}",
-                x.shape()
-            ))
-        })?;
+    let result = catch_unwind(AssertUnwindSafe(|| net.explain(x, target, &opts))).map_err(|_| {
+        TestCaseError::fail(format!("explain panicked on {net:?} with input {:?} and {opts:?}", x.shape()))
+    })?;
     match result {
         Ok(e) => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
-            let finite = e
-                .relevance
-                .iter()
-                .chain(e.start_relevance.iter())
-                .chain(e.logits.iter())
-                .all(|v| v.is_finite());
+            let finite =
+                e.relevance.iter().chain(e.start_relevance.iter()).chain(e.logits.iter()).all(|v| v.is_finite());
             if !finite || e.relevance.shape() != x.shape() {
-                return Err(TestCaseError::fail(format!(
-                    "non-finite or misshaped result on {net:?}"
-                )));
+                return Err(TestCaseError::fail(format!("non-finite or misshaped result on {net:?}")));
             }
             // The short form (default options: it may still refuse, e.g. without an automatic start layer).
             let short = catch_unwind(AssertUnwindSafe(|| net.attribute(x, e.targets[0])))
@@ -310,14 +262,8 @@ fn one_case<T: Float>(seed: u64, tally: &Tally) -> Result<(), TestCaseError> {
 
 fn sweep<T: Float>(cases: u32) {
     let tally = Tally::default();
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    runner
-        .run(&proptest::num::u64::ANY, |seed| one_case::<T>(seed, &tally))
-        .unwrap();
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    runner.run(&proptest::num::u64::ANY, |seed| one_case::<T>(seed, &tally)).unwrap();
     println!(
         "random architectures in {}: {} cases, {} Ok (finite), {} typed errors",
         T::NAME,
@@ -354,41 +300,23 @@ fn small_net(conv_scale: f64, fc: Array2<f64>) -> Network<f64> {
 }
 
 fn fc(scale: f64) -> Array2<f64> {
-    Array2::from_shape_fn((3, 16), |(i, j)| {
-        scale * (((i * 7 + j * 3) % 5) as f64 - 1.5)
-    })
+    Array2::from_shape_fn((3, 16), |(i, j)| scale * (((i * 7 + j * 3) % 5) as f64 - 1.5))
 }
 
 fn input(scale: f64) -> Array4<f64> {
-    Array4::from_shape_fn((1, 3, 4, 4), |(_, c, i, j)| {
-        scale * (((c * 16 + i * 4 + j) % 9) as f64 / 9.0)
-    })
+    Array4::from_shape_fn((1, 3, 4, 4), |(_, c, i, j)| scale * (((c * 16 + i * 4 + j) % 9) as f64 / 9.0))
 }
 
 fn all_finite(e: &rsp::Explanation<f64>) -> bool {
-    e.relevance
-        .iter()
-        .chain(e.start_relevance.iter())
-        .chain(e.logits.iter())
-        .all(|v| v.is_finite())
+    e.relevance.iter().chain(e.start_relevance.iter()).chain(e.logits.iter()).all(|v| v.is_finite())
 }
 
 #[test]
 fn an_all_zero_input_gives_zero_relevance() {
     let net = small_net(1.0, fc(1.0));
-    for start in [
-        StartRule::SingleClass,
-        StartRule::Comparative(HostileClasses::TopK(2)),
-    ] {
+    for start in [StartRule::SingleClass, StartRule::Comparative(HostileClasses::TopK(2))] {
         let e = net
-            .explain(
-                Array4::zeros((1, 3, 4, 4)).view(),
-                0,
-                &ExplainOptions {
-                    start,
-                    ..Default::default()
-                },
-            )
+            .explain(Array4::zeros((1, 3, 4, 4)).view(), 0, &ExplainOptions { start, ..Default::default() })
             .unwrap();
         assert!(all_finite(&e));
         assert!(e.relevance.iter().all(|&v| v == 0.0), "{:?}", e.relevance);
@@ -399,9 +327,7 @@ fn an_all_zero_input_gives_zero_relevance() {
 fn all_zero_activations_at_the_start_layer_give_zero_relevance() {
     // Zero convolution weights: the start layer's output is all zero.
     let net = small_net(0.0, fc(1.0));
-    let e = net
-        .explain(input(1.0).view(), 1, &ExplainOptions::default())
-        .unwrap();
+    let e = net.explain(input(1.0).view(), 1, &ExplainOptions::default()).unwrap();
     assert!(e.start_relevance.iter().all(|&v| v == 0.0));
     assert!(e.relevance.iter().all(|&v| v == 0.0));
     let (pos, hostile) = net.attribute(input(1.0).view(), 1).unwrap();
@@ -412,20 +338,8 @@ fn all_zero_activations_at_the_start_layer_give_zero_relevance() {
 fn a_zero_gradient_gives_zero_relevance() {
     // A zero classifier: every gradient, hence the start relevance, is zero.
     let net = small_net(1.0, fc(0.0));
-    for start in [
-        StartRule::SingleClass,
-        StartRule::Comparative(HostileClasses::TopK(2)),
-    ] {
-        let e = net
-            .explain(
-                input(1.0).view(),
-                2,
-                &ExplainOptions {
-                    start,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+    for start in [StartRule::SingleClass, StartRule::Comparative(HostileClasses::TopK(2))] {
+        let e = net.explain(input(1.0).view(), 2, &ExplainOptions { start, ..Default::default() }).unwrap();
         assert!(all_finite(&e));
         assert!(e.start_relevance.iter().all(|&v| v == 0.0));
         assert!(e.relevance.iter().all(|&v| v == 0.0));
@@ -436,16 +350,11 @@ fn a_zero_gradient_gives_zero_relevance() {
 fn a_start_relevance_without_positive_entries_is_scaled_by_its_largest_magnitude() {
     // A classifier with only negative weights: A ⊙ α ≤ 0 everywhere.
     let net = small_net(1.0, -fc(1.0).mapv(f64::abs));
-    let e = net
-        .explain(input(1.0).view(), 0, &ExplainOptions::default())
-        .unwrap();
+    let e = net.explain(input(1.0).view(), 0, &ExplainOptions::default()).unwrap();
     assert!(all_finite(&e));
     assert!(e.start_relevance.iter().all(|&v| v <= 0.0));
     let min = e.start_relevance.iter().copied().fold(0.0, f64::min);
-    assert!(
-        (min + 1.0).abs() < 1e-12,
-        "the most negative entry is −1, found {min}"
-    );
+    assert!((min + 1.0).abs() < 1e-12, "the most negative entry is −1, found {min}");
     // Conserved down to the input: the whole map is hostile evidence.
     assert!(
         (e.relevance.sum() - e.start_relevance.sum()).abs()
@@ -459,24 +368,17 @@ fn subnormal_and_huge_inputs_give_finite_results_or_an_overflow_error() {
     for scale in [1e-310, 1e-30, 1e30, 1e150] {
         match net.explain(input(scale).view(), 0, &ExplainOptions::default()) {
             Ok(e) => assert!(all_finite(&e), "scale {scale}"),
-            Err(err) => assert!(
-                matches!(err, RspError::NonFinite { .. }),
-                "scale {scale}: {err}"
-            ),
+            Err(err) => assert!(matches!(err, RspError::NonFinite { .. }), "scale {scale}: {err}"),
         }
     }
     // In f32, 1e30 overflows in the first convolution's sums of products: a typed error naming the node.
     let net32 = Network::<f32>::load_safetensors(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/golden/vgg_tiny.safetensors"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/vgg_tiny.safetensors"),
     )
     .unwrap();
     let x = Array4::<f32>::from_elem((1, 3, 32, 32), 3e38);
     let err = net32.attribute(x.view(), 0).unwrap_err();
-    assert!(
-        matches!(&err, RspError::NonFinite { tensor, .. } if tensor.contains("node #")),
-        "{err}"
-    );
+    assert!(matches!(&err, RspError::NonFinite { tensor, .. } if tensor.contains("node #")), "{err}");
 }
 
 #[test]
@@ -486,10 +388,7 @@ fn parameters_made_non_finite_after_construction_are_caught() {
         p[[0, 0, 0, 0]] = f64::NAN;
     }
     let err = net.attribute(input(1.0).view(), 0).unwrap_err();
-    assert!(
-        matches!(&err, RspError::NonFinite { tensor, .. } if tensor.contains("node #0")),
-        "{err}"
-    );
+    assert!(matches!(&err, RspError::NonFinite { tensor, .. } if tensor.contains("node #0")), "{err}");
 }
 
 #[test]
@@ -497,34 +396,12 @@ fn non_finite_parameters_are_refused_by_the_constructors_with_their_name() {
     let mut w = Array4::<f32>::zeros((1, 1, 1, 1));
     w[[0, 0, 0, 0]] = f32::INFINITY;
     let err = Conv2d::new("features.0", w, None, ConvGeometry::square(1, 0)).unwrap_err();
-    assert!(
-        err.to_string().contains("weight of conv2d features.0"),
-        "{err}"
-    );
-    let err = Linear::new(
-        "fc",
-        ndarray::arr2(&[[1.0f64]]),
-        Some(ndarray::arr1(&[f64::NAN])),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, RspError::NonFinite { tensor, index: 0 } if tensor == "bias of linear fc"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("weight of conv2d features.0"), "{err}");
+    let err = Linear::new("fc", ndarray::arr2(&[[1.0f64]]), Some(ndarray::arr1(&[f64::NAN]))).unwrap_err();
+    assert!(matches!(&err, RspError::NonFinite { tensor, index: 0 } if tensor == "bias of linear fc"), "{err}");
     let one = || ndarray::arr1(&[1.0f64]);
-    let err = BatchNorm2d::new(
-        "bn",
-        one(),
-        one(),
-        ndarray::arr1(&[f64::NEG_INFINITY]),
-        one(),
-        1e-5,
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("running_mean of batchnorm2d bn"),
-        "{err}"
-    );
+    let err = BatchNorm2d::new("bn", one(), one(), ndarray::arr1(&[f64::NEG_INFINITY]), one(), 1e-5).unwrap_err();
+    assert!(err.to_string().contains("running_mean of batchnorm2d bn"), "{err}");
     let err = BatchNorm2d::new("bn", one(), one(), one(), ndarray::arr1(&[0.0]), 0.0).unwrap_err();
     assert!(matches!(err, RspError::Model(_)), "{err}");
 }
@@ -532,27 +409,13 @@ fn non_finite_parameters_are_refused_by_the_constructors_with_their_name() {
 #[test]
 fn a_huge_start_layer_or_shape_is_an_error_not_a_panic() {
     let net = small_net(1.0, fc(1.0));
-    let opts = ExplainOptions {
-        start_layer: Some(usize::MAX),
-        ..Default::default()
-    };
-    assert!(matches!(
-        net.explain(input(1.0).view(), 0, &opts),
-        Err(RspError::InvalidArgument(_))
-    ));
+    let opts = ExplainOptions { start_layer: Some(usize::MAX), ..Default::default() };
+    assert!(matches!(net.explain(input(1.0).view(), 0, &opts), Err(RspError::InvalidArgument(_))));
     let err = net.check(&[3, usize::MAX, usize::MAX]).unwrap_err();
     assert!(err.to_string().contains("limit"), "{err}");
     // A padding that makes a feature map of 10¹² cells is refused before any allocation.
     let mut wide = Network::<f32>::new();
-    wide.push(
-        Conv2d::new(
-            "c",
-            Array4::ones((1, 1, 1, 1)),
-            None,
-            ConvGeometry::square(1, 1 << 20),
-        )
-        .unwrap(),
-    );
+    wide.push(Conv2d::new("c", Array4::ones((1, 1, 1, 1)), None, ConvGeometry::square(1, 1 << 20)).unwrap());
     wide.push(Flatten);
     let err = wide.check(&[1, 1, 1]).unwrap_err();
     assert!(err.to_string().contains("elements per sample"), "{err}");
@@ -564,17 +427,9 @@ fn a_huge_start_layer_or_shape_is_an_error_not_a_panic() {
 fn a_batch_of_several_identical_edge_cases_is_each_sample_alone() {
     let net = small_net(1.0, fc(1.0));
     let mut x = Array4::zeros((3, 3, 4, 4));
-    x.index_axis_mut(Axis(0), 1)
-        .assign(&input(1.0).index_axis(Axis(0), 0));
-    let e = net
-        .explain(x.view(), 0, &ExplainOptions::default())
-        .unwrap();
-    let alone = net
-        .explain(input(1.0).view(), 0, &ExplainOptions::default())
-        .unwrap();
-    assert_eq!(
-        e.relevance.index_axis(Axis(0), 1),
-        alone.relevance.index_axis(Axis(0), 0)
-    );
+    x.index_axis_mut(Axis(0), 1).assign(&input(1.0).index_axis(Axis(0), 0));
+    let e = net.explain(x.view(), 0, &ExplainOptions::default()).unwrap();
+    let alone = net.explain(input(1.0).view(), 0, &ExplainOptions::default()).unwrap();
+    assert_eq!(e.relevance.index_axis(Axis(0), 1), alone.relevance.index_axis(Axis(0), 0));
     assert!(e.relevance.index_axis(Axis(0), 0).iter().all(|&v| v == 0.0));
 }

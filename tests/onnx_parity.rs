@@ -20,7 +20,9 @@ fn errors<T: Float>(case: &str) -> (f64, f64) {
     let file = read_tensors(&data(&format!("golden/{case}.safetensors")));
     let net = Network::<T>::load_onnx(data(&format!("golden/onnx/{case}.onnx"))).unwrap();
     let target: Target = match serde_json::from_str::<serde_json::Value>(&file.metadata["target"]).unwrap() {
-        serde_json::Value::Array(list) => Target::PerSample(list.iter().map(|v| v.as_u64().unwrap() as usize).collect()),
+        serde_json::Value::Array(list) => {
+            Target::PerSample(list.iter().map(|v| v.as_u64().unwrap() as usize).collect())
+        }
         v => Target::Single(v.as_u64().unwrap() as usize),
     };
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();

@@ -53,16 +53,11 @@ fn every_shipped_model_parses() {
         assert_eq!(g.output, "logits");
         assert!(g.int_initializers.is_empty());
         // Every node input is defined before use.
-        let mut known: std::collections::HashSet<&str> =
-            g.initializers.keys().map(String::as_str).collect();
+        let mut known: std::collections::HashSet<&str> = g.initializers.keys().map(String::as_str).collect();
         known.insert(&g.input.name);
         for n in &g.nodes {
             for i in &n.inputs {
-                assert!(
-                    known.contains(i.as_str()),
-                    "{}: {i} used before definition",
-                    f.display()
-                );
+                assert!(known.contains(i.as_str()), "{}: {i} used before definition", f.display());
             }
             known.extend(n.outputs.iter().map(String::as_str));
         }
@@ -82,43 +77,16 @@ fn vgg_tiny_structure_and_values() {
     let first = &g.nodes[0];
     assert_eq!(first.name, "/0/Conv");
     assert_eq!(first.inputs, ["input", "0.weight", "0.bias"]);
-    assert_eq!(
-        first.op,
-        OnnxOp::Conv {
-            kernel_shape: [3, 3],
-            strides: [1, 1],
-            pads: [1, 1, 1, 1]
-        }
-    );
-    assert_eq!(
-        g.nodes[2].op,
-        OnnxOp::MaxPool {
-            kernel_shape: [2, 2],
-            strides: [2, 2],
-            pads: [0; 4]
-        }
-    );
+    assert_eq!(first.op, OnnxOp::Conv { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1] });
+    assert_eq!(g.nodes[2].op, OnnxOp::MaxPool { kernel_shape: [2, 2], strides: [2, 2], pads: [0; 4] });
     // PyTorch's AdaptiveAvgPool2d((1,1)) on a 1x1 map, exported without
     // count_include_pad: the default (false) applies.
     assert_eq!(
         g.nodes[11].op,
-        OnnxOp::AveragePool {
-            kernel_shape: [1, 1],
-            strides: [1, 1],
-            pads: [0; 4],
-            count_include_pad: false
-        }
+        OnnxOp::AveragePool { kernel_shape: [1, 1], strides: [1, 1], pads: [0; 4], count_include_pad: false }
     );
     assert_eq!(g.nodes[12].op, OnnxOp::Flatten { axis: 1 });
-    assert_eq!(
-        g.nodes[13].op,
-        OnnxOp::Gemm {
-            alpha: 1.0,
-            beta: 1.0,
-            trans_a: false,
-            trans_b: true
-        }
-    );
+    assert_eq!(g.nodes[13].op, OnnxOp::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true });
 
     assert_eq!(g.initializers.len(), 14);
     #[rustfmt::skip]
@@ -146,21 +114,9 @@ fn avgpool_stride_rect_attributes() {
     assert_eq!(g.input.dims, [None, Some(3), Some(40), Some(48)]);
     assert_eq!(
         g.nodes[2].op,
-        OnnxOp::AveragePool {
-            kernel_shape: [2, 2],
-            strides: [2, 2],
-            pads: [0; 4],
-            count_include_pad: true
-        }
+        OnnxOp::AveragePool { kernel_shape: [2, 2], strides: [2, 2], pads: [0; 4], count_include_pad: true }
     );
-    assert_eq!(
-        g.nodes[3].op,
-        OnnxOp::Conv {
-            kernel_shape: [3, 3],
-            strides: [2, 2],
-            pads: [1, 1, 1, 1]
-        }
-    );
+    assert_eq!(g.nodes[3].op, OnnxOp::Conv { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] });
     assert_eq!(count(&g, "Conv"), 4);
     assert_eq!(count(&g, "Gemm"), 3);
 }
@@ -171,23 +127,9 @@ fn vgg_tiny_bn_batchnorm() {
     assert_eq!(count(&g, "BatchNormalization"), 4);
     assert_eq!(g.initializers.len(), 30);
     let bn = &g.nodes[1];
-    assert_eq!(
-        bn.inputs,
-        [
-            "/0/Conv_output_0",
-            "1.weight",
-            "1.bias",
-            "1.running_mean",
-            "1.running_var"
-        ]
-    );
+    assert_eq!(bn.inputs, ["/0/Conv_output_0", "1.weight", "1.bias", "1.running_mean", "1.running_var"]);
     // The exporter writes epsilon as f32 1e-5.
-    assert_eq!(
-        bn.op,
-        OnnxOp::BatchNormalization {
-            epsilon: 9.999999747378752e-06
-        }
-    );
+    assert_eq!(bn.op, OnnxOp::BatchNormalization { epsilon: 9.999999747378752e-06 });
 }
 
 #[test]
@@ -199,42 +141,14 @@ fn resnet_basic_tiny_structure() {
     assert_eq!(count(&g, "Add"), 2);
     let stem = &g.nodes[0];
     assert_eq!(stem.inputs, ["input", "m.conv1.weight"], "no bias");
-    assert_eq!(
-        stem.op,
-        OnnxOp::Conv {
-            kernel_shape: [7, 7],
-            strides: [2, 2],
-            pads: [3, 3, 3, 3]
-        }
-    );
-    assert_eq!(
-        g.nodes[3].op,
-        OnnxOp::MaxPool {
-            kernel_shape: [3, 3],
-            strides: [2, 2],
-            pads: [1, 1, 1, 1]
-        }
-    );
+    assert_eq!(stem.op, OnnxOp::Conv { kernel_shape: [7, 7], strides: [2, 2], pads: [3, 3, 3, 3] });
+    assert_eq!(g.nodes[3].op, OnnxOp::MaxPool { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] });
     let add = g.nodes.iter().find(|n| n.name == "/Add").unwrap();
-    assert_eq!(
-        add.inputs,
-        ["/bn2/BatchNormalization_output_0", "/MaxPool_output_0"]
-    );
+    assert_eq!(add.inputs, ["/bn2/BatchNormalization_output_0", "/MaxPool_output_0"]);
     let tail: Vec<_> = ops(&g).into_iter().rev().take(3).collect();
     assert_eq!(tail, ["Gemm", "Flatten", "GlobalAveragePool"]);
-    let down = g
-        .nodes
-        .iter()
-        .find(|n| n.name == "/downsample/downsample.0/Conv")
-        .unwrap();
-    assert_eq!(
-        down.op,
-        OnnxOp::Conv {
-            kernel_shape: [1, 1],
-            strides: [2, 2],
-            pads: [0; 4]
-        }
-    );
+    let down = g.nodes.iter().find(|n| n.name == "/downsample/downsample.0/Conv").unwrap();
+    assert_eq!(down.op, OnnxOp::Conv { kernel_shape: [1, 1], strides: [2, 2], pads: [0; 4] });
     let var = &g.initializers["m.bn1.running_var"];
     assert_eq!(var[0], 1.2957032918930054);
     assert!((var.sum() - 8.292490005493164).abs() < 1e-12);
@@ -281,14 +195,9 @@ fn every_truncation_is_an_error() {
     let bytes = std::fs::read(golden("resnet_basic_tiny.onnx")).unwrap();
     // All short prefixes, then cut points spread over the file, and the
     // last bytes one by one (where the opset import lives).
-    let cuts = (0..256)
-        .chain((256..bytes.len()).step_by(97))
-        .chain(bytes.len() - 64..bytes.len());
+    let cuts = (0..256).chain((256..bytes.len()).step_by(97)).chain(bytes.len() - 64..bytes.len());
     for cut in cuts {
-        assert!(
-            parse_onnx_bytes(&bytes[..cut], "<truncated>").is_err(),
-            "cut at {cut} parsed"
-        );
+        assert!(parse_onnx_bytes(&bytes[..cut], "<truncated>").is_err(), "cut at {cut} parsed");
     }
     assert!(parse_onnx_bytes(&bytes, "<whole>").is_ok());
 }

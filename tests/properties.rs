@@ -5,7 +5,9 @@
 use ndarray::{Array1, Array2, Array3, Array4, Axis};
 use proptest::prelude::*;
 use rsp::backend::{ConvGeometry, CpuBackend, ReferenceBackend};
-use rsp::layers::{AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext};
+use rsp::layers::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext,
+};
 use rsp::{ExplainOptions, HostileClasses, Network, StartRule};
 
 /// A deterministic stream of numbers in [0, 1) from a seed (so that
@@ -43,7 +45,15 @@ struct Arch {
 
 fn arch() -> impl Strategy<Value = Arch> {
     (any::<u64>(), 1usize..4, 6usize..14, 6usize..14, 1usize..4, 2usize..6, 1usize..4).prop_map(
-        |(seed, channels, height, width, blocks, classes, batch)| Arch { seed, channels, height, width, blocks, classes, batch },
+        |(seed, channels, height, width, blocks, classes, batch)| Arch {
+            seed,
+            channels,
+            height,
+            width,
+            blocks,
+            classes,
+            batch,
+        },
     )
 }
 
@@ -59,7 +69,13 @@ fn build(a: &Arch, positive: bool) -> (Network<f64>, Array4<f64>) {
         let out = 2 + s.pick(4);
         let k = if b > 0 && s.next() < 0.3 { 1 } else { 3 };
         let stride = if h >= 8 && w >= 8 && s.next() < 0.3 { 2 } else { 1 };
-        let pad = if k == 3 && (h < 3 || w < 3) { 1 } else if k == 3 { s.pick(2) } else { 0 };
+        let pad = if k == 3 && (h < 3 || w < 3) {
+            1
+        } else if k == 3 {
+            s.pick(2)
+        } else {
+            0
+        };
         let weight = Array4::from_shape_fn((out, c, k, k), |_| s.range(lo, 1.0) / (c * k * k) as f64);
         let bias = Array1::from_shape_fn(out, |_| s.range(0.0, 0.2));
         let geom = ConvGeometry::square(stride, pad);
@@ -89,7 +105,9 @@ fn build(a: &Arch, positive: bool) -> (Network<f64>, Array4<f64>) {
     let features = c * ph * pw;
     let fc = Array2::from_shape_fn((a.classes, features), |_| s.range(-1.0, 1.0));
     net.push(Linear::new("fc", fc, Some(Array1::from_shape_fn(a.classes, |_| s.range(-0.1, 0.1)))).unwrap());
-    let x = Array4::from_shape_fn((a.batch, a.channels, a.height, a.width), |_| s.range(if positive { 0.05 } else { -1.0 }, 1.0));
+    let x = Array4::from_shape_fn((a.batch, a.channels, a.height, a.width), |_| {
+        s.range(if positive { 0.05 } else { -1.0 }, 1.0)
+    });
     (net, x)
 }
 

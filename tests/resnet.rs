@@ -10,9 +10,7 @@ use ndarray::{Array4, ArrayD, Axis, Ix4};
 use proptest::prelude::*;
 use rsp::layers::add::add_rule;
 use rsp::layers::{Layer, LayerKind};
-use rsp::models::{
-    Architecture, BlockKind, ResNetConfig, VggConfig, VggLayer, WeightSource, Weights,
-};
+use rsp::models::{Architecture, BlockKind, ResNetConfig, VggConfig, VggLayer, WeightSource, Weights};
 use rsp::{ExplainOptions, Float, Network, NodeOp, RspError};
 
 const RESNET_CASES: &[&str] = &["resnet_basic_tiny", "resnet_bottleneck_tiny"];
@@ -32,24 +30,13 @@ fn run_resnet<T: Float>(case: &str) -> Outcome {
     let file = read_tensors(&path);
     let net = Network::<T>::load_safetensors(&path).unwrap();
     let targets: Vec<usize> = serde_json::from_str(&file.metadata["target"]).unwrap();
-    let input = file.tensors["input"]
-        .mapv(T::of)
-        .into_dimensionality::<Ix4>()
-        .unwrap();
+    let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
     assert_eq!(targets.len(), input.shape()[0]);
-    let e = net
-        .explain(input.view(), targets, &ExplainOptions::default())
-        .unwrap();
+    let e = net.explain(input.view(), targets, &ExplainOptions::default()).unwrap();
     Outcome {
-        relevance: rel_err(
-            &widen(&e.relevance.into_dyn()),
-            &file.tensors["relevance_f64"],
-        ),
+        relevance: rel_err(&widen(&e.relevance.into_dyn()), &file.tensors["relevance_f64"]),
         logits: rel_err(&widen(&e.logits.into_dyn()), &file.tensors["logits_f64"]),
-        start: rel_err(
-            &widen(&e.start_relevance),
-            &file.tensors["start_relevance_f64"],
-        ),
+        start: rel_err(&widen(&e.start_relevance), &file.tensors["start_relevance_f64"]),
     }
 }
 
@@ -57,25 +44,10 @@ fn run_resnet<T: Float>(case: &str) -> Outcome {
 fn resnet_float64_matches_the_golden_files_within_1e9() {
     for case in RESNET_CASES {
         let o = run_resnet::<f64>(case);
-        println!(
-            "{case} f64: relevance {:.2e} logits {:.2e} start {:.2e}",
-            o.relevance, o.logits, o.start
-        );
-        assert!(
-            o.logits <= 1e-9,
-            "{case}: logits differ by {:.3e}",
-            o.logits
-        );
-        assert!(
-            o.start <= 1e-9,
-            "{case}: start relevance differs by {:.3e}",
-            o.start
-        );
-        assert!(
-            o.relevance <= 1e-9,
-            "{case}: relevance differs by {:.3e}",
-            o.relevance
-        );
+        println!("{case} f64: relevance {:.2e} logits {:.2e} start {:.2e}", o.relevance, o.logits, o.start);
+        assert!(o.logits <= 1e-9, "{case}: logits differ by {:.3e}", o.logits);
+        assert!(o.start <= 1e-9, "{case}: start relevance differs by {:.3e}", o.start);
+        assert!(o.relevance <= 1e-9, "{case}: relevance differs by {:.3e}", o.relevance);
     }
 }
 
@@ -83,25 +55,10 @@ fn resnet_float64_matches_the_golden_files_within_1e9() {
 fn resnet_float32_matches_the_golden_files_within_1e4() {
     for case in RESNET_CASES {
         let o = run_resnet::<f32>(case);
-        println!(
-            "{case} f32: relevance {:.2e} logits {:.2e} start {:.2e}",
-            o.relevance, o.logits, o.start
-        );
-        assert!(
-            o.logits <= 1e-4,
-            "{case}: logits differ by {:.3e}",
-            o.logits
-        );
-        assert!(
-            o.start <= 1e-4,
-            "{case}: start relevance differs by {:.3e}",
-            o.start
-        );
-        assert!(
-            o.relevance <= 1e-4,
-            "{case}: relevance differs by {:.3e}",
-            o.relevance
-        );
+        println!("{case} f32: relevance {:.2e} logits {:.2e} start {:.2e}", o.relevance, o.logits, o.start);
+        assert!(o.logits <= 1e-4, "{case}: logits differ by {:.3e}", o.logits);
+        assert!(o.start <= 1e-4, "{case}: start relevance differs by {:.3e}", o.start);
+        assert!(o.relevance <= 1e-4, "{case}: relevance differs by {:.3e}", o.relevance);
     }
 }
 
@@ -110,17 +67,12 @@ fn resnet_golden_files_build_the_expected_graph() {
     let path = data("golden/resnet_bottleneck_tiny.safetensors");
     let net = Network::<f64>::load_safetensors(&path).unwrap();
     // stem 4 + layer1.0 (8 main + 2 downsample + add + relu) + 2 × 12 or 10 + pool, flatten, fc
-    let adds: Vec<usize> = (0..net.len())
-        .filter(|&k| matches!(net.nodes()[k].op, NodeOp::Add))
-        .collect();
+    let adds: Vec<usize> = (0..net.len()).filter(|&k| matches!(net.nodes()[k].op, NodeOp::Add)).collect();
     assert_eq!(adds.len(), 3);
     let start = net.default_start_layer().unwrap();
     assert_eq!(start, net.len() - 4);
     assert_eq!(net.nodes()[start].layer().unwrap().kind(), LayerKind::Relu);
-    assert_eq!(
-        net.nodes()[start].inputs,
-        vec![rsp::Source::Node(*adds.last().unwrap())]
-    );
+    assert_eq!(net.nodes()[start].inputs, vec![rsp::Source::Node(*adds.last().unwrap())]);
     // The input shape is the one the file declares.
     assert_eq!(net.input_shape(), Some(&[3usize, 40, 40][..]));
     assert_eq!(net.check(&[3, 40, 40]).unwrap()[start], vec![32, 5, 5]);
@@ -153,10 +105,7 @@ fn the_torchvision_loader_reads_a_golden_file_by_architecture_name() {
     );
     let a = config.build::<f64>(&WeightSource::File(&weights)).unwrap();
     let b = Network::<f64>::load_safetensors(&path).unwrap();
-    let x = read_tensors(&path).tensors["input"]
-        .clone()
-        .into_dimensionality::<Ix4>()
-        .unwrap();
+    let x = read_tensors(&path).tensors["input"].clone().into_dimensionality::<Ix4>().unwrap();
     assert_eq!(a.forward(x.view()).unwrap(), b.forward(x.view()).unwrap());
 }
 
@@ -170,37 +119,19 @@ fn bad_resnet_files_give_typed_errors() {
         m.insert(key.to_string(), value.to_string());
         ResNetConfig::from_metadata(&m, "edited")
     };
-    assert!(matches!(
-        with("block", "wide"),
-        Err(RspError::Format { .. })
-    ));
-    assert!(matches!(
-        with("layers", "[1, 1, 1]"),
-        Err(RspError::Format { .. })
-    ));
-    assert!(matches!(
-        with("widths", "[0, 16]"),
-        Err(RspError::Format { .. })
-    ));
-    assert!(matches!(
-        with("stem_width", "eight"),
-        Err(RspError::Format { .. })
-    ));
+    assert!(matches!(with("block", "wide"), Err(RspError::Format { .. })));
+    assert!(matches!(with("layers", "[1, 1, 1]"), Err(RspError::Format { .. })));
+    assert!(matches!(with("widths", "[0, 16]"), Err(RspError::Format { .. })));
+    assert!(matches!(with("stem_width", "eight"), Err(RspError::Format { .. })));
     // A bottleneck of width 2^62 has 2^62 · 4 output channels, which
     // overflows: an error, not a panic.
     let mut big = metadata.clone();
     big.insert("block".into(), "bottleneck".into());
     big.insert("widths".into(), "[8, 4611686018427387904]".into());
-    assert!(matches!(
-        ResNetConfig::from_metadata(&big, "edited"),
-        Err(RspError::Format { .. })
-    ));
+    assert!(matches!(ResNetConfig::from_metadata(&big, "edited"), Err(RspError::Format { .. })));
     let mut m = metadata.clone();
     m.remove("widths");
-    assert!(matches!(
-        ResNetConfig::from_metadata(&m, "edited"),
-        Err(RspError::Format { .. })
-    ));
+    assert!(matches!(ResNetConfig::from_metadata(&m, "edited"), Err(RspError::Format { .. })));
     // A file cut short is not a safetensors file.
     assert!(matches!(
         Network::<f32>::from_safetensors_bytes(&bytes[..bytes.len() / 2], "cut"),
@@ -217,10 +148,7 @@ fn bad_resnet_files_give_typed_errors() {
         Err(RspError::MissingWeight(name)) => assert_eq!(name, "layer3.0.conv1.weight"),
         other => panic!("expected a missing weight, got {other:?}"),
     }
-    assert!(matches!(
-        Architecture::from_name("vgg17"),
-        Err(RspError::InvalidArgument(_))
-    ));
+    assert!(matches!(Architecture::from_name("vgg17"), Err(RspError::InvalidArgument(_))));
 }
 
 /// The VGG builder reproduces the VGG golden files (whose `layers` metadata
@@ -250,18 +178,10 @@ fn vgg_builder_matches_the_vgg_golden_files() {
         };
         let net = config.build::<f64>(&WeightSource::File(&weights)).unwrap();
         let start = net.default_start_layer().unwrap();
-        assert_eq!(
-            start,
-            file.metadata["start_layer"].parse::<usize>().unwrap()
-        );
+        assert_eq!(start, file.metadata["start_layer"].parse::<usize>().unwrap());
         let target: usize = file.metadata["target"].parse().unwrap();
-        let x = file.tensors["input"]
-            .clone()
-            .into_dimensionality::<Ix4>()
-            .unwrap();
-        let e = net
-            .explain(x.view(), target, &ExplainOptions::default())
-            .unwrap();
+        let x = file.tensors["input"].clone().into_dimensionality::<Ix4>().unwrap();
+        let e = net.explain(x.view(), target, &ExplainOptions::default()).unwrap();
         let err = rel_err(&e.relevance.into_dyn(), &file.tensors["relevance_f64"]);
         println!("{case} via VggConfig f64: relevance {err:.2e}");
         assert!(err <= 1e-9, "{case}: {err:.3e}");
@@ -277,56 +197,23 @@ fn torchvision_presets_have_torchvision_shapes() {
     assert_eq!(shapes.last().unwrap(), &vec![1000]);
     // ResNet-18: 20 convolutions + fc; 8 residual sums.
     let count = |net: &Network<f32>, kind: LayerKind| {
-        net.nodes()
-            .iter()
-            .filter(|n| n.layer().is_some_and(|l| l.kind() == kind))
-            .count()
+        net.nodes().iter().filter(|n| n.layer().is_some_and(|l| l.kind() == kind)).count()
     };
     assert_eq!(count(&r18, LayerKind::Conv2d), 20);
-    assert_eq!(
-        r18.nodes()
-            .iter()
-            .filter(|n| matches!(n.op, NodeOp::Add))
-            .count(),
-        8
-    );
-    for (config, convs, blocks) in [
-        (ResNetConfig::resnet101(), 104, 33),
-        (ResNetConfig::resnet152(), 155, 50),
-    ] {
+    assert_eq!(r18.nodes().iter().filter(|n| matches!(n.op, NodeOp::Add)).count(), 8);
+    for (config, convs, blocks) in [(ResNetConfig::resnet101(), 104, 33), (ResNetConfig::resnet152(), 155, 50)] {
         let net = config.build::<f32>(&w).unwrap();
         assert_eq!(count(&net, LayerKind::Conv2d), convs);
-        assert_eq!(
-            net.nodes()
-                .iter()
-                .filter(|n| matches!(n.op, NodeOp::Add))
-                .count(),
-            blocks
-        );
+        assert_eq!(net.nodes().iter().filter(|n| matches!(n.op, NodeOp::Add)).count(), blocks);
     }
     let vgg = VggConfig::vgg11(true);
     assert_eq!(vgg.conv_count(), 8);
     // torchvision's vgg16_bn: the last convolution is features.40, the last pool features.43.
-    let v16 = Architecture::from_name("vgg16_bn")
-        .unwrap()
-        .build::<f32>(&w)
-        .unwrap();
-    let names: Vec<&str> = v16
-        .nodes()
-        .iter()
-        .filter_map(|n| n.layer())
-        .map(|l| l.name())
-        .filter(|n| !n.is_empty())
-        .collect();
-    assert!(
-        names.contains(&"features.40")
-            && names.contains(&"features.41")
-            && !names.contains(&"features.42")
-    );
-    assert_eq!(
-        v16.check(&[3, 224, 224]).unwrap().last().unwrap(),
-        &vec![1000]
-    );
+    let v16 = Architecture::from_name("vgg16_bn").unwrap().build::<f32>(&w).unwrap();
+    let names: Vec<&str> =
+        v16.nodes().iter().filter_map(|n| n.layer()).map(|l| l.name()).filter(|n| !n.is_empty()).collect();
+    assert!(names.contains(&"features.40") && names.contains(&"features.41") && !names.contains(&"features.42"));
+    assert_eq!(v16.check(&[3, 224, 224]).unwrap().last().unwrap(), &vec![1000]);
     assert_eq!(v16.default_start_layer().unwrap(), 42); // the ReLU features.42 before the last pool
 }
 
@@ -361,22 +248,9 @@ fn the_add_rule_on_a_hand_computed_example() {
 /// rounding) from the start layer down to the input. (With signed weights
 /// some ReLU outputs are 0, safe divisions meet zero denominators and the
 /// error was ~3e-5 relative on 20 such networks, against ~2e-15 here.)
-fn positive_resnet(
-    block: BlockKind,
-    layers: Vec<usize>,
-    widths: Vec<usize>,
-    seed: u64,
-) -> Network<f64> {
-    let config = ResNetConfig {
-        block,
-        layers,
-        widths,
-        stem_width: 4,
-        num_classes: 5,
-    };
-    let mut net = config
-        .build::<f64>(&WeightSource::HeNormal { seed })
-        .unwrap();
+fn positive_resnet(block: BlockKind, layers: Vec<usize>, widths: Vec<usize>, seed: u64) -> Network<f64> {
+    let config = ResNetConfig { block, layers, widths, stem_width: 4, num_classes: 5 };
+    let mut net = config.build::<f64>(&WeightSource::HeNormal { seed }).unwrap();
     for k in 0..net.len() {
         let Some(layer) = net.layer_mut(k) else {
             continue;
@@ -391,13 +265,9 @@ fn positive_resnet(
 }
 
 fn positive_input(seed: u64, n: usize, hw: usize) -> Array4<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     Array4::from_shape_simple_fn((n, 3, hw, hw), || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         0.05 + ((s >> 11) as f64 / (1u64 << 53) as f64)
     })
 }
@@ -430,30 +300,15 @@ proptest! {
 #[test]
 fn a_batch_equals_its_samples_bitwise() {
     for block in [BlockKind::Basic, BlockKind::Bottleneck] {
-        let config = ResNetConfig {
-            block,
-            layers: vec![2, 1],
-            widths: vec![4, 6],
-            stem_width: 6,
-            num_classes: 7,
-        };
-        let net = config
-            .build::<f32>(&WeightSource::HeNormal { seed: 11 })
-            .unwrap();
+        let config = ResNetConfig { block, layers: vec![2, 1], widths: vec![4, 6], stem_width: 6, num_classes: 7 };
+        let net = config.build::<f32>(&WeightSource::HeNormal { seed: 11 }).unwrap();
         let x = positive_input(5, 3, 33).mapv(|v| v as f32 - 0.5);
         let targets = vec![0, 6, 3];
-        let batch = net
-            .explain(x.view(), targets.clone(), &ExplainOptions::default())
-            .unwrap();
+        let batch = net.explain(x.view(), targets.clone(), &ExplainOptions::default()).unwrap();
         for (i, &t) in targets.iter().enumerate() {
             let one = x.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
-            let single = net
-                .explain(one.view(), t, &ExplainOptions::default())
-                .unwrap();
-            assert_eq!(
-                batch.relevance.index_axis(Axis(0), i),
-                single.relevance.index_axis(Axis(0), 0)
-            );
+            let single = net.explain(one.view(), t, &ExplainOptions::default()).unwrap();
+            assert_eq!(batch.relevance.index_axis(Axis(0), i), single.relevance.index_axis(Axis(0), 0));
             assert_eq!(batch.logits.row(i), single.logits.row(0));
         }
     }
@@ -471,12 +326,7 @@ fn save_like_torchvision(
     use safetensors::tensor::{Dtype, TensorView};
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut put = |name: String, a: ndarray::ArrayViewD<f32>| {
-        tensors.push((
-            name,
-            Dtype::F32,
-            a.shape().to_vec(),
-            a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
+        tensors.push((name, Dtype::F32, a.shape().to_vec(), a.iter().flat_map(|v| v.to_le_bytes()).collect()));
     };
     let mut counters = Vec::new();
     for layer in net.nodes().iter().filter_map(|n| n.layer()) {
@@ -485,18 +335,10 @@ fn save_like_torchvision(
             put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
         } else if let Some(l) = any.downcast_ref::<Linear<f32>>() {
             put(format!("{}.weight", l.name()), l.weight().view().into_dyn());
-            put(
-                format!("{}.bias", l.name()),
-                l.bias().unwrap().view().into_dyn(),
-            );
+            put(format!("{}.bias", l.name()), l.bias().unwrap().view().into_dyn());
         } else if let Some(b) = any.downcast_ref::<BatchNorm2d<f32>>() {
             let (g, beta, m, v, _) = b.parameters();
-            for (suffix, t) in [
-                ("weight", g),
-                ("bias", beta),
-                ("running_mean", m),
-                ("running_var", v),
-            ] {
+            for (suffix, t) in [("weight", g), ("bias", beta), ("running_mean", m), ("running_var", v)] {
                 put(format!("{}.{suffix}", b.name()), t.view().into_dyn());
             }
             counters.push(format!("{}.num_batches_tracked", b.name()));
@@ -505,10 +347,8 @@ fn save_like_torchvision(
     for name in counters {
         tensors.push((name, Dtype::I64, vec![], 100i64.to_le_bytes().to_vec()));
     }
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, metadata, path).unwrap();
 }
 
@@ -516,22 +356,14 @@ fn save_like_torchvision(
 fn a_torchvision_state_dict_file_loads_by_name_and_by_metadata() {
     let dir = std::env::temp_dir();
     // ResNet-18 at full size, random weights, loaded by architecture name.
-    let original = ResNetConfig::resnet18()
-        .build::<f32>(&WeightSource::HeNormal { seed: 4 })
-        .unwrap();
-    let path = dir.join(format!(
-        "rsp-test-resnet18-{}.safetensors",
-        std::process::id()
-    ));
+    let original = ResNetConfig::resnet18().build::<f32>(&WeightSource::HeNormal { seed: 4 }).unwrap();
+    let path = dir.join(format!("rsp-test-resnet18-{}.safetensors", std::process::id()));
     save_like_torchvision(&original, &path, None);
     let loaded = Network::<f32>::load_torchvision(&path, "resnet18");
     std::fs::remove_file(&path).ok();
     let loaded = loaded.unwrap();
     let x = positive_input(1, 1, 64).mapv(|v| v as f32);
-    assert_eq!(
-        loaded.forward(x.view()).unwrap(),
-        original.forward(x.view()).unwrap()
-    );
+    assert_eq!(loaded.forward(x.view()).unwrap(), original.forward(x.view()).unwrap());
     // A narrow bottleneck ResNet with the metadata of the golden README.
     let config = ResNetConfig {
         block: BlockKind::Bottleneck,
@@ -540,22 +372,13 @@ fn a_torchvision_state_dict_file_loads_by_name_and_by_metadata() {
         stem_width: 6,
         num_classes: 4,
     };
-    let original = config
-        .build::<f32>(&WeightSource::HeNormal { seed: 9 })
-        .unwrap();
-    let path = dir.join(format!(
-        "rsp-test-bottleneck-{}.safetensors",
-        std::process::id()
-    ));
+    let original = config.build::<f32>(&WeightSource::HeNormal { seed: 9 }).unwrap();
+    let path = dir.join(format!("rsp-test-bottleneck-{}.safetensors", std::process::id()));
     save_like_torchvision(&original, &path, Some(config.to_metadata()));
     let loaded = Network::<f32>::load_safetensors(&path);
     std::fs::remove_file(&path).ok();
     let loaded = loaded.unwrap();
-    let a = original
-        .explain(x.view(), 2, &ExplainOptions::default())
-        .unwrap();
-    let b = loaded
-        .explain(x.view(), 2, &ExplainOptions::default())
-        .unwrap();
+    let a = original.explain(x.view(), 2, &ExplainOptions::default()).unwrap();
+    let b = loaded.explain(x.view(), 2, &ExplainOptions::default()).unwrap();
     assert_eq!(a.relevance, b.relevance);
 }

@@ -6,9 +6,7 @@ use super::workspace::Scratch;
 use super::{Backend, ConvGeometry};
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
-use ndarray::{
-    Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis, Zip,
-};
+use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis, Zip};
 
 /// im2col + blocked GEMM kernels, parallel over output blocks with rayon.
 /// Results are bit-identical for any number of threads.
@@ -24,23 +22,16 @@ pub struct CpuBackend;
 
 fn weight_matrix<T: Float>(w: ArrayView4<T>) -> ArrayView2<T> {
     let (o, c, kh, kw) = w.dim();
-    w.into_shape_with_order((o, c * kh * kw))
-        .expect("weights are contiguous")
+    w.into_shape_with_order((o, c * kh * kw)).expect("weights are contiguous")
 }
 
-fn output_hw(
-    g: &ConvGeometry,
-    input_hw: (usize, usize),
-    kernel_hw: (usize, usize),
-) -> (usize, usize) {
-    g.output_size(input_hw, kernel_hw)
-        .expect("validated by the layer")
+fn output_hw(g: &ConvGeometry, input_hw: (usize, usize), kernel_hw: (usize, usize)) -> (usize, usize) {
+    g.output_size(input_hw, kernel_hw).expect("validated by the layer")
 }
 
 /// A `rows × cols` matrix view of the start of a scratch buffer.
 fn matrix<T: Float>(buf: &mut [T], rows: usize, cols: usize) -> ArrayViewMut2<'_, T> {
-    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols])
-        .expect("buffer is large enough")
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols]).expect("buffer is large enough")
 }
 
 /// `x` unfolded into a reusable scratch buffer: `(C·kh·kw) × (Ho·Wo)`.
@@ -52,13 +43,7 @@ fn unfold<T: Float>(
 ) -> Scratch<T> {
     let rows = x.dim().0 * kernel_hw.0 * kernel_hw.1;
     let mut buf = Scratch::take(rows * out_hw.0 * out_hw.1);
-    im2col_into(
-        x,
-        kernel_hw,
-        g,
-        out_hw,
-        matrix(&mut buf, rows, out_hw.0 * out_hw.1),
-    );
+    im2col_into(x, kernel_hw, g, out_hw, matrix(&mut buf, rows, out_hw.0 * out_hw.1));
     buf
 }
 
@@ -74,12 +59,8 @@ impl<T: Float> Backend<T> for CpuBackend {
         let p = out_hw.0 * out_hw.1;
         let mut cols = unfold(x, (kh, kw), g, out_hw);
         let w = w.as_standard_layout();
-        let out = gemm(
-            weight_matrix(w.view()),
-            matrix(&mut cols, c * kh * kw, p).view(),
-        );
-        out.into_shape_with_order((o, out_hw.0, out_hw.1))
-            .expect("gemm output is contiguous")
+        let out = gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view());
+        out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous")
     }
 
     fn conv2d_input_adjoint(
@@ -93,10 +74,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         let (_, c, kh, kw) = w.dim();
         let w = w.as_standard_layout();
         let s = s.as_standard_layout();
-        let s2 = s
-            .view()
-            .into_shape_with_order((o, oh * ow))
-            .expect("contiguous");
+        let s2 = s.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
         let mut cols = Scratch::take(c * kh * kw * oh * ow);
         let mut cols = matrix(&mut cols, c * kh * kw, oh * ow);
         gemm_into(weight_matrix(w.view()).t(), s2, cols.view_mut());
@@ -117,13 +95,9 @@ impl<T: Float> Backend<T> for CpuBackend {
         let mut cols = unfold(x, kernel_hw, g, output_hw(g, (h, wd), kernel_hw));
         let cols = matrix(&mut cols, c * kernel_hw.0 * kernel_hw.1, oh * ow);
         let r = r.as_standard_layout();
-        let r2 = r
-            .view()
-            .into_shape_with_order((o, oh * ow))
-            .expect("contiguous");
+        let r2 = r.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
         let grad = gemm(r2, cols.t());
-        grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1))
-            .expect("contiguous")
+        grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1)).expect("contiguous")
     }
 
     fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
@@ -158,12 +132,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         let signs: Vec<(bool, bool)> = r2
             .axis_iter(Axis(0))
             .into_par_iter()
-            .map(|row| {
-                (
-                    row.iter().any(|&v| v > T::zero()),
-                    row.iter().any(|&v| v < T::zero()),
-                )
-            })
+            .map(|row| (row.iter().any(|&v| v > T::zero()), row.iter().any(|&v| v < T::zero())))
             .collect();
         let rows: Vec<(usize, bool)> = (0..o)
             .filter(|&k| signs[k].0)
@@ -177,22 +146,14 @@ impl<T: Float> Backend<T> for CpuBackend {
         let n = rows.len();
         let mut sections_buf = Scratch::take(n * p);
         let mut sections = matrix(&mut sections_buf, n, p);
-        sections
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(rows.par_iter())
-            .for_each(|(mut dst, &(k, negative))| {
-                let src = r2.row(k);
-                if negative {
-                    Zip::from(&mut dst)
-                        .and(&src)
-                        .for_each(|d, &v| *d = (-v).max(T::zero()));
-                } else {
-                    Zip::from(&mut dst)
-                        .and(&src)
-                        .for_each(|d, &v| *d = v.max(T::zero()));
-                }
-            });
+        sections.axis_iter_mut(Axis(0)).into_par_iter().zip(rows.par_iter()).for_each(|(mut dst, &(k, negative))| {
+            let src = r2.row(k);
+            if negative {
+                Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = (-v).max(T::zero()));
+            } else {
+                Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = v.max(T::zero()));
+            }
+        });
         let mut cols_buf = unfold(x_pos, kernel_hw, g, (oh, ow));
         let mut cols = matrix(&mut cols_buf, ck, p);
         let kernels = gemm(sections.view(), cols.t());
@@ -216,14 +177,7 @@ impl<T: Float> Backend<T> for CpuBackend {
             });
         // cols is not needed any more: it receives Gᵀ·S.
         gemm_into(kernels.t(), quotients.view(), cols.view_mut());
-        col2im_into(
-            cols.view(),
-            kernel_hw,
-            g,
-            (oh, ow),
-            Some(x_pos),
-            out.view_mut(),
-        );
+        col2im_into(cols.view(), kernel_hw, g, (oh, ow), Some(x_pos), out.view_mut());
         out
     }
 }
@@ -244,14 +198,8 @@ mod tests {
     fn kernels_match_the_reference_backend() {
         let geoms = [
             ConvGeometry::square(1, 1),
-            ConvGeometry {
-                stride: [2, 3],
-                padding: [0, 2, 1, 0],
-            },
-            ConvGeometry {
-                stride: [1, 2],
-                padding: [2, 0, 0, 1],
-            },
+            ConvGeometry { stride: [2, 3], padding: [0, 2, 1, 0] },
+            ConvGeometry { stride: [1, 2], padding: [2, 0, 0, 1] },
         ];
         for (t, g) in geoms.iter().enumerate() {
             for kernel in [(3, 3), (2, 4), (1, 1)] {
@@ -263,10 +211,7 @@ mod tests {
                 });
                 let out_hw = g.output_size((11, 13), kernel).unwrap();
                 let cpu: Array3<f64> = CpuBackend.conv2d(x.view(), w.view(), g);
-                assert!(
-                    close(&cpu, &ReferenceBackend.conv2d(x.view(), w.view(), g)),
-                    "conv2d {g:?} {kernel:?}"
-                );
+                assert!(close(&cpu, &ReferenceBackend.conv2d(x.view(), w.view(), g)), "conv2d {g:?} {kernel:?}");
                 let r = Array3::from_shape_fn((6, out_hw.0, out_hw.1), |(o, i, j)| {
                     if o == 2 {
                         0.0
@@ -276,25 +221,17 @@ mod tests {
                         ((o * 13 + i * 5 + j * 11) % 9) as f64 * 0.25 - 1.0
                     }
                 });
-                let adj: Array3<f64> =
-                    CpuBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13));
+                let adj: Array3<f64> = CpuBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13));
                 assert!(
-                    close(
-                        &adj,
-                        &ReferenceBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13))
-                    ),
+                    close(&adj, &ReferenceBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13))),
                     "adjoint {g:?}"
                 );
                 let wg: Array4<f64> = CpuBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel);
                 let wg_ref = ReferenceBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel);
-                assert!(
-                    wg.iter().zip(&wg_ref).all(|(a, b)| (a - b).abs() < 1e-12),
-                    "weight grad {g:?}"
-                );
+                assert!(wg.iter().zip(&wg_ref).all(|(a, b)| (a - b).abs() < 1e-12), "weight grad {g:?}");
                 let x_pos = x.mapv(|v| v.max(0.0));
                 let sec = CpuBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
-                let sec_ref =
-                    ReferenceBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
+                let sec_ref = ReferenceBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
                 assert!(close(&sec, &sec_ref), "sectional {g:?} {kernel:?}");
             }
         }

@@ -19,46 +19,34 @@ pub(crate) fn im2col_into<T: Float>(
     let (kh, kw) = kernel_hw;
     let (oh, ow) = out_hw;
     assert_eq!(cols.dim(), (c * kh * kw, oh * ow), "im2col: buffer shape");
-    cols.axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(row, mut line)| {
-            let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
-            let line = line
-                .as_slice_mut()
-                .expect("rows of a standard-layout buffer are contiguous");
-            // Output columns q whose input column j = q·sw + v − pl lies inside the input.
-            let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
-            let q_end = ((w + g.padding[1]).saturating_sub(v))
-                .div_ceil(g.stride[1])
-                .min(ow);
-            for p in 0..oh {
-                let dst = &mut line[p * ow..(p + 1) * ow];
-                let Some(i) = (p * g.stride[0] + u)
-                    .checked_sub(g.padding[0])
-                    .filter(|&i| i < h)
-                else {
-                    dst.fill(T::zero());
-                    continue;
-                };
-                let src = x.slice(s![ic, i, ..]);
-                dst[..q_first.min(ow)].fill(T::zero());
-                if q_first < q_end {
-                    let j0 = q_first * g.stride[1] + v - g.padding[1];
-                    match (g.stride[1], src.as_slice()) {
-                        (1, Some(src)) => {
-                            dst[q_first..q_end].copy_from_slice(&src[j0..j0 + (q_end - q_first)])
-                        }
-                        (sw, _) => {
-                            for (k, d) in dst[q_first..q_end].iter_mut().enumerate() {
-                                *d = src[j0 + k * sw];
-                            }
+    cols.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(row, mut line)| {
+        let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
+        let line = line.as_slice_mut().expect("rows of a standard-layout buffer are contiguous");
+        // Output columns q whose input column j = q·sw + v − pl lies inside the input.
+        let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
+        let q_end = ((w + g.padding[1]).saturating_sub(v)).div_ceil(g.stride[1]).min(ow);
+        for p in 0..oh {
+            let dst = &mut line[p * ow..(p + 1) * ow];
+            let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else {
+                dst.fill(T::zero());
+                continue;
+            };
+            let src = x.slice(s![ic, i, ..]);
+            dst[..q_first.min(ow)].fill(T::zero());
+            if q_first < q_end {
+                let j0 = q_first * g.stride[1] + v - g.padding[1];
+                match (g.stride[1], src.as_slice()) {
+                    (1, Some(src)) => dst[q_first..q_end].copy_from_slice(&src[j0..j0 + (q_end - q_first)]),
+                    (sw, _) => {
+                        for (k, d) in dst[q_first..q_end].iter_mut().enumerate() {
+                            *d = src[j0 + k * sw];
                         }
                     }
                 }
-                dst[q_end.max(q_first).min(ow)..].fill(T::zero());
             }
-        });
+            dst[q_end.max(q_first).min(ow)..].fill(T::zero());
+        }
+    });
 }
 
 /// The adjoint of [`im2col_into`]: writes into `out` (C×H×W, overwritten) the
@@ -76,49 +64,41 @@ pub(crate) fn col2im_into<T: Float>(
     let (_, h, w) = out.dim();
     let (kh, kw) = kernel_hw;
     let (oh, ow) = out_hw;
-    out.axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(ic, mut plane)| {
-            plane.fill(T::zero());
-            for u in 0..kh {
-                for v in 0..kw {
-                    let line = cols.row(ic * kh * kw + u * kw + v);
-                    let line = line.as_slice().expect("standard layout");
-                    let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
-                    let q_end = ((w + g.padding[1]).saturating_sub(v))
-                        .div_ceil(g.stride[1])
-                        .min(ow);
-                    if q_first >= q_end {
+    out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(ic, mut plane)| {
+        plane.fill(T::zero());
+        for u in 0..kh {
+            for v in 0..kw {
+                let line = cols.row(ic * kh * kw + u * kw + v);
+                let line = line.as_slice().expect("standard layout");
+                let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
+                let q_end = ((w + g.padding[1]).saturating_sub(v)).div_ceil(g.stride[1]).min(ow);
+                if q_first >= q_end {
+                    continue;
+                }
+                for p in 0..oh {
+                    let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else {
                         continue;
-                    }
-                    for p in 0..oh {
-                        let Some(i) = (p * g.stride[0] + u)
-                            .checked_sub(g.padding[0])
-                            .filter(|&i| i < h)
-                        else {
-                            continue;
-                        };
-                        let mut row = plane.row_mut(i);
-                        let j0 = q_first * g.stride[1] + v - g.padding[1];
-                        let src = &line[p * ow + q_first..p * ow + q_end];
-                        match (g.stride[1], row.as_slice_mut()) {
-                            (1, Some(dst)) => {
-                                for (d, &s) in dst[j0..j0 + src.len()].iter_mut().zip(src) {
-                                    *d += s;
-                                }
+                    };
+                    let mut row = plane.row_mut(i);
+                    let j0 = q_first * g.stride[1] + v - g.padding[1];
+                    let src = &line[p * ow + q_first..p * ow + q_end];
+                    match (g.stride[1], row.as_slice_mut()) {
+                        (1, Some(dst)) => {
+                            for (d, &s) in dst[j0..j0 + src.len()].iter_mut().zip(src) {
+                                *d += s;
                             }
-                            (sw, _) => {
-                                for (k, &s) in src.iter().enumerate() {
-                                    row[j0 + k * sw] += s;
-                                }
+                        }
+                        (sw, _) => {
+                            for (k, &s) in src.iter().enumerate() {
+                                row[j0 + k * sw] += s;
                             }
                         }
                     }
                 }
             }
-            if let Some(scale) = &scale {
-                plane.zip_mut_with(&scale.index_axis(Axis(0), ic), |o, &x| *o *= x);
-            }
-        });
+        }
+        if let Some(scale) = &scale {
+            plane.zip_mut_with(&scale.index_axis(Axis(0), ic), |o, &x| *o *= x);
+        }
+    });
 }

@@ -36,12 +36,7 @@ fn use_matrixmultiply(m: usize, k: usize, n: usize) -> bool {
 }
 
 /// `c = a · b` on the calling thread with the kernel of choice.
-fn block_product<T: Float>(
-    a: ArrayView2<T>,
-    b: ArrayView2<T>,
-    mut c: ArrayViewMut2<T>,
-    matrixmultiply: bool,
-) {
+fn block_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>, matrixmultiply: bool) {
     if matrixmultiply {
         general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
     } else {
@@ -74,8 +69,7 @@ pub(crate) fn gemm_serial<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: A
         c.fill(T::zero());
         return;
     }
-    let supported =
-        TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>();
+    let supported = TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>();
     if !supported {
         general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
         return;
@@ -133,22 +127,16 @@ pub(crate) fn gemm_into<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: Arr
     }
     if n >= m {
         let block = block_len(n);
-        c.axis_chunks_iter_mut(Axis(1), block)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, cb)| {
-                let bb = b.slice(s![.., i * block..i * block + cb.ncols()]);
-                block_product(a, bb, cb, mm);
-            });
+        c.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, cb)| {
+            let bb = b.slice(s![.., i * block..i * block + cb.ncols()]);
+            block_product(a, bb, cb, mm);
+        });
     } else {
         let block = block_len(m);
-        c.axis_chunks_iter_mut(Axis(0), block)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, cb)| {
-                let ab = a.slice(s![i * block..i * block + cb.nrows(), ..]);
-                block_product(ab, b, cb, mm);
-            });
+        c.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(i, cb)| {
+            let ab = a.slice(s![i * block..i * block + cb.nrows(), ..]);
+            block_product(ab, b, cb, mm);
+        });
     }
 }
 
@@ -164,22 +152,13 @@ mod tests {
     use super::*;
 
     fn naive(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
-        Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
-            (0..a.ncols()).map(|t| a[[i, t]] * b[[t, j]]).sum()
-        })
+        Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| (0..a.ncols()).map(|t| a[[i, t]] * b[[t, j]]).sum())
     }
 
     #[test]
     fn matches_the_naive_product_for_odd_shapes_and_strides() {
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (3, 0, 2),
-            (7, 13, 300),
-            (300, 9, 5),
-            (130, 257, 129),
-            (3, 200, 2),
-            (4, 9000, 5),
-        ] {
+        for &(m, k, n) in &[(1, 1, 1), (3, 0, 2), (7, 13, 300), (300, 9, 5), (130, 257, 129), (3, 200, 2), (4, 9000, 5)]
+        {
             let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
             let b = Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j) % 13) as f64 - 6.0);
             let expect = naive(&a, &b.t().to_owned());

@@ -14,9 +14,9 @@
 mod cpu;
 mod im2col;
 mod matmul;
-mod workspace;
 pub(crate) mod pooling;
 mod reference;
+mod workspace;
 
 pub use cpu::CpuBackend;
 pub use pooling::PoolWindows;
@@ -130,13 +130,15 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
             let g = self.conv2d_weight_grad(x_pos, r_part.view(), geom, kernel_hw);
             let a = self.conv2d(x_pos, g.view(), geom);
             // The mask M^± is [R^± > 0]; outside it the quotient is 0 anyway.
-            let s = Zip::from(r_part).and(&a).map_collect(|&rv, &av| {
-                if rv > T::zero() {
-                    safe_div(rv, av)
-                } else {
-                    T::zero()
-                }
-            });
+            let s = Zip::from(r_part).and(&a).map_collect(
+                |&rv, &av| {
+                    if rv > T::zero() {
+                        safe_div(rv, av)
+                    } else {
+                        T::zero()
+                    }
+                },
+            );
             let back = self.conv2d_input_adjoint(s.view(), g.view(), geom, input_hw);
             Zip::from(&back).and(&x_pos).map_collect(|&b, &xv| xv * b)
         };

@@ -33,9 +33,20 @@ impl PoolWindows {
     /// assert_eq!(w.output_hw(), (2, 2));
     /// assert_eq!(w.rows[1], 2..4);
     /// ```
-    pub fn strided(input_hw: (usize, usize), kernel: (usize, usize), stride: (usize, usize), padding: [usize; 4]) -> Option<Self> {
+    pub fn strided(
+        input_hw: (usize, usize),
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: [usize; 4],
+    ) -> Option<Self> {
         let axis = |n: usize, k: usize, s: usize, before: usize, after: usize| -> Option<Vec<Range<usize>>> {
-            if k == 0 || s == 0 || before >= k || after >= k || k > crate::limits::MAX_SPATIAL || s > crate::limits::MAX_SPATIAL {
+            if k == 0
+                || s == 0
+                || before >= k
+                || after >= k
+                || k > crate::limits::MAX_SPATIAL
+                || s > crate::limits::MAX_SPATIAL
+            {
                 return None;
             }
             let padded = n + before + after;
@@ -74,7 +85,12 @@ impl PoolWindows {
             }
             Some((0..out).map(|o| (o * n / out)..((o + 1) * n).div_ceil(out)).collect())
         };
-        Some(PoolWindows { rows: axis(input_hw.0, output_hw.0)?, cols: axis(input_hw.1, output_hw.1)?, divisor: None, input_hw })
+        Some(PoolWindows {
+            rows: axis(input_hw.0, output_hw.0)?,
+            cols: axis(input_hw.1, output_hw.1)?,
+            divisor: None,
+            input_hw,
+        })
     }
 
     /// Output height and width.
@@ -116,7 +132,11 @@ pub(crate) fn max_pool<T: Float>(x: ArrayView3<T>, win: &PoolWindows) -> (Array3
     (out, arg)
 }
 
-pub(crate) fn max_pool_adjoint<T: Float>(s: ArrayView3<T>, arg: ArrayView3<u32>, input_hw: (usize, usize)) -> Array3<T> {
+pub(crate) fn max_pool_adjoint<T: Float>(
+    s: ArrayView3<T>,
+    arg: ArrayView3<u32>,
+    input_hw: (usize, usize),
+) -> Array3<T> {
     let c = s.dim().0;
     let mut out = Array3::zeros((c, input_hw.0, input_hw.1));
     for ch in 0..c {

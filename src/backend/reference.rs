@@ -47,7 +47,13 @@ impl<T: Float> Backend<T> for ReferenceBackend {
         })
     }
 
-    fn conv2d_input_adjoint(&self, s: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry, input_hw: (usize, usize)) -> Array3<T> {
+    fn conv2d_input_adjoint(
+        &self,
+        s: ArrayView3<T>,
+        w: ArrayView4<T>,
+        g: &ConvGeometry,
+        input_hw: (usize, usize),
+    ) -> Array3<T> {
         let (o, oh, ow) = s.dim();
         let (_, c, kh, kw) = w.dim();
         let (h, wd) = input_hw;
@@ -71,7 +77,13 @@ impl<T: Float> Backend<T> for ReferenceBackend {
         out
     }
 
-    fn conv2d_weight_grad(&self, x: ArrayView3<T>, r: ArrayView3<T>, g: &ConvGeometry, kernel_hw: (usize, usize)) -> Array4<T> {
+    fn conv2d_weight_grad(
+        &self,
+        x: ArrayView3<T>,
+        r: ArrayView3<T>,
+        g: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Array4<T> {
         let (c, h, wd) = x.dim();
         let (o, oh, ow) = r.dim();
         let (kh, kw) = kernel_hw;

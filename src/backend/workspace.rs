@@ -39,13 +39,7 @@ impl<T: Copy + Default + 'static> Scratch<T> {
                 .filter(|&(_, cap)| cap >= len)
                 .min_by_key(|&(_, cap)| cap)
                 .map(|(i, _)| i);
-            best.map(|i| {
-                *spare
-                    .swap_remove(i)
-                    .1
-                    .downcast::<Vec<T>>()
-                    .expect("checked type")
-            })
+            best.map(|i| *spare.swap_remove(i).1.downcast::<Vec<T>>().expect("checked type"))
         });
         let data = match reused {
             Some(mut v) => {
@@ -71,12 +65,8 @@ impl<T: Copy + Default + 'static> Drop for Scratch<T> {
             let mut spare = spare.borrow_mut();
             spare.push((data.capacity() * std::mem::size_of::<T>(), Box::new(data)));
             if spare.len() > MAX_SPARE {
-                let smallest = spare
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, (bytes, _))| *bytes)
-                    .map(|(i, _)| i)
-                    .expect("non-empty");
+                let smallest =
+                    spare.iter().enumerate().min_by_key(|(_, (bytes, _))| *bytes).map(|(i, _)| i).expect("non-empty");
                 spare.swap_remove(smallest);
             }
         });

@@ -3,11 +3,11 @@
 //! Every failure prints one line on stderr and exits with a non-zero status.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ndarray::Ix4;
-use rsp::io::npy::{read_npy, write_npy};
 use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Ix4;
 use rsp::eval::benchmark::{evaluate, model_sensitivity, sensitivity_ticks, EvalOptions};
 use rsp::eval::dataset::Scenes;
+use rsp::io::npy::{read_npy, write_npy};
 use rsp::methods::DEFAULT_LRP_EPSILON;
 use rsp::{ExplainOptions, Float, HostileClasses, Method, Network, RspError, StartRule, Target};
 use std::path::{Path, PathBuf};
@@ -148,9 +148,9 @@ enum Command {
 fn parse_list(text: &str, what: &str) -> Result<Vec<usize>, RspError> {
     text.split(',')
         .map(|t| {
-            t.trim()
-                .parse::<usize>()
-                .map_err(|_| RspError::InvalidArgument(format!("{what} must be a class index or a comma list of them, got `{text}`")))
+            t.trim().parse::<usize>().map_err(|_| {
+                RspError::InvalidArgument(format!("{what} must be a class index or a comma list of them, got `{text}`"))
+            })
         })
         .collect()
 }
@@ -184,7 +184,9 @@ fn attribute<T: Float>(
         (Start::Single, _, _) => {
             return Err(RspError::InvalidArgument("--hostile and --hostile-top need --start comparative".into()));
         }
-        (Start::Comparative, Some(list), _) => StartRule::Comparative(HostileClasses::Explicit(parse_list(list, "--hostile")?)),
+        (Start::Comparative, Some(list), _) => {
+            StartRule::Comparative(HostileClasses::Explicit(parse_list(list, "--hostile")?))
+        }
         (Start::Comparative, None, Some(k)) => StartRule::Comparative(HostileClasses::TopK(k)),
         (Start::Comparative, None, None) => StartRule::Comparative(HostileClasses::PredictedPresent),
     };
@@ -218,7 +220,8 @@ fn info<T: Float>(model: &Path, input_shape: Option<&str>) -> Result<(), RspErro
 
 fn progress_bar(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} scenes, {elapsed} elapsed, ETA {eta}") {
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} scenes, {elapsed} elapsed, ETA {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_string());
@@ -251,7 +254,14 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     println!("model: {}", args.model.display());
-    println!("scenes: {} ({} of {}), {} pairs, {} in scenes with ≥ 2 objects", args.scenes.display(), count, scenes.len(), report.pairs, report.hostile_pairs);
+    println!(
+        "scenes: {} ({} of {}), {} pairs, {} in scenes with ≥ 2 objects",
+        args.scenes.display(),
+        count,
+        scenes.len(),
+        report.pairs,
+        report.hostile_pairs
+    );
     println!("method: {method} ({})", T::NAME);
     println!("pointing game:         {:.4}", report.pointing_game);
     println!("hostile pointing game: {:.4}", report.hostile_pointing_game);

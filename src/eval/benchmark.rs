@@ -83,12 +83,7 @@ pub type SceneMaps<T> = (Vec<(usize, BoxRegion)>, ndarray::Array3<T>);
 
 /// The maps `(objects, H, W)` of scene `i`, one per object in slot order
 /// (target = the object's class), with the boxes.
-pub fn scene_heatmaps<T: Float>(
-    net: &Network<T>,
-    scenes: &Scenes,
-    i: usize,
-    method: &Method,
-) -> Result<SceneMaps<T>> {
+pub fn scene_heatmaps<T: Float>(net: &Network<T>, scenes: &Scenes, i: usize, method: &Method) -> Result<SceneMaps<T>> {
     if i >= scenes.len() {
         return Err(RspError::InvalidArgument(format!(
             "scene {i} is out of range: the file has {} scenes",
@@ -101,44 +96,27 @@ pub fn scene_heatmaps<T: Float>(
         return Ok((slots, ndarray::Array3::zeros((0, h, w))));
     }
     let x = scenes.input(i).mapv(|v| T::of(f64::from(v)));
-    let batch: Array4<T> = x
-        .broadcast((slots.len(), x.dim().0, h, w))
-        .expect("same shape")
-        .to_owned();
+    let batch: Array4<T> = x.broadcast((slots.len(), x.dim().0, h, w)).expect("same shape").to_owned();
     let targets: Vec<usize> = slots.iter().map(|(_, b)| b.class).collect();
     let a = net.explain_with(batch.view(), Target::PerSample(targets), method)?;
     Ok((slots, a.heatmaps))
 }
 
 /// The scores of every pair of scene `i`.
-pub fn score_scene<T: Float>(
-    net: &Network<T>,
-    scenes: &Scenes,
-    i: usize,
-    method: &Method,
-) -> Result<Vec<PairScore>> {
+pub fn score_scene<T: Float>(net: &Network<T>, scenes: &Scenes, i: usize, method: &Method) -> Result<Vec<PairScore>> {
     let (slots, maps) = scene_heatmaps(net, scenes, i, method)?;
     let boxes: Vec<BoxRegion> = slots.iter().map(|(_, b)| *b).collect();
     let mut out = Vec::with_capacity(slots.len());
     for (j, ((slot, b), map)) in slots.iter().zip(maps.axis_iter(Axis(0))).enumerate() {
         if let Some(index) = map.iter().position(|v| !v.is_finite()) {
-            return Err(RspError::NonFinite {
-                tensor: format!("heatmap of scene {i}, class {}", b.class),
-                index,
-            });
+            return Err(RspError::NonFinite { tensor: format!("heatmap of scene {i}, class {}", b.class), index });
         }
-        let others: Vec<BoxRegion> = boxes
-            .iter()
-            .enumerate()
-            .filter(|&(o, _)| o != j)
-            .map(|(_, b)| *b)
-            .collect();
+        let others: Vec<BoxRegion> = boxes.iter().enumerate().filter(|&(o, _)| o != j).map(|(_, b)| *b).collect();
         out.push(PairScore {
             scene: i,
             class: b.class,
             hit: pointing_hit(map, b, BOX_MARGIN),
-            hostile_hit: (!others.is_empty())
-                .then(|| hostile_pointing_hit(map, &others, BOX_MARGIN)),
+            hostile_hit: (!others.is_empty()).then(|| hostile_pointing_hit(map, &others, BOX_MARGIN)),
             iou: top_k_iou(map, scenes.mask(i, *slot))?,
         });
     }
@@ -212,11 +190,7 @@ pub fn evaluate<T: Float>(
     options: &EvalOptions<'_>,
 ) -> Result<Report> {
     let pairs = score_pairs(net, scenes, method, options)?;
-    Ok(summarise(
-        method,
-        scene_count(scenes, options.limit),
-        &pairs,
-    ))
+    Ok(summarise(method, scene_count(scenes, options.limit), &pairs))
 }
 
 /// One step of the cascading randomisation.
@@ -306,10 +280,7 @@ pub fn model_sensitivity<T: Float>(
                 if let Some(p) = options.progress {
                     p();
                 }
-                Ok(maps
-                    .axis_iter(Axis(0))
-                    .map(|m| m.mapv(|v| v.abs()))
-                    .collect())
+                Ok(maps.axis_iter(Axis(0)).map(|m| m.mapv(|v| v.abs())).collect())
             })
             .collect::<Result<_>>()?;
         Ok(per_scene.into_iter().flatten().collect())
@@ -322,38 +293,19 @@ pub fn model_sensitivity<T: Float>(
             continue;
         }
         let maps = abs_maps(&model)?;
-        let rhos = original
-            .iter()
-            .zip(&maps)
-            .map(|(a, b)| spearman(a.view(), b.view()))
-            .collect::<Result<Vec<f64>>>()?;
-        let mean = if rhos.is_empty() {
-            f64::NAN
-        } else {
-            rhos.iter().sum::<f64>() / rhos.len() as f64
-        };
-        steps.push(SensitivityStep {
-            node: k,
-            layer: net.nodes()[k].describe(),
-            spearman: mean,
-        });
+        let rhos =
+            original.iter().zip(&maps).map(|(a, b)| spearman(a.view(), b.view())).collect::<Result<Vec<f64>>>()?;
+        let mean = if rhos.is_empty() { f64::NAN } else { rhos.iter().sum::<f64>() / rhos.len() as f64 };
+        steps.push(SensitivityStep { node: k, layer: net.nodes()[k].describe(), spearman: mean });
     }
     Ok(steps)
 }
 
 /// Number of progress ticks [`model_sensitivity`] makes (scenes × (1 + parameterised nodes)).
-pub fn sensitivity_ticks<T: Float>(
-    net: &Network<T>,
-    scenes: &Scenes,
-    limit: Option<usize>,
-) -> usize {
+pub fn sensitivity_ticks<T: Float>(net: &Network<T>, scenes: &Scenes, limit: Option<usize>) -> usize {
     let mut probe = net.clone();
     let layers = (0..net.len())
-        .filter(|&k| {
-            probe
-                .layer_mut(k)
-                .is_some_and(|l| l.parameters_mut().iter().any(|(n, _)| *n == "weight"))
-        })
+        .filter(|&k| probe.layer_mut(k).is_some_and(|l| l.parameters_mut().iter().any(|(n, _)| *n == "weight")))
         .count();
     scene_count(scenes, limit) * (1 + layers)
 }

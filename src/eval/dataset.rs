@@ -41,46 +41,23 @@ pub struct Scenes {
 pub const MAX_SCENES_FILE_BYTES: u64 = 4 << 30;
 
 fn tensor<'a>(st: &'a SafeTensors<'a>, name: &str, origin: &str) -> Result<TensorView<'a>> {
-    st.tensor(name)
-        .map_err(|_| RspError::format(origin, format!("no tensor `{name}`")))
+    st.tensor(name).map_err(|_| RspError::format(origin, format!("no tensor `{name}`")))
 }
 
-fn rank<const R: usize>(
-    t: &TensorView<'_>,
-    name: &str,
-    dtype: Dtype,
-    origin: &str,
-) -> Result<[usize; R]> {
+fn rank<const R: usize>(t: &TensorView<'_>, name: &str, dtype: Dtype, origin: &str) -> Result<[usize; R]> {
     if t.dtype() != dtype {
-        return Err(RspError::format(
-            origin,
-            format!(
-                "tensor `{name}` has dtype {:?}, expected {dtype:?}",
-                t.dtype()
-            ),
-        ));
+        return Err(RspError::format(origin, format!("tensor `{name}` has dtype {:?}, expected {dtype:?}", t.dtype())));
     }
-    <[usize; R]>::try_from(t.shape()).map_err(|_| {
-        RspError::shape(
-            format!("tensor `{name}` of {origin}"),
-            format!("rank {R}"),
-            t.shape(),
-        )
-    })
+    <[usize; R]>::try_from(t.shape())
+        .map_err(|_| RspError::shape(format!("tensor `{name}` of {origin}"), format!("rank {R}"), t.shape()))
 }
 
 fn f32s(t: &TensorView<'_>) -> Vec<f32> {
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn i32s(t: &TensorView<'_>) -> Vec<i32> {
-    t.data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    t.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 impl Scenes {
@@ -92,13 +69,13 @@ impl Scenes {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let io = |source| RspError::Io {
-            path: shown.clone(),
-            source,
-        };
+        let io = |source| RspError::Io { path: shown.clone(), source };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_SCENES_FILE_BYTES {
-            return Err(RspError::format(&shown, format!("{size} bytes is larger than the {MAX_SCENES_FILE_BYTES} bytes a scenes file may have")));
+            return Err(RspError::format(
+                &shown,
+                format!("{size} bytes is larger than the {MAX_SCENES_FILE_BYTES} bytes a scenes file may have"),
+            ));
         }
         let bytes = std::fs::read(path).map_err(io)?;
         Self::from_bytes(&bytes, &shown)
@@ -123,42 +100,22 @@ impl Scenes {
         let mask_shape = rank::<4>(&t_masks, "masks", Dtype::U8, origin)?;
         let context = |name: &str| format!("tensor `{name}` of {origin}");
         if n == 0 || c == 0 || h == 0 || w == 0 {
-            return Err(RspError::shape(
-                context("input"),
-                "(N, C, H, W) with every size ≥ 1",
-                &[n, c, h, w],
-            ));
+            return Err(RspError::shape(context("input"), "(N, C, H, W) with every size ≥ 1", &[n, c, h, w]));
         }
         if ln != n || k == 0 {
-            return Err(RspError::shape(
-                context("labels"),
-                format!("({n}, K) with K ≥ 1"),
-                &[ln, k],
-            ));
+            return Err(RspError::shape(context("labels"), format!("({n}, K) with K ≥ 1"), &[ln, k]));
         }
         if bn != n || five != 5 {
-            return Err(RspError::shape(
-                context("boxes"),
-                format!("({n}, S, 5)"),
-                &[bn, slots, five],
-            ));
+            return Err(RspError::shape(context("boxes"), format!("({n}, S, 5)"), &[bn, slots, five]));
         }
         if mask_shape != [n, slots, h, w] {
-            return Err(RspError::shape(
-                context("masks"),
-                format!("({n}, {slots}, {h}, {w})"),
-                &mask_shape,
-            ));
+            return Err(RspError::shape(context("masks"), format!("({n}, {slots}, {h}, {w})"), &mask_shape));
         }
         let logits = match st.tensor("logits") {
             Ok(t) => {
                 let shape = rank::<2>(&t, "logits", Dtype::F32, origin)?;
                 if shape != [n, k] {
-                    return Err(RspError::shape(
-                        context("logits"),
-                        format!("({n}, {k})"),
-                        &shape,
-                    ));
+                    return Err(RspError::shape(context("logits"), format!("({n}, {k})"), &shape));
                 }
                 Some(Array2::from_shape_vec((n, k), f32s(&t)).expect("checked shape"))
             }
@@ -166,23 +123,18 @@ impl Scenes {
         };
         let inputs = Array4::from_shape_vec((n, c, h, w), f32s(&t_input)).expect("checked shape");
         if let Some(index) = inputs.iter().position(|v| !v.is_finite()) {
-            return Err(RspError::NonFinite {
-                tensor: format!("input of {origin}"),
-                index,
-            });
+            return Err(RspError::NonFinite { tensor: format!("input of {origin}"), index });
         }
         let labels = Array2::from_shape_vec((n, k), f32s(&t_labels)).expect("checked shape");
         let boxes = Array3::from_shape_vec((n, slots, 5), i32s(&t_boxes)).expect("checked shape");
-        let masks = Array4::from_shape_vec((n, slots, h, w), t_masks.data().to_vec())
-            .expect("checked shape");
+        let masks = Array4::from_shape_vec((n, slots, h, w), t_masks.data().to_vec()).expect("checked shape");
         for (i, scene) in boxes.axis_iter(Axis(0)).enumerate() {
             for (s, b) in scene.axis_iter(Axis(0)).enumerate() {
                 let (class, y0, x0, y1, x1) = (b[0], b[1], b[2], b[3], b[4]);
                 if class == -1 {
                     continue;
                 }
-                let fits =
-                    |lo: i32, hi: i32, size: usize| lo >= 0 && lo <= hi && (hi as usize) <= size;
+                let fits = |lo: i32, hi: i32, size: usize| lo >= 0 && lo <= hi && (hi as usize) <= size;
                 if class < 0 || class as usize >= k || !fits(y0, y1, h) || !fits(x0, x1, w) {
                     return Err(RspError::format(
                         origin,
@@ -191,13 +143,7 @@ impl Scenes {
                 }
             }
         }
-        Ok(Scenes {
-            inputs,
-            labels,
-            boxes,
-            masks,
-            logits,
-        })
+        Ok(Scenes { inputs, labels, boxes, masks, logits })
     }
 
     /// Number of scenes.
@@ -249,8 +195,6 @@ impl Scenes {
 
     /// The pixel mask of scene `i`, slot `slot` `(H, W)`.
     pub fn mask(&self, i: usize, slot: usize) -> ArrayView2<'_, u8> {
-        self.masks
-            .index_axis(Axis(0), i)
-            .index_axis_move(Axis(0), slot)
+        self.masks.index_axis(Axis(0), i).index_axis_move(Axis(0), slot)
     }
 }

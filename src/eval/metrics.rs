@@ -100,10 +100,7 @@ pub fn first_argmin<T: Float>(h: ArrayView2<T>) -> Option<(usize, usize)> {
 
 /// Scans in logical row-major order (whatever the memory layout), replacing
 /// the best only on a strict improvement so the first extreme wins.
-fn first_extreme<T: Float>(
-    h: ArrayView2<T>,
-    better: impl Fn(T, T) -> bool,
-) -> Option<(usize, usize)> {
+fn first_extreme<T: Float>(h: ArrayView2<T>, better: impl Fn(T, T) -> bool) -> Option<(usize, usize)> {
     let mut best: Option<((usize, usize), T)> = None;
     for (idx, &v) in h.indexed_iter() {
         if v.is_nan() {
@@ -148,17 +145,9 @@ pub fn pointing_hit<T: Float>(h: ArrayView2<T>, b: &BoxRegion, margin: usize) ->
 /// assert!(hostile_pointing_hit(h.view(), &[other], 0));
 /// assert!(!hostile_pointing_hit(h.view(), &[], 0));
 /// ```
-pub fn hostile_pointing_hit<T: Float>(
-    h: ArrayView2<T>,
-    others: &[BoxRegion],
-    margin: usize,
-) -> bool {
+pub fn hostile_pointing_hit<T: Float>(h: ArrayView2<T>, others: &[BoxRegion], margin: usize) -> bool {
     let (rows, cols) = h.dim();
-    first_argmin(h).is_some_and(|(y, x)| {
-        others
-            .iter()
-            .any(|b| b.enlarged(margin, rows, cols).contains(y, x))
-    })
+    first_argmin(h).is_some_and(|(y, x)| others.iter().any(|b| b.enlarged(margin, rows, cols).contains(y, x)))
 }
 
 /// Top-k intersection over union: with `k` the number of nonzero pixels of
@@ -182,11 +171,7 @@ pub fn hostile_pointing_hit<T: Float>(
 /// ```
 pub fn top_k_iou<T: Float>(h: ArrayView2<T>, mask: ArrayView2<u8>) -> Result<f64> {
     if h.dim() != mask.dim() {
-        return Err(RspError::shape(
-            "top_k_iou mask",
-            format!("the heatmap's shape {:?}", h.shape()),
-            mask.shape(),
-        ));
+        return Err(RspError::shape("top_k_iou mask", format!("the heatmap's shape {:?}", h.shape()), mask.shape()));
     }
     let in_mask: Vec<bool> = mask.iter().map(|&m| m != 0).collect();
     let k = in_mask.iter().filter(|&&m| m).count();
@@ -222,9 +207,7 @@ fn average_ranks<T: Float>(values: &[T]) -> Vec<f64> {
     let mut start = 0;
     while start < order.len() {
         let mut end = start + 1;
-        while end < order.len()
-            && cmp_nan_lowest(values[order[end]], values[order[start]]) == Ordering::Equal
-        {
+        while end < order.len() && cmp_nan_lowest(values[order[end]], values[order[start]]) == Ordering::Equal {
             end += 1;
         }
         // Positions start..end hold ranks start+1 ..= end; share their mean.
@@ -304,11 +287,7 @@ pub fn spearman<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>) -> Result<f64> {
 /// assert_eq!(y.row(0).to_vec(), vec![1.0, 1.25, 1.75, 2.0]);
 /// # Ok::<(), rsp::RspError>(())
 /// ```
-pub fn upsample_bilinear<T: Float>(
-    h: ArrayView2<T>,
-    out_h: usize,
-    out_w: usize,
-) -> Result<Array2<T>> {
+pub fn upsample_bilinear<T: Float>(h: ArrayView2<T>, out_h: usize, out_w: usize) -> Result<Array2<T>> {
     let (in_h, in_w) = h.dim();
     if out_h == 0 || out_w == 0 {
         return Ok(Array2::zeros((out_h, out_w)));
@@ -356,52 +335,13 @@ mod tests {
 
     #[test]
     fn enlarged_clips_to_image() {
-        let b = BoxRegion {
-            class: 4,
-            y0: 3,
-            x0: 0,
-            y1: 5,
-            x1: 2,
-        };
-        assert_eq!(
-            b.enlarged(1, 10, 10),
-            BoxRegion {
-                class: 4,
-                y0: 2,
-                x0: 0,
-                y1: 6,
-                x1: 3
-            }
-        );
+        let b = BoxRegion { class: 4, y0: 3, x0: 0, y1: 5, x1: 2 };
+        assert_eq!(b.enlarged(1, 10, 10), BoxRegion { class: 4, y0: 2, x0: 0, y1: 6, x1: 3 });
         assert_eq!(b.enlarged(0, 10, 10), b);
-        assert_eq!(
-            b.enlarged(100, 6, 7),
-            BoxRegion {
-                class: 4,
-                y0: 0,
-                x0: 0,
-                y1: 6,
-                x1: 7
-            }
-        );
-        assert_eq!(
-            b.enlarged(usize::MAX, 6, 7),
-            BoxRegion {
-                class: 4,
-                y0: 0,
-                x0: 0,
-                y1: 6,
-                x1: 7
-            }
-        );
+        assert_eq!(b.enlarged(100, 6, 7), BoxRegion { class: 4, y0: 0, x0: 0, y1: 6, x1: 7 });
+        assert_eq!(b.enlarged(usize::MAX, 6, 7), BoxRegion { class: 4, y0: 0, x0: 0, y1: 6, x1: 7 });
         // A box entirely outside the image stays empty.
-        let far = BoxRegion {
-            class: 0,
-            y0: 20,
-            x0: 20,
-            y1: 30,
-            x1: 30,
-        };
+        let far = BoxRegion { class: 0, y0: 20, x0: 20, y1: 30, x1: 30 };
         let e = far.enlarged(1, 10, 10);
         assert!(!(0..10).any(|y| (0..10).any(|x| e.contains(y, x))));
     }
@@ -429,17 +369,7 @@ mod tests {
         assert_eq!(first_argmax(all_nan.view()), None);
         let empty = Array2::<f64>::zeros((0, 3));
         assert_eq!(first_argmin(empty.view()), None);
-        assert!(!pointing_hit(
-            empty.view(),
-            &BoxRegion {
-                class: 0,
-                y0: 0,
-                x0: 0,
-                y1: 9,
-                x1: 9
-            },
-            0
-        ));
+        assert!(!pointing_hit(empty.view(), &BoxRegion { class: 0, y0: 0, x0: 0, y1: 9, x1: 9 }, 0));
     }
 
     #[test]
@@ -447,20 +377,8 @@ mod tests {
         let mut h = Array2::<f64>::zeros((6, 6));
         h[[1, 3]] = 2.0;
         h[[4, 0]] = 2.0; // tie, later in row-major order: ignored
-        let left = BoxRegion {
-            class: 1,
-            y0: 3,
-            x0: 0,
-            y1: 6,
-            x1: 2,
-        };
-        let top_right = BoxRegion {
-            class: 2,
-            y0: 0,
-            x0: 4,
-            y1: 3,
-            x1: 6,
-        };
+        let left = BoxRegion { class: 1, y0: 3, x0: 0, y1: 6, x1: 2 };
+        let top_right = BoxRegion { class: 2, y0: 0, x0: 4, y1: 3, x1: 6 };
         assert!(!pointing_hit(h.view(), &left, 0));
         assert!(!pointing_hit(h.view(), &left, 1)); // enlarged rows 2..6 miss row 1
         assert!(pointing_hit(h.view(), &left, 2));
@@ -473,27 +391,9 @@ mod tests {
         let mut h = Array2::<f32>::zeros((4, 12));
         h[[2, 9]] = -3.0;
         h[[0, 0]] = 1.0;
-        let a = BoxRegion {
-            class: 1,
-            y0: 0,
-            x0: 0,
-            y1: 4,
-            x1: 4,
-        };
-        let b = BoxRegion {
-            class: 5,
-            y0: 0,
-            x0: 4,
-            y1: 4,
-            x1: 8,
-        };
-        let c = BoxRegion {
-            class: 9,
-            y0: 0,
-            x0: 8,
-            y1: 4,
-            x1: 12,
-        };
+        let a = BoxRegion { class: 1, y0: 0, x0: 0, y1: 4, x1: 4 };
+        let b = BoxRegion { class: 5, y0: 0, x0: 4, y1: 4, x1: 8 };
+        let c = BoxRegion { class: 9, y0: 0, x0: 8, y1: 4, x1: 12 };
         assert!(hostile_pointing_hit(h.view(), &[b, c], 0));
         assert!(!hostile_pointing_hit(h.view(), &[a, b], 0));
         assert!(hostile_pointing_hit(h.view(), &[a, b], 2)); // b grows to columns 2..10
@@ -516,29 +416,17 @@ mod tests {
         let none = Array2::<u8>::zeros((2, 3));
         assert_eq!(top_k_iou(h.view(), none.view()).unwrap(), 0.0);
         let wrong = Array2::<u8>::ones((3, 2));
-        assert!(matches!(
-            top_k_iou(h.view(), wrong.view()),
-            Err(RspError::Shape { .. })
-        ));
+        assert!(matches!(top_k_iou(h.view(), wrong.view()), Err(RspError::Shape { .. })));
         let with_nan = array![[f32::NAN, 1.0]];
-        assert_eq!(
-            top_k_iou(with_nan.view(), array![[0u8, 1]].view()).unwrap(),
-            1.0
-        );
+        assert_eq!(top_k_iou(with_nan.view(), array![[0u8, 1]].view()).unwrap(), 1.0);
     }
 
     #[test]
     fn average_ranks_match_scipy_rankdata() {
         // scipy.stats.rankdata([5, 6, 7, 8, 7]) = [1, 2, 3.5, 5, 3.5]
-        assert_eq!(
-            average_ranks(&[5.0, 6.0, 7.0, 8.0, 7.0]),
-            vec![1.0, 2.0, 3.5, 5.0, 3.5]
-        );
+        assert_eq!(average_ranks(&[5.0, 6.0, 7.0, 8.0, 7.0]), vec![1.0, 2.0, 3.5, 5.0, 3.5]);
         // rankdata([2, 2, 2, 1]) = [3, 3, 3, 1]
-        assert_eq!(
-            average_ranks(&[2.0f32, 2.0, 2.0, 1.0]),
-            vec![3.0, 3.0, 3.0, 1.0]
-        );
+        assert_eq!(average_ranks(&[2.0f32, 2.0, 2.0, 1.0]), vec![3.0, 3.0, 3.0, 1.0]);
     }
 
     #[test]
@@ -546,27 +434,15 @@ mod tests {
         // spearmanr([1,2,3,4,5], [5,6,7,8,7]) = 8 / sqrt(10 * 9.5)
         let a = array![[1.0, 2.0, 3.0, 4.0, 5.0]];
         let b = array![[5.0, 6.0, 7.0, 8.0, 7.0]];
-        assert_abs_diff_eq!(
-            spearman(a.view(), b.view()).unwrap(),
-            8.0 / 95f64.sqrt(),
-            epsilon = 1e-12
-        );
+        assert_abs_diff_eq!(spearman(a.view(), b.view()).unwrap(), 8.0 / 95f64.sqrt(), epsilon = 1e-12);
         assert_abs_diff_eq!(spearman(a.view(), a.view()).unwrap(), 1.0, epsilon = 1e-12);
         let rev = a.mapv(|v| -v * v);
-        assert_abs_diff_eq!(
-            spearman(a.view(), rev.view()).unwrap(),
-            -1.0,
-            epsilon = 1e-12
-        );
+        assert_abs_diff_eq!(spearman(a.view(), rev.view()).unwrap(), -1.0, epsilon = 1e-12);
         // Ties in both: ranks [1.5, 1.5, 3, 4] and [1, 2.5, 2.5, 4]:
         // d = [-1,-1,.5,1.5], e = [-1.5,0,0,1.5]; 3.75 / sqrt(4.5 * 4.5).
         let c = array![[0.0f32, 0.0], [1.0, 2.0]];
         let d = array![[-1.0f32, 3.0], [3.0, 9.0]];
-        assert_abs_diff_eq!(
-            spearman(c.view(), d.view()).unwrap(),
-            3.75 / 4.5,
-            epsilon = 1e-12
-        );
+        assert_abs_diff_eq!(spearman(c.view(), d.view()).unwrap(), 3.75 / 4.5, epsilon = 1e-12);
     }
 
     #[test]
@@ -578,10 +454,7 @@ mod tests {
         let one = array![[1.0]];
         assert_eq!(spearman(one.view(), one.view()).unwrap(), 0.0);
         let wrong = Array2::<f64>::zeros((4, 1));
-        assert!(matches!(
-            spearman(a.view(), wrong.view()),
-            Err(RspError::Shape { .. })
-        ));
+        assert!(matches!(spearman(a.view(), wrong.view()), Err(RspError::Shape { .. })));
     }
 
     #[test]
@@ -590,12 +463,8 @@ mod tests {
         //     size=(4, 4), mode="bilinear", align_corners=False)
         let x = array![[1.0, 2.0], [3.0, 4.0]];
         let y = upsample_bilinear(x.view(), 4, 4).unwrap();
-        let expected = array![
-            [1.0, 1.25, 1.75, 2.0],
-            [1.5, 1.75, 2.25, 2.5],
-            [2.5, 2.75, 3.25, 3.5],
-            [3.0, 3.25, 3.75, 4.0]
-        ];
+        let expected =
+            array![[1.0, 1.25, 1.75, 2.0], [1.5, 1.75, 2.25, 2.5], [2.5, 2.75, 3.25, 3.5], [3.0, 3.25, 3.75, 4.0]];
         assert_eq!(y, expected);
         let yf = upsample_bilinear(x.mapv(|v| v as f32).view(), 4, 4).unwrap();
         assert_eq!(yf, expected.mapv(|v| v as f32));
@@ -609,10 +478,7 @@ mod tests {
         assert_eq!(y, array![[1.0, 7.0]]);
         // 4 -> 2: src = 0.5 and 2.5 (no antialiasing).
         let x = array![[0.0], [1.0], [2.0], [3.0]];
-        assert_eq!(
-            upsample_bilinear(x.view(), 2, 1).unwrap(),
-            array![[0.5], [2.5]]
-        );
+        assert_eq!(upsample_bilinear(x.view(), 2, 1).unwrap(), array![[0.5], [2.5]]);
         // 2 -> 3: scale 2/3; src = -1/6 -> 0, 0.5, 7/6 -> clamped to the edge.
         let x = array![[0.0, 6.0]];
         let y = upsample_bilinear(x.view(), 1, 3).unwrap();
@@ -621,10 +487,7 @@ mod tests {
         assert_abs_diff_eq!(y[[0, 2]], 6.0);
         // 1x1 broadcasts; identity size is the identity.
         let one = array![[2.5]];
-        assert_eq!(
-            upsample_bilinear(one.view(), 2, 3).unwrap(),
-            Array2::from_elem((2, 3), 2.5)
-        );
+        assert_eq!(upsample_bilinear(one.view(), 2, 3).unwrap(), Array2::from_elem((2, 3), 2.5));
         let m = array![[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]];
         assert_eq!(upsample_bilinear(m.view(), 2, 3).unwrap(), m);
     }
@@ -643,10 +506,7 @@ mod tests {
     #[test]
     fn upsample_empty_cases() {
         let empty = Array2::<f64>::zeros((0, 0));
-        assert!(matches!(
-            upsample_bilinear(empty.view(), 2, 2),
-            Err(RspError::InvalidArgument(_))
-        ));
+        assert!(matches!(upsample_bilinear(empty.view(), 2, 2), Err(RspError::InvalidArgument(_))));
         assert_eq!(upsample_bilinear(empty.view(), 0, 5).unwrap().dim(), (0, 5));
     }
 
@@ -657,8 +517,7 @@ mod tests {
         fn map(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f64>> {
             // Few distinct values so that ties are common.
             proptest::collection::vec(-3i8..=3, rows * cols).prop_map(move |v| {
-                Array2::from_shape_vec((rows, cols), v.into_iter().map(f64::from).collect())
-                    .unwrap()
+                Array2::from_shape_vec((rows, cols), v.into_iter().map(f64::from).collect()).unwrap()
             })
         }
 

@@ -38,13 +38,18 @@ pub fn parse_npy<T: Float>(bytes: &[u8], origin: &str) -> Result<ArrayD<T>> {
     check_header_size(bytes).map_err(|reason| RspError::format(origin, format!("bad .npy header ({reason})")))?;
     // Check the header's claim against the bytes present before anything is allocated.
     let mut rest = bytes;
-    let header = Header::from_reader(&mut rest).map_err(|e| RspError::format(origin, format!("bad .npy header ({e})")))?;
+    let header =
+        Header::from_reader(&mut rest).map_err(|e| RspError::format(origin, format!("bad .npy header ({e})")))?;
     let elements = header.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let fits = elements.and_then(|n| n.checked_mul(4)).is_some_and(|need| need <= rest.len());
     if !fits {
         return Err(RspError::format(
             origin,
-            format!("the header declares shape {:?}, more data than the file's {} bytes hold", header.shape, bytes.len()),
+            format!(
+                "the header declares shape {:?}, more data than the file's {} bytes hold",
+                header.shape,
+                bytes.len()
+            ),
         ));
     }
     if let Ok(a) = ArrayD::<f32>::read_npy(bytes) {

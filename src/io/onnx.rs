@@ -292,18 +292,13 @@ pub struct OnnxGraph {
 /// ```
 pub fn read_onnx(path: &Path) -> Result<OnnxGraph> {
     let origin = path.display().to_string();
-    let io_err = |source| RspError::Io {
-        path: origin.clone(),
-        source,
-    };
+    let io_err = |source| RspError::Io { path: origin.clone(), source };
     // Check the size first so a huge file is refused before it is read.
     let len = std::fs::metadata(path).map_err(io_err)?.len();
     if len > MAX_FILE_BYTES {
         return Err(RspError::format(
             &origin,
-            format!(
-                "file is {len} bytes, more than the {MAX_FILE_BYTES} an ONNX protobuf can hold"
-            ),
+            format!("file is {len} bytes, more than the {MAX_FILE_BYTES} an ONNX protobuf can hold"),
         ));
     }
     let bytes = std::fs::read(path).map_err(io_err)?;
@@ -320,13 +315,9 @@ pub fn read_onnx(path: &Path) -> Result<OnnxGraph> {
 pub fn parse_onnx_bytes(bytes: &[u8], origin: &str) -> Result<OnnxGraph> {
     let cx = Cx { origin };
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(cx.format(format!(
-            "{} bytes is more than an ONNX protobuf can hold",
-            bytes.len()
-        )));
+        return Err(cx.format(format!("{} bytes is more than an ONNX protobuf can hold", bytes.len())));
     }
-    let model = proto::ModelProto::decode(bytes)
-        .map_err(|e| cx.format(format!("not a valid ONNX protobuf: {e}")))?;
+    let model = proto::ModelProto::decode(bytes).map_err(|e| cx.format(format!("not a valid ONNX protobuf: {e}")))?;
     cx.model(&model)
 }
 
@@ -344,9 +335,7 @@ struct Defined<'a> {
 
 impl Defined<'_> {
     fn contains(&self, name: &str) -> bool {
-        name == self.input
-            || self.initializers.contains_key(name)
-            || self.int_initializers.contains_key(name)
+        name == self.input || self.initializers.contains_key(name) || self.int_initializers.contains_key(name)
     }
 }
 
@@ -371,26 +360,17 @@ impl Cx<'_> {
                 opset = Some(imp.version.unwrap_or(0));
             }
         }
-        let opset = opset
-            .ok_or_else(|| self.format("the model imports no default (ai.onnx) operator set"))?;
+        let opset = opset.ok_or_else(|| self.format("the model imports no default (ai.onnx) operator set"))?;
         if opset < MIN_OPSET {
-            return Err(self.unsupported(format_args!(
-                "opset {opset} is older than the oldest supported, {MIN_OPSET}"
-            )));
+            return Err(self.unsupported(format_args!("opset {opset} is older than the oldest supported, {MIN_OPSET}")));
         }
-        let graph = model
-            .graph
-            .as_ref()
-            .ok_or_else(|| self.format("the model has no graph"))?;
+        let graph = model.graph.as_ref().ok_or_else(|| self.format("the model has no graph"))?;
         self.graph(graph, opset)
     }
 
     fn graph(&self, g: &proto::GraphProto, opset: i64) -> Result<OnnxGraph> {
         if g.node.len() > MAX_NODES {
-            return Err(self.unsupported(format_args!(
-                "{} nodes, more than the limit of {MAX_NODES}",
-                g.node.len()
-            )));
+            return Err(self.unsupported(format_args!("{} nodes, more than the limit of {MAX_NODES}", g.node.len())));
         }
         if !g.sparse_initializer.is_empty() {
             return Err(self.unsupported("sparse initializers are not supported"));
@@ -434,37 +414,20 @@ impl Cx<'_> {
         let input = self.value_info(input)?;
 
         let [output] = g.output.as_slice() else {
-            return Err(self.unsupported(format_args!(
-                "the graph has {} outputs; exactly one is supported",
-                g.output.len()
-            )));
+            return Err(
+                self.unsupported(format_args!("the graph has {} outputs; exactly one is supported", g.output.len()))
+            );
         };
         let output = output.name.clone().unwrap_or_default();
         if output.is_empty() {
             return Err(self.format("the graph output has no name"));
         }
 
-        let defined = Defined {
-            input: &input.name,
-            initializers: &initializers,
-            int_initializers: &int_initializers,
-        };
-        let nodes = g
-            .node
-            .iter()
-            .enumerate()
-            .map(|(i, n)| self.node(i, n, &defined))
-            .collect::<Result<Vec<_>>>()?;
+        let defined = Defined { input: &input.name, initializers: &initializers, int_initializers: &int_initializers };
+        let nodes = g.node.iter().enumerate().map(|(i, n)| self.node(i, n, &defined)).collect::<Result<Vec<_>>>()?;
         let nodes = self.sort(nodes, &defined, &output)?;
 
-        Ok(OnnxGraph {
-            opset,
-            nodes,
-            initializers,
-            int_initializers,
-            input,
-            output,
-        })
+        Ok(OnnxGraph { opset, nodes, initializers, int_initializers, input, output })
     }
 
     fn value_info(&self, v: &proto::ValueInfoProto) -> Result<OnnxValueInfo> {
@@ -473,37 +436,25 @@ impl Cx<'_> {
             return Err(self.format("the graph input has no name"));
         }
         let what = format!("graph input '{name}'");
-        let Some(proto::type_proto::Value::TensorType(tt)) =
-            v.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
+        let Some(proto::type_proto::Value::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
             return Err(self.unsupported(format_args!("{what} is not a tensor")));
         };
         let elem = tt.elem_type.unwrap_or(0);
         if elem != DataType::Float as i32 && elem != DataType::Double as i32 {
-            return Err(self.unsupported(format_args!(
-                "{what} has element type {}, expected FLOAT or DOUBLE",
-                dtype_name(elem)
-            )));
+            return Err(self
+                .unsupported(format_args!("{what} has element type {}, expected FLOAT or DOUBLE", dtype_name(elem))));
         }
-        let shape = tt
-            .shape
-            .as_ref()
-            .ok_or_else(|| self.unsupported(format_args!("{what} has no declared shape")))?;
+        let shape = tt.shape.as_ref().ok_or_else(|| self.unsupported(format_args!("{what} has no declared shape")))?;
         if shape.dim.len() > MAX_RANK {
-            return Err(self.unsupported(format_args!(
-                "{what} has rank {}, more than {MAX_RANK}",
-                shape.dim.len()
-            )));
+            return Err(self.unsupported(format_args!("{what} has rank {}, more than {MAX_RANK}", shape.dim.len())));
         }
         let dims = shape
             .dim
             .iter()
             .map(|d| match d.value {
-                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => {
-                    usize::try_from(v)
-                        .map(Some)
-                        .map_err(|_| self.format(format!("{what} has a negative dimension {v}")))
-                }
+                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => usize::try_from(v)
+                    .map(Some)
+                    .map_err(|_| self.format(format!("{what} has a negative dimension {v}"))),
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -514,44 +465,28 @@ impl Cx<'_> {
     /// before allocating anything for it.
     fn tensor(&self, t: &proto::TensorProto, what: &str) -> Result<OnnxTensor> {
         if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
-            return Err(self.unsupported(format_args!(
-                "{what} is stored in an external data file, which is not supported"
-            )));
+            return Err(
+                self.unsupported(format_args!("{what} is stored in an external data file, which is not supported"))
+            );
         }
         if t.segment.is_some() {
-            return Err(self.unsupported(format_args!(
-                "{what} is a segment of a tensor, which is not supported"
-            )));
+            return Err(self.unsupported(format_args!("{what} is a segment of a tensor, which is not supported")));
         }
         if t.dims.len() > MAX_RANK {
-            return Err(self.unsupported(format_args!(
-                "{what} has rank {}, more than {MAX_RANK}",
-                t.dims.len()
-            )));
+            return Err(self.unsupported(format_args!("{what} has rank {}, more than {MAX_RANK}", t.dims.len())));
         }
         let mut shape = Vec::with_capacity(t.dims.len());
         let mut count: u64 = 1;
         for &d in &t.dims {
-            let d = u64::try_from(d)
-                .map_err(|_| self.format(format!("{what} has a negative dimension {d}")))?;
-            count = count
-                .checked_mul(d)
-                .filter(|&c| c <= MAX_ELEMENTS)
-                .ok_or_else(|| {
-                    self.unsupported(format_args!(
-                        "{what} with shape {:?} has more than {MAX_ELEMENTS} elements",
-                        t.dims
-                    ))
-                })?;
+            let d = u64::try_from(d).map_err(|_| self.format(format!("{what} has a negative dimension {d}")))?;
+            count = count.checked_mul(d).filter(|&c| c <= MAX_ELEMENTS).ok_or_else(|| {
+                self.unsupported(format_args!("{what} with shape {:?} has more than {MAX_ELEMENTS} elements", t.dims))
+            })?;
             // d <= count <= MAX_ELEMENTS unless an earlier dimension was 0,
             // and MAX_ELEMENTS fits in usize on the 64-bit targets we build for.
-            shape.push(
-                usize::try_from(d)
-                    .map_err(|_| self.format(format!("{what} has a dimension too large: {d}")))?,
-            );
+            shape.push(usize::try_from(d).map_err(|_| self.format(format!("{what} has a dimension too large: {d}")))?);
         }
-        let count =
-            usize::try_from(count).map_err(|_| self.format(format!("{what} is too large")))?;
+        let count = usize::try_from(count).map_err(|_| self.format(format!("{what} is too large")))?;
         let dtype = t.data_type.unwrap_or(0);
         let raw = t.raw_data.as_deref();
 
@@ -572,10 +507,9 @@ impl Cx<'_> {
                 return Err(self.format(format!("{what} has both raw_data and typed data")));
             }
             if !raw.len().is_multiple_of(width) {
-                return Err(self.format(format!(
-                    "{what} has {} bytes of raw_data, not a multiple of {width}",
-                    raw.len()
-                )));
+                return Err(
+                    self.format(format!("{what} has {} bytes of raw_data, not a multiple of {width}", raw.len()))
+                );
             }
             check(raw.len() / width, "elements of raw_data")
         };
@@ -587,52 +521,40 @@ impl Cx<'_> {
                 let values: Vec<f64> = match raw {
                     Some(raw) => {
                         from_raw(raw, 4, t.float_data.len())?;
-                        raw.chunks_exact(4)
-                            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                            .collect()
+                        raw.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
                     }
                     None => {
                         check(t.float_data.len(), "float_data values")?;
                         t.float_data.iter().map(|&v| f64::from(v)).collect()
                     }
                 };
-                ArrayD::from_shape_vec(shape, values)
-                    .map(OnnxTensor::Float)
-                    .map_err(bad_shape)
+                ArrayD::from_shape_vec(shape, values).map(OnnxTensor::Float).map_err(bad_shape)
             }
             Ok(DataType::Double) => {
                 let values: Vec<f64> = match raw {
                     Some(raw) => {
                         from_raw(raw, 8, t.double_data.len())?;
-                        raw.chunks_exact(8)
-                            .map(|c| f64::from_le_bytes(le8(c)))
-                            .collect()
+                        raw.chunks_exact(8).map(|c| f64::from_le_bytes(le8(c))).collect()
                     }
                     None => {
                         check(t.double_data.len(), "double_data values")?;
                         t.double_data.clone()
                     }
                 };
-                ArrayD::from_shape_vec(shape, values)
-                    .map(OnnxTensor::Float)
-                    .map_err(bad_shape)
+                ArrayD::from_shape_vec(shape, values).map(OnnxTensor::Float).map_err(bad_shape)
             }
             Ok(DataType::Int64) => {
                 let values: Vec<i64> = match raw {
                     Some(raw) => {
                         from_raw(raw, 8, t.int64_data.len())?;
-                        raw.chunks_exact(8)
-                            .map(|c| i64::from_le_bytes(le8(c)))
-                            .collect()
+                        raw.chunks_exact(8).map(|c| i64::from_le_bytes(le8(c))).collect()
                     }
                     None => {
                         check(t.int64_data.len(), "int64_data values")?;
                         t.int64_data.clone()
                     }
                 };
-                ArrayD::from_shape_vec(shape, values)
-                    .map(OnnxTensor::Int)
-                    .map_err(bad_shape)
+                ArrayD::from_shape_vec(shape, values).map(OnnxTensor::Int).map_err(bad_shape)
             }
             Ok(other) => Err(self.unsupported(format_args!(
                 "{what} has element type {}; only FLOAT, DOUBLE and INT64 are supported",
@@ -645,16 +567,11 @@ impl Cx<'_> {
     fn node(&self, index: usize, n: &proto::NodeProto, defined: &Defined) -> Result<OnnxNode> {
         let op_type = n.op_type.as_deref().unwrap_or("");
         let name = n.name.clone().unwrap_or_default();
-        let desc = if name.is_empty() {
-            format!("node #{index} ({op_type})")
-        } else {
-            format!("node '{name}' ({op_type})")
-        };
+        let desc =
+            if name.is_empty() { format!("node #{index} ({op_type})") } else { format!("node '{name}' ({op_type})") };
         let domain = n.domain.as_deref().unwrap_or("");
         if !matches!(domain, "" | "ai.onnx") {
-            return Err(self.unsupported(format_args!(
-                "{desc}: operator domain '{domain}' is not supported"
-            )));
+            return Err(self.unsupported(format_args!("{desc}: operator domain '{domain}' is not supported")));
         }
         let inputs = self.names(&n.input, &desc, "input")?;
         let outputs = self.names(&n.output, &desc, "output")?;
@@ -663,15 +580,8 @@ impl Cx<'_> {
         // (min inputs, max inputs) per operator; every one has one output.
         let arity = |min: usize, max: usize| -> Result<()> {
             if inputs.len() < min || inputs.len() > max {
-                let want = if min == max {
-                    format!("{min}")
-                } else {
-                    format!("{min} to {max}")
-                };
-                return Err(self.format(format!(
-                    "{desc} has {} inputs, expected {want}",
-                    inputs.len()
-                )));
+                let want = if min == max { format!("{min}") } else { format!("{min} to {max}") };
+                return Err(self.format(format!("{desc} has {} inputs, expected {want}", inputs.len())));
             }
             if outputs.len() != 1 {
                 return Err(self.unsupported(format_args!(
@@ -700,9 +610,9 @@ impl Cx<'_> {
                     .transpose()?;
                 let kernel_shape = match (attrs.spatial("kernel_shape", None)?, weight_kernel) {
                     (Some(k), Some(w)) if k != w => {
-                        return Err(self.format(format!(
-                            "{desc}: kernel_shape {k:?} does not match the weight's kernel {w:?}"
-                        )))
+                        return Err(
+                            self.format(format!("{desc}: kernel_shape {k:?} does not match the weight's kernel {w:?}"))
+                        )
                     }
                     (Some(k), _) => k,
                     // The spec says to infer it from the weight when absent.
@@ -717,11 +627,7 @@ impl Cx<'_> {
                     attrs.in_range("kernel_shape", k, 1)?;
                 }
                 let (strides, pads) = attrs.window_common()?;
-                OnnxOp::Conv {
-                    kernel_shape,
-                    strides,
-                    pads,
-                }
+                OnnxOp::Conv { kernel_shape, strides, pads }
             }
             "Relu" => {
                 arity(1, 1)?;
@@ -732,11 +638,7 @@ impl Cx<'_> {
                 let kernel_shape = attrs.kernel()?;
                 attrs.int_eq("ceil_mode", 0, 0)?;
                 let (strides, pads) = attrs.window_common()?;
-                OnnxOp::MaxPool {
-                    kernel_shape,
-                    strides,
-                    pads,
-                }
+                OnnxOp::MaxPool { kernel_shape, strides, pads }
             }
             "AveragePool" => {
                 arity(1, 1)?;
@@ -744,12 +646,7 @@ impl Cx<'_> {
                 attrs.int_eq("ceil_mode", 0, 0)?;
                 let count_include_pad = attrs.flag("count_include_pad", false)?;
                 let (strides, pads) = attrs.window_common()?;
-                OnnxOp::AveragePool {
-                    kernel_shape,
-                    strides,
-                    pads,
-                    count_include_pad,
-                }
+                OnnxOp::AveragePool { kernel_shape, strides, pads, count_include_pad }
             }
             "GlobalAveragePool" => {
                 arity(1, 1)?;
@@ -762,9 +659,7 @@ impl Cx<'_> {
                 attrs.int_eq("spatial", 1, 1)?;
                 let epsilon = f64::from(attrs.float("epsilon")?.unwrap_or(1e-5));
                 if !(epsilon.is_finite() && epsilon >= 0.0) {
-                    return Err(self.format(format!(
-                        "{desc}: epsilon {epsilon} is not a finite non-negative number"
-                    )));
+                    return Err(self.format(format!("{desc}: epsilon {epsilon} is not a finite non-negative number")));
                 }
                 OnnxOp::BatchNormalization { epsilon }
             }
@@ -777,12 +672,7 @@ impl Cx<'_> {
                 }
                 let trans_a = attrs.flag("transA", false)?;
                 let trans_b = attrs.flag("transB", false)?;
-                OnnxOp::Gemm {
-                    alpha,
-                    beta,
-                    trans_a,
-                    trans_b,
-                }
+                OnnxOp::Gemm { alpha, beta, trans_a, trans_b }
             }
             "MatMul" => {
                 arity(2, 2)?;
@@ -803,9 +693,7 @@ impl Cx<'_> {
             }
             "Reshape" => {
                 arity(2, 2)?;
-                OnnxOp::Reshape {
-                    allow_zero: attrs.flag("allowzero", false)?,
-                }
+                OnnxOp::Reshape { allow_zero: attrs.flag("allowzero", false)? }
             }
             "Dropout" => {
                 // A third input (training_mode) could switch dropout on.
@@ -818,41 +706,25 @@ impl Cx<'_> {
             }
             "Constant" => {
                 arity(0, 0)?;
-                OnnxOp::Constant {
-                    value: attrs.constant_value()?,
-                }
+                OnnxOp::Constant { value: attrs.constant_value()? }
             }
             _ => {
-                let shown = if op_type.is_empty() {
-                    "<empty>"
-                } else {
-                    op_type
-                };
-                return Err(
-                    self.unsupported(format_args!("{desc}: operator '{shown}' is not supported"))
-                );
+                let shown = if op_type.is_empty() { "<empty>" } else { op_type };
+                return Err(self.unsupported(format_args!("{desc}: operator '{shown}' is not supported")));
             }
         };
-        Ok(OnnxNode {
-            name,
-            op,
-            inputs,
-            outputs,
-        })
+        Ok(OnnxNode { name, op, inputs, outputs })
     }
 
     /// Node input/output names with absent trailing optional ones ("")
     /// dropped; an absent one in the middle is not used by supported ops.
     fn names(&self, names: &[String], desc: &str, kind: &str) -> Result<Vec<String>> {
-        let used = names
-            .iter()
-            .rposition(|s| !s.is_empty())
-            .map_or(0, |i| i + 1);
+        let used = names.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1);
         let names = &names[..used];
         if let Some(i) = names.iter().position(String::is_empty) {
-            return Err(self.unsupported(format_args!(
-                "{desc}: optional {kind} #{i} is omitted, which is not supported"
-            )));
+            return Err(
+                self.unsupported(format_args!("{desc}: optional {kind} #{i} is omitted, which is not supported"))
+            );
         }
         Ok(names.to_vec())
     }
@@ -862,11 +734,7 @@ impl Cx<'_> {
     fn sort(&self, nodes: Vec<OnnxNode>, defined: &Defined, output: &str) -> Result<Vec<OnnxNode>> {
         let desc = |n: &OnnxNode| {
             if n.name.is_empty() {
-                format!(
-                    "the {} node producing '{}'",
-                    n.op.op_type(),
-                    n.outputs.first().map_or("", String::as_str)
-                )
+                format!("the {} node producing '{}'", n.op.op_type(), n.outputs.first().map_or("", String::as_str))
             } else {
                 format!("node '{}' ({})", n.name, n.op.op_type())
             }
@@ -875,10 +743,9 @@ impl Cx<'_> {
         for (i, n) in nodes.iter().enumerate() {
             for o in &n.outputs {
                 if defined.contains(o) {
-                    return Err(self.format(format!(
-                        "{}: output '{o}' redefines the graph input or an initializer",
-                        desc(n)
-                    )));
+                    return Err(
+                        self.format(format!("{}: output '{o}' redefines the graph input or an initializer", desc(n)))
+                    );
                 }
                 if let Some(&j) = producer.get(o.as_str()) {
                     return Err(self.format(format!(
@@ -900,24 +767,16 @@ impl Cx<'_> {
                         pending[i] += 1;
                     }
                     None if defined.contains(input) => {}
-                    None => {
-                        return Err(
-                            self.format(format!("{}: input '{input}' is not defined", desc(n)))
-                        )
-                    }
+                    None => return Err(self.format(format!("{}: input '{input}' is not defined", desc(n)))),
                 }
             }
         }
         if !defined.contains(output) && !producer.contains_key(output) {
-            return Err(self.format(format!(
-                "the graph output '{output}' is not produced by any node"
-            )));
+            return Err(self.format(format!("the graph output '{output}' is not produced by any node")));
         }
 
-        let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
-            .filter(|&i| pending[i] == 0)
-            .map(Reverse)
-            .collect();
+        let mut ready: BinaryHeap<Reverse<usize>> =
+            (0..nodes.len()).filter(|&i| pending[i] == 0).map(Reverse).collect();
         let mut order = Vec::with_capacity(nodes.len());
         while let Some(Reverse(i)) = ready.pop() {
             order.push(i);
@@ -930,10 +789,7 @@ impl Cx<'_> {
         }
         if order.len() < nodes.len() {
             let stuck = pending.iter().position(|&p| p > 0).unwrap_or(0);
-            return Err(self.format(format!(
-                "the graph has a cycle through {}",
-                desc(&nodes[stuck])
-            )));
+            return Err(self.format(format!("the graph has a cycle through {}", desc(&nodes[stuck]))));
         }
         let mut slots: Vec<Option<OnnxNode>> = nodes.into_iter().map(Some).collect();
         Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
@@ -964,9 +820,7 @@ impl<'a> Attrs<'a> {
         for a in attrs {
             let name = a.name.as_deref().unwrap_or("");
             if a.ref_attr_name.is_some() {
-                return Err(cx.format(format!(
-                    "{desc}: attribute '{name}' refers to a function attribute"
-                )));
+                return Err(cx.format(format!("{desc}: attribute '{name}' refers to a function attribute")));
             }
             if map.insert(name, a).is_some() {
                 return Err(cx.format(format!("{desc}: attribute '{name}' is given twice")));
@@ -981,8 +835,8 @@ impl<'a> Attrs<'a> {
         };
         let found = a.r#type.unwrap_or(0);
         if found != ty as i32 {
-            let found = AttributeType::try_from(found)
-                .map_or_else(|_| format!("code {found}"), |t| t.as_str_name().to_owned());
+            let found =
+                AttributeType::try_from(found).map_or_else(|_| format!("code {found}"), |t| t.as_str_name().to_owned());
             return Err(self.cx.format(format!(
                 "{}: attribute '{name}' should be {}, found {found}",
                 self.desc,
@@ -993,21 +847,15 @@ impl<'a> Attrs<'a> {
     }
 
     fn int(&self, name: &str) -> Result<Option<i64>> {
-        Ok(self
-            .get(name, AttributeType::Int)?
-            .map(|a| a.i.unwrap_or(0)))
+        Ok(self.get(name, AttributeType::Int)?.map(|a| a.i.unwrap_or(0)))
     }
 
     fn float(&self, name: &str) -> Result<Option<f32>> {
-        Ok(self
-            .get(name, AttributeType::Float)?
-            .map(|a| a.f.unwrap_or(0.0)))
+        Ok(self.get(name, AttributeType::Float)?.map(|a| a.f.unwrap_or(0.0)))
     }
 
     fn ints(&self, name: &str) -> Result<Option<&'a [i64]>> {
-        Ok(self
-            .get(name, AttributeType::Ints)?
-            .map(|a| a.ints.as_slice()))
+        Ok(self.get(name, AttributeType::Ints)?.map(|a| a.ints.as_slice()))
     }
 
     /// A 0/1 integer attribute (nonzero is true, as in onnxruntime).
@@ -1019,20 +867,16 @@ impl<'a> Attrs<'a> {
     fn int_eq(&self, name: &str, default: i64, required: i64) -> Result<()> {
         let v = self.int(name)?.unwrap_or(default);
         if v != required {
-            return Err(self.cx.unsupported(format_args!(
-                "{}: attribute {name}={v} is not supported (only {required})",
-                self.desc
-            )));
+            return Err(self
+                .cx
+                .unsupported(format_args!("{}: attribute {name}={v} is not supported (only {required})", self.desc)));
         }
         Ok(())
     }
 
     fn in_range(&self, name: &str, v: usize, min: usize) -> Result<()> {
         if v < min || v > MAX_SPATIAL {
-            return Err(self.cx.format(format!(
-                "{}: {name} value {v} is outside {min}..={MAX_SPATIAL}",
-                self.desc
-            )));
+            return Err(self.cx.format(format!("{}: {name} value {v} is outside {min}..={MAX_SPATIAL}", self.desc)));
         }
         Ok(())
     }
@@ -1051,10 +895,8 @@ impl<'a> Attrs<'a> {
         })?;
         let mut out = [0; N];
         for (o, x) in out.iter_mut().zip(arr) {
-            *o = usize::try_from(x).map_err(|_| {
-                self.cx
-                    .format(format!("{}: {name} has a negative value {x}", self.desc))
-            })?;
+            *o = usize::try_from(x)
+                .map_err(|_| self.cx.format(format!("{}: {name} has a negative value {x}", self.desc)))?;
         }
         Ok(Some(out))
     }
@@ -1065,12 +907,9 @@ impl<'a> Attrs<'a> {
 
     /// A pooling window's required `kernel_shape`.
     fn kernel(&self) -> Result<[usize; 2]> {
-        let k = self.spatial("kernel_shape", None)?.ok_or_else(|| {
-            self.cx.format(format!(
-                "{}: required attribute kernel_shape is missing",
-                self.desc
-            ))
-        })?;
+        let k = self
+            .spatial("kernel_shape", None)?
+            .ok_or_else(|| self.cx.format(format!("{}: required attribute kernel_shape is missing", self.desc)))?;
         for v in k {
             self.in_range("kernel_shape", v, 1)?;
         }
@@ -1085,10 +924,9 @@ impl<'a> Attrs<'a> {
         }
         let dilations = self.spatial("dilations", Some([1, 1]))?.unwrap_or([1, 1]);
         if dilations != [1, 1] {
-            return Err(self.cx.unsupported(format_args!(
-                "{}: dilations {dilations:?} are not supported (only 1)",
-                self.desc
-            )));
+            return Err(self
+                .cx
+                .unsupported(format_args!("{}: dilations {dilations:?} are not supported (only 1)", self.desc)));
         }
         let pads = self.sizes::<4>("pads")?;
         if let Some(p) = pads {
@@ -1096,18 +934,13 @@ impl<'a> Attrs<'a> {
                 self.in_range("pads", v, 0)?;
             }
         }
-        let auto_pad = self
-            .get("auto_pad", AttributeType::String)?
-            .and_then(|a| a.s.as_deref())
-            .unwrap_or(b"NOTSET");
+        let auto_pad = self.get("auto_pad", AttributeType::String)?.and_then(|a| a.s.as_deref()).unwrap_or(b"NOTSET");
         match auto_pad {
             b"NOTSET" => {}
             // VALID means no padding, which is exact without the input size.
             b"VALID" if !matches!(pads, Some(p) if p != [0; 4]) => {}
             b"VALID" => {
-                return Err(self
-                    .cx
-                    .format(format!("{}: auto_pad VALID with nonzero pads", self.desc)));
+                return Err(self.cx.format(format!("{}: auto_pad VALID with nonzero pads", self.desc)));
             }
             other => {
                 return Err(self.cx.unsupported(format_args!(
@@ -1124,18 +957,16 @@ impl<'a> Attrs<'a> {
     fn constant_value(&self) -> Result<OnnxTensor> {
         let present: Vec<&str> = self.map.keys().copied().collect();
         let [only] = present.as_slice() else {
-            return Err(self.cx.format(format!(
-                "{}: expected exactly one value attribute, found {present:?}",
-                self.desc
-            )));
+            return Err(self
+                .cx
+                .format(format!("{}: expected exactly one value attribute, found {present:?}", self.desc)));
         };
         match *only {
             "value" => {
                 let a = self.get("value", AttributeType::Tensor)?;
-                let t = a.and_then(|a| a.t.as_ref()).ok_or_else(|| {
-                    self.cx
-                        .format(format!("{}: value has no tensor", self.desc))
-                })?;
+                let t = a
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| self.cx.format(format!("{}: value has no tensor", self.desc)))?;
                 self.cx.tensor(t, &format!("{} value", self.desc))
             }
             "value_float" => {
@@ -1143,26 +974,17 @@ impl<'a> Attrs<'a> {
                 Ok(OnnxTensor::Float(ndarray::arr0(f64::from(v)).into_dyn()))
             }
             "value_floats" => {
-                let v = self
-                    .get("value_floats", AttributeType::Floats)?
-                    .map_or(&[][..], |a| a.floats.as_slice());
-                Ok(OnnxTensor::Float(
-                    ndarray::Array1::from_iter(v.iter().map(|&x| f64::from(x))).into_dyn(),
-                ))
+                let v = self.get("value_floats", AttributeType::Floats)?.map_or(&[][..], |a| a.floats.as_slice());
+                Ok(OnnxTensor::Float(ndarray::Array1::from_iter(v.iter().map(|&x| f64::from(x))).into_dyn()))
             }
-            "value_int" => Ok(OnnxTensor::Int(
-                ndarray::arr0(self.int("value_int")?.unwrap_or(0)).into_dyn(),
-            )),
+            "value_int" => Ok(OnnxTensor::Int(ndarray::arr0(self.int("value_int")?.unwrap_or(0)).into_dyn())),
             "value_ints" => {
                 let v = self.ints("value_ints")?.unwrap_or(&[]);
-                Ok(OnnxTensor::Int(
-                    ndarray::Array1::from(v.to_vec()).into_dyn(),
-                ))
+                Ok(OnnxTensor::Int(ndarray::Array1::from(v.to_vec()).into_dyn()))
             }
-            other => Err(self.cx.unsupported(format_args!(
-                "{}: constant attribute '{other}' is not supported",
-                self.desc
-            ))),
+            other => {
+                Err(self.cx.unsupported(format_args!("{}: constant attribute '{other}' is not supported", self.desc)))
+            }
         }
     }
 }

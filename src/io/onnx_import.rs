@@ -46,7 +46,8 @@ impl<'g, T: Float> Importer<'g, T> {
     fn constant(&self, node: &OnnxNode, k: usize) -> Result<Option<&OnnxTensor>> {
         match node.inputs.get(k).and_then(|n| self.values.get(n)) {
             Some(Value::Const(t)) => Ok(Some(t)),
-            Some(Value::Data(_)) => Err(self.err(node, format!("input {k} must be a constant (weights computed at run time are not supported)"))),
+            Some(Value::Data(_)) => Err(self
+                .err(node, format!("input {k} must be a constant (weights computed at run time are not supported)"))),
             None => Ok(None),
         }
     }
@@ -98,7 +99,10 @@ impl<'g, T: Float> Importer<'g, T> {
                 let x = self.data(node, 0)?;
                 let w = self.float(node, 1, "weight")?;
                 if w.ndim() != 4 || w.shape()[2..] != kernel_shape[..] {
-                    return Err(self.err(node, format!("weight shape {:?} does not match kernel_shape {kernel_shape:?}", w.shape())));
+                    return Err(self.err(
+                        node,
+                        format!("weight shape {:?} does not match kernel_shape {kernel_shape:?}", w.shape()),
+                    ));
                 }
                 let out = w.shape()[0];
                 let bias = if node.inputs.len() > 2 { Some(self.vector(node, 2, "bias", out)?) } else { None };
@@ -164,7 +168,9 @@ impl<'g, T: Float> Importer<'g, T> {
                         } else if c.len() == 1 {
                             ndarray::Array1::from_elem(out, c.iter().copied().next().expect("one element"))
                         } else {
-                            return Err(self.err(node, format!("C of shape {:?} does not broadcast to [{out}]", c.shape())));
+                            return Err(
+                                self.err(node, format!("C of shape {:?} does not broadcast to [{out}]", c.shape()))
+                            );
                         };
                         Some(c.mapv(|v| v * T::of(*beta)))
                     }
@@ -191,8 +197,13 @@ impl<'g, T: Float> Importer<'g, T> {
                     _ => return Err(self.err(node, "the target shape must be a constant int64 tensor")),
                 };
                 // Only a reshape to (batch, features) is a per-sample flatten.
-                if shape.len() != 2 || !(shape[0] == -1 || shape[0] == 0 || shape[0] == 1) || shape[1] == 0 || shape[1] < -1 {
-                    return Err(self.err(node, format!("reshape to {shape:?} is not supported (only to 2-D: batch × features)")));
+                if shape.len() != 2
+                    || !(shape[0] == -1 || shape[0] == 0 || shape[0] == 1)
+                    || shape[1] == 0
+                    || shape[1] < -1
+                {
+                    return Err(self
+                        .err(node, format!("reshape to {shape:?} is not supported (only to 2-D: batch × features)")));
                 }
                 self.push(node, NodeOp::Layer(Box::new(Flatten)), vec![x])?;
                 self.reshape_checks.push((self.net.len() - 1, if shape[0] == -1 { -1 } else { shape[1] }));
@@ -214,7 +225,10 @@ impl<'g, T: Float> Importer<'g, T> {
     /// `Add` of two computed tensors is a residual sum; `Add` of a constant
     /// vector right after a MatMul is that layer's bias.
     fn map_add(&mut self, node: &OnnxNode) -> Result<()> {
-        let (a, b) = (self.values.get(&node.inputs[0]).cloned(), self.values.get(&node.inputs.get(1).cloned().unwrap_or_default()).cloned());
+        let (a, b) = (
+            self.values.get(&node.inputs[0]).cloned(),
+            self.values.get(&node.inputs.get(1).cloned().unwrap_or_default()).cloned(),
+        );
         match (a, b) {
             (Some(Value::Data(a)), Some(Value::Data(b))) => self.push(node, NodeOp::Add, vec![a, b]),
             (Some(Value::Data(x)), Some(Value::Const(c))) | (Some(Value::Const(c)), Some(Value::Data(x))) => {
@@ -226,7 +240,12 @@ impl<'g, T: Float> Importer<'g, T> {
                 match linear {
                     Some(l) if l.bias().is_none() && c.len() == l.weight().nrows() => {
                         let bias = c.mapv(T::of).into_shape_with_order(l.weight().nrows()).expect("checked length");
-                        let fused = Linear::new(crate::layers::Layer::<T>::name(&l).to_string(), l.weight().clone(), Some(bias)).map_err(|e| self.err(node, e))?;
+                        let fused = Linear::new(
+                            crate::layers::Layer::<T>::name(&l).to_string(),
+                            l.weight().clone(),
+                            Some(bias),
+                        )
+                        .map_err(|e| self.err(node, e))?;
                         let k = last.expect("a linear node exists");
                         let src = self.net.nodes()[k].inputs[0];
                         self.net.replace_last(Box::new(fused), src);
@@ -255,7 +274,8 @@ impl<T: Float> Network<T> {
 
     /// Builds a network from a parsed ONNX graph; `origin` names it in errors.
     pub fn from_onnx_graph(graph: &OnnxGraph, origin: &str) -> Result<Self> {
-        let mut imp = Importer { graph, origin, values: HashMap::new(), net: Network::new(), reshape_checks: Vec::new() };
+        let mut imp =
+            Importer { graph, origin, values: HashMap::new(), net: Network::new(), reshape_checks: Vec::new() };
         for (name, a) in &graph.initializers {
             imp.values.insert(name.clone(), Value::Const(OnnxTensor::Float(a.clone())));
         }
@@ -268,17 +288,28 @@ impl<T: Float> Network<T> {
         }
         match imp.values.get(&graph.output) {
             Some(Value::Data(s)) if *s == imp.net.last() && !imp.net.is_empty() => {}
-            _ => return Err(RspError::Model(format!("{origin}: the graph output `{}` must be the last computed node", graph.output))),
+            _ => {
+                return Err(RspError::Model(format!(
+                    "{origin}: the graph output `{}` must be the last computed node",
+                    graph.output
+                )))
+            }
         }
         let dims = &graph.input.dims;
         if dims.len() != 4 {
-            return Err(RspError::Model(format!("{origin}: the input must be 4-D (N, C, H, W), found rank {}", dims.len())));
+            return Err(RspError::Model(format!(
+                "{origin}: the input must be 4-D (N, C, H, W), found rank {}",
+                dims.len()
+            )));
         }
         if let [Some(c), Some(h), Some(w)] = [dims[1], dims[2], dims[3]] {
             let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {e}")))?;
             for &(k, features) in &imp.reshape_checks {
                 if features > 0 && shapes[k] != [features as usize] {
-                    return Err(RspError::Model(format!("{origin}: reshape node #{k} asks for {features} features, its input has {:?}", shapes[k])));
+                    return Err(RspError::Model(format!(
+                        "{origin}: reshape node #{k} asks for {features} features, its input has {:?}",
+                        shapes[k]
+                    )));
                 }
             }
             imp.net.set_input_shape(Some(vec![c, h, w]));

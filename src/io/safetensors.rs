@@ -5,7 +5,9 @@
 use crate::backend::ConvGeometry;
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::layers::{AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu};
+use crate::layers::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu,
+};
 use crate::network::{Network, NodeOp, Source};
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn};
@@ -159,7 +161,11 @@ impl<'a> Weights<'a> {
     pub fn get<T: Float>(&self, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
         let t = self.tensors.tensor(name).map_err(|_| RspError::MissingWeight(name.to_string()))?;
         if t.shape() != shape {
-            return Err(RspError::shape(format!("weight tensor `{name}` in {}", self.origin), format!("{shape:?}"), t.shape()));
+            return Err(RspError::shape(
+                format!("weight tensor `{name}` in {}", self.origin),
+                format!("{shape:?}"),
+                t.shape(),
+            ));
         }
         let a = tensor_to_array::<T>(&t, name)?;
         if let Some(index) = a.iter().position(|v| !v.is_finite()) {
@@ -192,10 +198,14 @@ impl<'a> Weights<'a> {
 pub(crate) fn tensor_to_array<T: Float>(t: &TensorView<'_>, name: &str) -> Result<ArrayD<T>> {
     let data = t.data();
     let values: Vec<T> = match t.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|c| T::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)).collect(),
+        Dtype::F32 => {
+            data.chunks_exact(4).map(|c| T::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)).collect()
+        }
         Dtype::F64 => data.chunks_exact(8).map(|c| T::of(f64::from_le_bytes(c.try_into().expect("8 bytes")))).collect(),
         other => {
-            return Err(RspError::Model(format!("tensor `{name}` has dtype {other:?}; only F32 and F64 are supported")));
+            return Err(RspError::Model(format!(
+                "tensor `{name}` has dtype {other:?}; only F32 and F64 are supported"
+            )));
         }
     };
     ArrayD::from_shape_vec(IxDyn(t.shape()), values)
@@ -205,9 +215,11 @@ pub(crate) fn tensor_to_array<T: Float>(t: &TensorView<'_>, name: &str) -> Resul
 /// Parses the file's header and metadata (bounded by the bytes present).
 pub(crate) fn open_file<'a>(bytes: &'a [u8], origin: &str) -> Result<(Weights<'a>, HashMap<String, String>)> {
     check_offsets(bytes).map_err(|reason| RspError::format(origin, format!("not a safetensors file: {reason}")))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = SafeTensors::deserialize(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+    let tensors = SafeTensors::deserialize(bytes)
+        .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
     Ok((Weights { tensors, origin: origin.to_string() }, metadata))
 }
 
@@ -215,10 +227,15 @@ pub(crate) fn open_file<'a>(bytes: &'a [u8], origin: &str) -> Result<(Weights<'a
 /// safetensors crate sums them (a sum near `usize::MAX` overflows there).
 fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
     let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else { return Ok(()) };
-    let Some(header) = usize::try_from(n).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?)) else { return Ok(()) };
-    let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice::<serde_json::Value>(header) else { return Ok(()) };
+    let Some(header) = usize::try_from(n).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?)) else {
+        return Ok(());
+    };
+    let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return Ok(());
+    };
     for (name, entry) in &entries {
-        let ends = entry.get("data_offsets").and_then(|o| o.as_array()).into_iter().flatten().filter_map(|v| v.as_u64());
+        let ends =
+            entry.get("data_offsets").and_then(|o| o.as_array()).into_iter().flatten().filter_map(|v| v.as_u64());
         if ends.into_iter().any(|end| end > bytes.len() as u64) {
             return Err(format!("tensor `{name}` has data offsets beyond the file's {} bytes", bytes.len()));
         }
@@ -227,7 +244,11 @@ fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
 }
 
 /// Reads a JSON metadata field.
-pub(crate) fn json_field<V: serde::de::DeserializeOwned>(metadata: &HashMap<String, String>, key: &str, origin: &str) -> Result<Option<V>> {
+pub(crate) fn json_field<V: serde::de::DeserializeOwned>(
+    metadata: &HashMap<String, String>,
+    key: &str,
+    origin: &str,
+) -> Result<Option<V>> {
     metadata
         .get(key)
         .map(|text| serde_json::from_str(text).map_err(|e| RspError::format(origin, format!("metadata `{key}`: {e}"))))
@@ -249,9 +270,17 @@ fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn La
             let bias = w.optional::<T>(&format!("{name}.bias"), &[*out])?;
             let (sh, sw) = stride.hw();
             let (ph, pw) = padding.hw();
-            let geometry = ConvGeometry { stride: [nonzero("conv stride", sh)?, nonzero("conv stride", sw)?], padding: [ph, pw, ph, pw] };
+            let geometry = ConvGeometry {
+                stride: [nonzero("conv stride", sh)?, nonzero("conv stride", sw)?],
+                padding: [ph, pw, ph, pw],
+            };
             let weight: Array4<T> = weight.into_dimensionality().expect("checked shape");
-            Box::new(Conv2d::new(name.clone(), weight, bias.map(|b| b.into_dimensionality().expect("checked shape")), geometry)?)
+            Box::new(Conv2d::new(
+                name.clone(),
+                weight,
+                bias.map(|b| b.into_dimensionality().expect("checked shape")),
+                geometry,
+            )?)
         }
         LayerSpec::BatchNorm2d { name, eps } => {
             let c = w
@@ -259,7 +288,14 @@ fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn La
                 .and_then(|s| (s.len() == 1).then_some(s[0]))
                 .ok_or_else(|| RspError::MissingWeight(format!("{name}.weight (a vector)")))?;
             let v = |suffix: &str| w.vector::<T>(&format!("{name}.{suffix}"), c);
-            Box::new(BatchNorm2d::new(name.clone(), v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?, T::of(*eps))?)
+            Box::new(BatchNorm2d::new(
+                name.clone(),
+                v("weight")?,
+                v("bias")?,
+                v("running_mean")?,
+                v("running_var")?,
+                T::of(*eps),
+            )?)
         }
         LayerSpec::Relu => Box::new(Relu),
         LayerSpec::Dropout { .. } => Box::new(Dropout),
@@ -267,11 +303,14 @@ fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn La
             let (ph, pw) = padding.hw();
             Box::new(MaxPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw(), [ph, pw, ph, pw]))
         }
-        LayerSpec::AvgPool2d { kernel, stride } => Box::new(AvgPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw())),
+        LayerSpec::AvgPool2d { kernel, stride } => {
+            Box::new(AvgPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw()))
+        }
         LayerSpec::AdaptiveAvgPool2d { output } => Box::new(AdaptiveAvgPool2d::new(output.hw())),
         LayerSpec::Flatten => Box::new(Flatten),
         LayerSpec::Linear { name, in_features, out } => {
-            let weight: Array2<T> = w.get::<T>(&format!("{name}.weight"), &[*out, *in_features])?.into_dimensionality().expect("checked");
+            let weight: Array2<T> =
+                w.get::<T>(&format!("{name}.weight"), &[*out, *in_features])?.into_dimensionality().expect("checked");
             let bias = w.optional::<T>(&format!("{name}.bias"), &[*out])?;
             Box::new(Linear::new(name.clone(), weight, bias.map(|b| b.into_dimensionality().expect("checked shape")))?)
         }
@@ -299,7 +338,11 @@ fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
         });
     }
     if let Some(l) = any.downcast_ref::<Linear<T>>() {
-        return Some(LayerSpec::Linear { name: l.name().to_string(), in_features: l.weight().ncols(), out: l.weight().nrows() });
+        return Some(LayerSpec::Linear {
+            name: l.name().to_string(),
+            in_features: l.weight().ncols(),
+            out: l.weight().nrows(),
+        });
     }
     if let Some(b) = any.downcast_ref::<BatchNorm2d<T>>() {
         return Some(LayerSpec::BatchNorm2d { name: b.name().to_string(), eps: b.parameters().4.to_f64_exact() });
@@ -309,10 +352,15 @@ fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
         if pt != pb || pl != pr {
             return None;
         }
-        return Some(LayerSpec::MaxPool2d { kernel: pair(p.kernel), stride: Some(pair(p.stride)), padding: pair((pt, pl)) });
+        return Some(LayerSpec::MaxPool2d {
+            kernel: pair(p.kernel),
+            stride: Some(pair(p.stride)),
+            padding: pair((pt, pl)),
+        });
     }
     if let Some(p) = any.downcast_ref::<AvgPool2d>() {
-        return (p.padding == [0; 4]).then(|| LayerSpec::AvgPool2d { kernel: pair(p.kernel), stride: Some(pair(p.stride)) });
+        return (p.padding == [0; 4])
+            .then(|| LayerSpec::AvgPool2d { kernel: pair(p.kernel), stride: Some(pair(p.stride)) });
     }
     if let Some(p) = any.downcast_ref::<AdaptiveAvgPool2d>() {
         return Some(LayerSpec::AdaptiveAvgPool2d { output: pair(p.output) });
@@ -360,12 +408,15 @@ impl<T: Float> Network<T> {
             RspError::format(origin, "no `layers` metadata: the file does not describe an architecture")
         })?;
         if specs.len() > crate::limits::MAX_LAYERS {
-            return Err(RspError::format(origin, format!("{} layers, more than the limit of {}", specs.len(), crate::limits::MAX_LAYERS)));
+            return Err(RspError::format(
+                origin,
+                format!("{} layers, more than the limit of {}", specs.len(), crate::limits::MAX_LAYERS),
+            ));
         }
         let mut net = Network::new();
         for (k, value) in specs.into_iter().enumerate() {
-            let spec: LayerSpec =
-                serde_json::from_value(value.clone()).map_err(|e| RspError::Model(format!("layer {k} ({value}): {e}")))?;
+            let spec: LayerSpec = serde_json::from_value(value.clone())
+                .map_err(|e| RspError::Model(format!("layer {k} ({value}): {e}")))?;
             let layer = build_layer::<T>(&spec, &weights).map_err(|e| match e {
                 RspError::Model(m) => RspError::Model(format!("layer {k}: {m}")),
                 other => other,
@@ -400,10 +451,15 @@ impl<T: Float> Network<T> {
         for (k, node) in self.nodes().iter().enumerate() {
             let layer = match (&node.op, node.inputs.as_slice()) {
                 (NodeOp::Layer(l), [src]) if *src == if k == 0 { Source::Input } else { Source::Node(k - 1) } => l,
-                _ => return Err(RspError::model(format!("node #{k} is not part of a chain; the layers format only describes chains"))),
+                _ => {
+                    return Err(RspError::model(format!(
+                        "node #{k} is not part of a chain; the layers format only describes chains"
+                    )))
+                }
             };
-            let spec = spec_of(layer.as_ref())
-                .ok_or_else(|| RspError::model(format!("node #{k} ({}) has no entry in the layers format", layer.describe())))?;
+            let spec = spec_of(layer.as_ref()).ok_or_else(|| {
+                RspError::model(format!("node #{k} ({}) has no entry in the layers format", layer.describe()))
+            })?;
             let any = layer.as_any();
             if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
                 put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
@@ -427,7 +483,9 @@ impl<T: Float> Network<T> {
         let views = tensors
             .iter()
             .map(|(name, shape, bytes)| {
-                TensorView::new(dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| RspError::model(e.to_string()))
+                TensorView::new(dtype, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| RspError::model(e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut metadata = HashMap::new();
@@ -443,7 +501,8 @@ impl<T: Float> Network<T> {
             full.extend_from_slice(shape);
             metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
         }
-        ::safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| RspError::format(shown, e.to_string()))
+        ::safetensors::serialize_to_file(views, Some(metadata), path)
+            .map_err(|e| RspError::format(shown, e.to_string()))
     }
 }
 
@@ -456,10 +515,17 @@ fn to_le_bytes<T: Float>(v: T) -> Vec<u8> {
 }
 
 /// Applies the metadata every model file may carry: `start_layer`, `classes`, `input_shape`.
-pub(crate) fn apply_common_metadata<T: Float>(net: &mut Network<T>, metadata: &HashMap<String, String>, origin: &str) -> Result<()> {
+pub(crate) fn apply_common_metadata<T: Float>(
+    net: &mut Network<T>,
+    metadata: &HashMap<String, String>,
+    origin: &str,
+) -> Result<()> {
     if let Some(s) = json_field::<usize>(metadata, "start_layer", origin)? {
         if s >= net.len().saturating_sub(1) {
-            return Err(RspError::Model(format!("start_layer {s} is not a node before the last of {} nodes", net.len())));
+            return Err(RspError::Model(format!(
+                "start_layer {s} is not a node before the last of {} nodes",
+                net.len()
+            )));
         }
         net.set_start_layer(Some(s));
     }

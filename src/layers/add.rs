@@ -51,7 +51,12 @@ pub fn add_rule<T: Float>(a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) 
 /// let (ra, rb) = add_lrp_rule(a.view(), b.view(), r.view(), LrpRule::Alpha1Beta0);
 /// assert_eq!((ra[1], rb[1]), (0.0, 1.0));
 /// ```
-pub fn add_lrp_rule<T: Float>(a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>, rule: LrpRule) -> (ArrayD<T>, ArrayD<T>) {
+pub fn add_lrp_rule<T: Float>(
+    a: ArrayViewD<T>,
+    b: ArrayViewD<T>,
+    r: ArrayViewD<T>,
+    rule: LrpRule,
+) -> (ArrayD<T>, ArrayD<T>) {
     let mut ra = ArrayD::zeros(r.raw_dim());
     let mut rb = ArrayD::zeros(r.raw_dim());
     Zip::from(&mut ra).and(&mut rb).and(&a).and(&b).and(&r).for_each(|ra, rb, &av, &bv, &rv| {

@@ -81,7 +81,11 @@ impl AveragePooling for AvgPool2d {
     fn windows(&self, input: &[usize]) -> Result<PoolWindows> {
         let hw = sample_hw(input, Self::LABEL)?;
         let mut win = PoolWindows::strided(hw, self.kernel, self.stride, self.padding).ok_or_else(|| {
-            RspError::shape("input of avgpool2d", format!("a padded size of at least the {}×{} kernel", self.kernel.0, self.kernel.1), input)
+            RspError::shape(
+                "input of avgpool2d",
+                format!("a padded size of at least the {}×{} kernel", self.kernel.0, self.kernel.1),
+                input,
+            )
         })?;
         if self.count_include_pad || self.padding == [0; 4] {
             win.divisor = Some(self.kernel.0 * self.kernel.1);
@@ -94,8 +98,13 @@ impl AveragePooling for AdaptiveAvgPool2d {
     const LABEL: &'static str = "adaptive_avgpool2d";
     fn windows(&self, input: &[usize]) -> Result<PoolWindows> {
         let hw = sample_hw(input, Self::LABEL)?;
-        PoolWindows::adaptive(hw, self.output)
-            .ok_or_else(|| RspError::shape("input of adaptive_avgpool2d", "a C×H×W sample with H, W ≥ 1 (and an output size ≥ 1)", input))
+        PoolWindows::adaptive(hw, self.output).ok_or_else(|| {
+            RspError::shape(
+                "input of adaptive_avgpool2d",
+                "a C×H×W sample with H, W ≥ 1 (and an output size ≥ 1)",
+                input,
+            )
+        })
     }
 }
 
@@ -109,14 +118,24 @@ fn forward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>, x: A
     Ok(backend.avg_pool(as_chw(x, P::LABEL)?, &win).into_dyn())
 }
 
-fn gradient<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>, x: ArrayViewD<T>, g: ArrayViewD<T>) -> Result<ArrayD<T>> {
+fn gradient<T: Float, P: AveragePooling>(
+    pool: &P,
+    backend: &dyn Backend<T>,
+    x: ArrayViewD<T>,
+    g: ArrayViewD<T>,
+) -> Result<ArrayD<T>> {
     let out = output_shape(pool, x.shape())?;
     check_same_shape(&format!("gradient at the output of {}", P::LABEL), &out, g.shape())?;
     let win = pool.windows(x.shape())?;
     Ok(backend.avg_pool_adjoint(as_chw(g, P::LABEL)?, &win).into_dyn())
 }
 
-fn rsp_backward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>, x: ArrayViewD<T>, r: ArrayViewD<T>) -> Result<ArrayD<T>> {
+fn rsp_backward<T: Float, P: AveragePooling>(
+    pool: &P,
+    backend: &dyn Backend<T>,
+    x: ArrayViewD<T>,
+    r: ArrayViewD<T>,
+) -> Result<ArrayD<T>> {
     let out = output_shape(pool, x.shape())?;
     check_same_shape(&format!("relevance at the output of {}", P::LABEL), &out, r.shape())?;
     let win = pool.windows(x.shape())?;
@@ -128,7 +147,13 @@ fn rsp_backward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>,
 /// LRP of an average pool (a linear layer with positive weights): the relevance
 /// is shared in proportion to the inputs. ε: `R_in = x ⊙ poolᵀ(R ⊘ (z + ε·sign z))`
 /// with `z = pool(x)`; α1β0: the same with `x⁺` in place of `x` and no ε.
-fn lrp_backward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>, x: ArrayViewD<T>, r: ArrayViewD<T>, rule: LrpRule) -> Result<ArrayD<T>> {
+fn lrp_backward<T: Float, P: AveragePooling>(
+    pool: &P,
+    backend: &dyn Backend<T>,
+    x: ArrayViewD<T>,
+    r: ArrayViewD<T>,
+    rule: LrpRule,
+) -> Result<ArrayD<T>> {
     let out = output_shape(pool, x.shape())?;
     check_same_shape(&format!("relevance at the output of {}", P::LABEL), &out, r.shape())?;
     let win = pool.windows(x.shape())?;
@@ -156,10 +181,23 @@ impl<T: Float> Layer<T> for AvgPool2d {
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         gradient(self, backend, x, grad_output)
     }
-    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         rsp_backward(self, backend, x, relevance)
     }
-    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         lrp_backward(self, backend, x, relevance, rule)
     }
     fn clone_box(&self) -> Box<dyn Layer<T>> {
@@ -190,10 +228,23 @@ impl<T: Float> Layer<T> for AdaptiveAvgPool2d {
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         gradient(self, backend, x, grad_output)
     }
-    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         rsp_backward(self, backend, x, relevance)
     }
-    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         lrp_backward(self, backend, x, relevance, rule)
     }
     fn clone_box(&self) -> Box<dyn Layer<T>> {

@@ -36,7 +36,14 @@ pub struct BatchNorm2d<T> {
 impl<T: Float> BatchNorm2d<T> {
     /// Batch norm with scale `γ`, shift `β`, running mean and variance (all of
     /// one length, the channel count) and `ε`.
-    pub fn new(name: impl Into<String>, gamma: Array1<T>, beta: Array1<T>, mean: Array1<T>, var: Array1<T>, eps: T) -> Result<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        gamma: Array1<T>,
+        beta: Array1<T>,
+        mean: Array1<T>,
+        var: Array1<T>,
+        eps: T,
+    ) -> Result<Self> {
         let name = name.into();
         let c = gamma.len();
         if c == 0 {
@@ -48,7 +55,10 @@ impl<T: Float> BatchNorm2d<T> {
         for (what, t) in [("weight", &gamma), ("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
             check_finite(|| format!("{what} of batchnorm2d {name}"), t)?;
         }
-        if !eps.is_finite() || eps < T::zero() || var.iter().any(|&v| v < T::zero() || v + eps <= T::zero() || v * v + eps <= T::zero()) {
+        if !eps.is_finite()
+            || eps < T::zero()
+            || var.iter().any(|&v| v < T::zero() || v + eps <= T::zero() || v * v + eps <= T::zero())
+        {
             return Err(RspError::model(format!("batchnorm2d {name}: ε must be finite, the running variance ≥ 0, and ε + variance > 0 (also ε + variance²)")));
         }
         Ok(BatchNorm2d { name, gamma, beta, mean, var, eps })
@@ -100,7 +110,11 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         self.check(x.shape())?;
-        check_same_shape(&format!("gradient at the output of batchnorm2d {}", self.name), x.shape(), grad_output.shape())?;
+        check_same_shape(
+            &format!("gradient at the output of batchnorm2d {}", self.name),
+            x.shape(),
+            grad_output.shape(),
+        )?;
         let mut g = as_chw(grad_output, &self.name)?.to_owned();
         for (mut plane, &s) in g.axis_iter_mut(Axis(0)).zip(&self.scale()) {
             plane *= s;
@@ -108,9 +122,19 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
         Ok(g.into_dyn())
     }
 
-    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         self.check(x.shape())?;
-        check_same_shape(&format!("relevance at the output of batchnorm2d {}", self.name), x.shape(), relevance.shape())?;
+        check_same_shape(
+            &format!("relevance at the output of batchnorm2d {}", self.name),
+            x.shape(),
+            relevance.shape(),
+        )?;
         let x = as_chw(x, &self.name)?;
         let r = as_chw(relevance, &self.name)?;
         let mut out = r.to_owned();
@@ -134,9 +158,20 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
     /// ε-rule; passing relevance through unchanged treats it as folded into
     /// the neighbouring convolution's scale (as canonising LRP implementations
     /// do) while keeping every layer's rule local.
-    fn lrp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         self.check(x.shape())?;
-        check_same_shape(&format!("relevance at the output of batchnorm2d {}", self.name), x.shape(), relevance.shape())?;
+        check_same_shape(
+            &format!("relevance at the output of batchnorm2d {}", self.name),
+            x.shape(),
+            relevance.shape(),
+        )?;
         Ok(relevance.to_owned())
     }
 
@@ -149,9 +184,7 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
-
         self
-
     }
 
     fn describe(&self) -> String {

@@ -31,11 +31,20 @@ pub struct Conv2d<T> {
 
 impl<T: Float> Conv2d<T> {
     /// A convolution with weights `O×C×kh×kw` and an optional bias of length `O`.
-    pub fn new(name: impl Into<String>, weight: Array4<T>, bias: Option<Array1<T>>, geometry: ConvGeometry) -> Result<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        weight: Array4<T>,
+        bias: Option<Array1<T>>,
+        geometry: ConvGeometry,
+    ) -> Result<Self> {
         let name = name.into();
         let (o, c, kh, kw) = weight.dim();
         if o == 0 || c == 0 || kh == 0 || kw == 0 {
-            return Err(RspError::shape(format!("weight of conv2d {name}"), "O×C×kh×kw with every size ≥ 1", weight.shape()));
+            return Err(RspError::shape(
+                format!("weight of conv2d {name}"),
+                "O×C×kh×kw with every size ≥ 1",
+                weight.shape(),
+            ));
         }
         if geometry.stride.contains(&0) {
             return Err(RspError::model(format!("conv2d {name}: stride must be ≥ 1")));
@@ -130,11 +139,16 @@ pub(crate) fn lrp_conv_rule<T: Float>(
             let x_neg = x.mapv(|v| v.min(T::zero()));
             let w_pos = weight.mapv(|v| v.max(T::zero()));
             let w_neg = weight.mapv(|v| v.min(T::zero()));
-            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry) + backend.conv2d(x_neg.view(), w_neg.view(), geometry);
+            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry)
+                + backend.conv2d(x_neg.view(), w_neg.view(), geometry);
             let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
             let back_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), geometry, hw);
             let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw);
-            Zip::from(&x_pos).and(&x_neg).and(&back_pos).and(&back_neg).map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn)
+            Zip::from(&x_pos)
+                .and(&x_neg)
+                .and(&back_pos)
+                .and(&back_neg)
+                .map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn)
         }
     }
 }
@@ -175,10 +189,18 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         let out = self.output_shape(x.shape())?;
         check_same_shape(&format!("gradient at the output of conv2d {}", self.name), &out, grad_output.shape())?;
         let hw = (x.shape()[1], x.shape()[2]);
-        Ok(backend.conv2d_input_adjoint(as_chw(grad_output, &self.name)?, self.weight.view(), &self.geometry, hw).into_dyn())
+        Ok(backend
+            .conv2d_input_adjoint(as_chw(grad_output, &self.name)?, self.weight.view(), &self.geometry, hw)
+            .into_dyn())
     }
 
-    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let out = self.output_shape(x.shape())?;
         check_same_shape(&format!("relevance at the output of conv2d {}", self.name), &out, relevance.shape())?;
         let x = as_chw(x, &self.name)?;
@@ -192,7 +214,14 @@ impl<T: Float> Layer<T> for Conv2d<T> {
     }
 
     /// LRP: the z^B rule (the same as RSP's) on the input layer, else the ε- or α1β0-rule.
-    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        rule: LrpRule,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let out = self.output_shape(x.shape())?;
         check_same_shape(&format!("relevance at the output of conv2d {}", self.name), &out, relevance.shape())?;
         let x = as_chw(x, &self.name)?;
@@ -218,9 +247,7 @@ impl<T: Float> Layer<T> for Conv2d<T> {
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
-
         self
-
     }
 
     fn describe(&self) -> String {

@@ -35,13 +35,26 @@ impl<T: Float> Layer<T> for Dropout {
         Ok(grad_output.to_owned())
     }
 
-    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of dropout", x.shape(), relevance.shape())?;
         Ok(relevance.to_owned())
     }
 
     /// LRP (both rules): the identity.
-    fn lrp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of dropout", x.shape(), relevance.shape())?;
         Ok(relevance.to_owned())
     }

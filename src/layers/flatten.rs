@@ -39,13 +39,26 @@ impl<T: Float> Layer<T> for Flatten {
         Ok(reshape(grad_output, x.shape()))
     }
 
-    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of flatten", &[x.len()], relevance.shape())?;
         Ok(reshape(relevance, x.shape()))
     }
 
     /// LRP (both rules): reshaped back.
-    fn lrp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of flatten", &[x.len()], relevance.shape())?;
         Ok(reshape(relevance, x.shape()))
     }

@@ -90,12 +90,22 @@ impl<T: Float> Layer<T> for Linear<T> {
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         self.check_input(x.shape())?;
-        check_same_shape(&format!("gradient at the output of linear {}", self.name), &[self.weight.nrows()], grad_output.shape())?;
+        check_same_shape(
+            &format!("gradient at the output of linear {}", self.name),
+            &[self.weight.nrows()],
+            grad_output.shape(),
+        )?;
         let column = grad_output.into_shape_with_order((self.weight.nrows(), 1)).expect("checked vector");
         Ok(backend.matmul(self.weight.t(), column).remove_axis(Axis(1)).into_dyn())
     }
 
-    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         self.check_input(x.shape())?;
         let (o, i) = self.weight.dim();
         check_same_shape(&format!("relevance at the output of linear {}", self.name), &[o], relevance.shape())?;
@@ -108,7 +118,14 @@ impl<T: Float> Layer<T> for Linear<T> {
     /// LRP: the ε- or α1β0-rule of a 1×1 convolution on a 1×1 map (bias in
     /// `z` for ε). The z^B rule is for convolutions only: a linear layer
     /// reading the network input uses the ε- or α1β0-rule too.
-    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         self.check_input(x.shape())?;
         let (o, i) = self.weight.dim();
         check_same_shape(&format!("relevance at the output of linear {}", self.name), &[o], relevance.shape())?;
@@ -132,9 +149,7 @@ impl<T: Float> Layer<T> for Linear<T> {
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
-
         self
-
     }
 
     fn describe(&self) -> String {

@@ -43,7 +43,10 @@ impl MaxPool2d {
         PoolWindows::strided((input[1], input[2]), self.kernel, self.stride, self.padding).ok_or_else(|| {
             RspError::shape(
                 "input of maxpool2d",
-                format!("a padded size of at least the {}×{} kernel (padding smaller than the kernel, stride ≥ 1)", self.kernel.0, self.kernel.1),
+                format!(
+                    "a padded size of at least the {}×{} kernel (padding smaller than the kernel, stride ≥ 1)",
+                    self.kernel.0, self.kernel.1
+                ),
                 input,
             )
         })
@@ -73,7 +76,13 @@ impl<T: Float> Layer<T> for MaxPool2d {
         Ok(backend.max_pool_adjoint(as_chw(grad_output, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
     }
 
-    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let win = self.windows(x.shape())?;
         let (oh, ow) = win.output_hw();
         check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
@@ -87,7 +96,14 @@ impl<T: Float> Layer<T> for MaxPool2d {
 
     /// LRP (both rules): winner-take-all, each output's relevance goes to its
     /// window's first maximal input, as the gradient is routed.
-    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let win = self.windows(x.shape())?;
         let (oh, ow) = win.output_hw();
         check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
@@ -100,9 +116,7 @@ impl<T: Float> Layer<T> for MaxPool2d {
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
-
         self
-
     }
 
     fn describe(&self) -> String {

@@ -173,7 +173,13 @@ pub trait Layer<T: Float>: Send + Sync + Debug {
 
     /// The RSP rule: relevance at the input given the relevance at the output,
     /// for the input `x` the forward pass saw.
-    fn rsp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, ctx: RuleContext) -> Result<ArrayD<T>>;
+    fn rsp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>>;
 
     /// The LRP rule (see [`LrpRule`]): relevance at the input given the
     /// relevance at the output, for the input `x` the forward pass saw. The
@@ -189,7 +195,14 @@ pub trait Layer<T: Float>: Send + Sync + Debug {
     /// let rin = fc.lrp_backward(&CpuBackend, x.view(), r.view(), LrpRule::Epsilon(0.0), RuleContext::default()).unwrap();
     /// assert_eq!(rin, ndarray::arr1(&[1.0, 3.0]).into_dyn());
     /// ```
-    fn lrp_backward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, rule: LrpRule, ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        rule: LrpRule,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let _ = (backend, x, relevance, rule, ctx);
         Err(RspError::Model(format!("layer `{}` has no LRP rule", self.describe())))
     }

@@ -36,13 +36,26 @@ impl<T: Float> Layer<T> for Relu {
         Ok(Zip::from(&x).and(&grad_output).map_collect(|&xv, &g| if xv > T::zero() { g } else { T::zero() }))
     }
 
-    fn rsp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn rsp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of relu", x.shape(), relevance.shape())?;
         Ok(relevance.to_owned())
     }
 
     /// LRP (both rules): the identity.
-    fn lrp_backward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, relevance: ArrayViewD<T>, _rule: LrpRule, _ctx: RuleContext) -> Result<ArrayD<T>> {
+    fn lrp_backward(
+        &self,
+        _backend: &dyn Backend<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        _rule: LrpRule,
+        _ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of relu", x.shape(), relevance.shape())?;
         Ok(relevance.to_owned())
     }

@@ -92,8 +92,7 @@ impl WeightSource<'_> {
                 (weight, b)
             }
             WeightSource::HeNormal { seed } => {
-                let std =
-                    (2.0 / out.saturating_mul(kernel).saturating_mul(kernel).max(1) as f64).sqrt();
+                let std = (2.0 / out.saturating_mul(kernel).saturating_mul(kernel).max(1) as f64).sqrt();
                 let weight = normal_tensor(*seed, &format!("{name}.weight"), &shape, std);
                 (weight, bias.then(|| ArrayD::zeros(IxDyn(&[out]))))
             }
@@ -109,14 +108,7 @@ impl WeightSource<'_> {
         match self {
             WeightSource::File(w) => {
                 let v = |suffix: &str| w.vector::<T>(&format!("{name}.{suffix}"), channels);
-                BatchNorm2d::new(
-                    name,
-                    v("weight")?,
-                    v("bias")?,
-                    v("running_mean")?,
-                    v("running_var")?,
-                    eps,
-                )
+                BatchNorm2d::new(name, v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?, eps)
             }
             WeightSource::HeNormal { .. } => {
                 let ones = Array1::from_elem(channels, T::one());
@@ -127,12 +119,7 @@ impl WeightSource<'_> {
     }
 
     /// A linear layer `name` (`in → out`) with a bias.
-    pub fn linear<T: Float>(
-        &self,
-        name: &str,
-        in_features: usize,
-        out: usize,
-    ) -> Result<Linear<T>> {
+    pub fn linear<T: Float>(&self, name: &str, in_features: usize, out: usize) -> Result<Linear<T>> {
         let (weight, bias) = match self {
             WeightSource::File(w) => (
                 w.get::<T>(&format!("{name}.weight"), &[out, in_features])?,
@@ -140,10 +127,7 @@ impl WeightSource<'_> {
             ),
             WeightSource::HeNormal { seed } => {
                 let std = (2.0 / in_features.max(1) as f64).sqrt();
-                (
-                    normal_tensor(*seed, &format!("{name}.weight"), &[out, in_features], std),
-                    Array1::zeros(out),
-                )
+                (normal_tensor(*seed, &format!("{name}.weight"), &[out, in_features], std), Array1::zeros(out))
             }
         };
         let weight: Array2<T> = weight.into_dimensionality().expect("checked shape");
@@ -176,9 +160,8 @@ fn uniform(state: &mut u64) -> f64 {
 /// `N(0, std²)` values of `shape`, from a stream seeded by `seed` and `name`
 /// (FNV-1a of the name), by the Box–Muller transform.
 fn normal_tensor<T: Float>(seed: u64, name: &str, shape: &[usize], std: f64) -> ArrayD<T> {
-    let mut state = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01B3)
-    }) ^ seed;
+    let mut state =
+        name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3)) ^ seed;
     splitmix64(&mut state);
     let len: usize = shape.iter().product();
     let mut values = Vec::with_capacity(len + 1);
@@ -246,21 +229,11 @@ impl Architecture {
         match self {
             Architecture::ResNet(c) => {
                 let classes = weights.rows_of("fc.weight").unwrap_or(c.num_classes);
-                ResNetConfig {
-                    num_classes: classes,
-                    ..c.clone()
-                }
-                .build(weights)
+                ResNetConfig { num_classes: classes, ..c.clone() }.build(weights)
             }
             Architecture::Vgg(c) => {
-                let classes = weights
-                    .rows_of("classifier.6.weight")
-                    .unwrap_or(c.num_classes);
-                VggConfig {
-                    num_classes: classes,
-                    ..c.clone()
-                }
-                .build(weights)
+                let classes = weights.rows_of("classifier.6.weight").unwrap_or(c.num_classes);
+                VggConfig { num_classes: classes, ..c.clone() }.build(weights)
             }
         }
     }
@@ -277,10 +250,7 @@ impl<T: Float> Network<T> {
     pub fn load_torchvision(path: impl AsRef<Path>, arch: &str) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| RspError::Io {
-            path: shown.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
         Self::torchvision_from_bytes(&bytes, arch, &shown)
     }
 
@@ -318,10 +288,7 @@ impl<T: Float> Network<T> {
     /// net.push(w.linear("fc", 4, 2).unwrap());
     /// assert_eq!(rsp::Source::Node(net.default_start_layer().unwrap()), start);
     /// ```
-    pub fn residual(
-        &mut self,
-        main: impl FnOnce(&mut Self, Source) -> Result<Source>,
-    ) -> Result<Source> {
+    pub fn residual(&mut self, main: impl FnOnce(&mut Self, Source) -> Result<Source>) -> Result<Source> {
         self.residual_with(main, |_, x| Ok(x))
     }
 

@@ -108,24 +108,11 @@ impl ResNetConfig {
                 self.layers, self.widths
             )));
         }
-        if self.layers.contains(&0)
-            || self.widths.contains(&0)
-            || self.stem_width == 0
-            || self.num_classes == 0
-        {
-            return Err(RspError::model(
-                "ResNet blocks per layer, widths, stem width and classes must all be ≥ 1",
-            ));
+        if self.layers.contains(&0) || self.widths.contains(&0) || self.stem_width == 0 || self.num_classes == 0 {
+            return Err(RspError::model("ResNet blocks per layer, widths, stem width and classes must all be ≥ 1"));
         }
-        if self
-            .widths
-            .iter()
-            .any(|w| w.checked_mul(self.block.expansion()).is_none())
-        {
-            return Err(RspError::model(format!(
-                "ResNet widths {:?} are too large",
-                self.widths
-            )));
+        if self.widths.iter().any(|w| w.checked_mul(self.block.expansion()).is_none()) {
+            return Err(RspError::model(format!("ResNet widths {:?} are too large", self.widths)));
         }
         Ok(())
     }
@@ -145,14 +132,10 @@ impl ResNetConfig {
     /// assert_eq!(c.out_channels(), 16);
     /// ```
     pub fn from_metadata(metadata: &HashMap<String, String>, origin: &str) -> Result<Self> {
-        let required =
-            |key: &str| RspError::format(origin, format!("ResNet metadata has no `{key}`"));
+        let required = |key: &str| RspError::format(origin, format!("ResNet metadata has no `{key}`"));
         if let Some(arch) = metadata.get("arch") {
             if arch != "resnet" {
-                return Err(RspError::format(
-                    origin,
-                    format!("metadata `arch` is `{arch}`, not `resnet`"),
-                ));
+                return Err(RspError::format(origin, format!("metadata `arch` is `{arch}`, not `resnet`")));
             }
         }
         let block = match metadata.get("block").map(|s| s.trim().trim_matches('"')) {
@@ -170,14 +153,10 @@ impl ResNetConfig {
             block,
             layers: json_field(metadata, "layers", origin)?.ok_or_else(|| required("layers"))?,
             widths: json_field(metadata, "widths", origin)?.ok_or_else(|| required("widths"))?,
-            stem_width: json_field(metadata, "stem_width", origin)?
-                .ok_or_else(|| required("stem_width"))?,
-            num_classes: json_field(metadata, "num_classes", origin)?
-                .ok_or_else(|| required("num_classes"))?,
+            stem_width: json_field(metadata, "stem_width", origin)?.ok_or_else(|| required("stem_width"))?,
+            num_classes: json_field(metadata, "num_classes", origin)?.ok_or_else(|| required("num_classes"))?,
         };
-        config
-            .validate()
-            .map_err(|e| RspError::format(origin, e.to_string()))?;
+        config.validate().map_err(|e| RspError::format(origin, e.to_string()))?;
         Ok(config)
     }
 
@@ -224,12 +203,8 @@ impl ResNetConfig {
                 let stride = if i > 0 && b == 0 { 2 } else { 1 };
                 let prefix = format!("layer{}.{b}", i + 1);
                 channels = match self.block {
-                    BlockKind::Basic => {
-                        basic_block(&mut net, weights, &prefix, channels, width, stride)?
-                    }
-                    BlockKind::Bottleneck => {
-                        bottleneck_block(&mut net, weights, &prefix, channels, width, stride)?
-                    }
+                    BlockKind::Basic => basic_block(&mut net, weights, &prefix, channels, width, stride)?,
+                    BlockKind::Bottleneck => bottleneck_block(&mut net, weights, &prefix, channels, width, stride)?,
                 };
             }
         }
@@ -254,18 +229,7 @@ fn shortcut<T: Float>(
     if stride == 1 && in_channels == out {
         return Ok(x);
     }
-    net.push_from(
-        weights.conv2d(
-            &format!("{prefix}.downsample.0"),
-            in_channels,
-            out,
-            1,
-            stride,
-            0,
-            false,
-        )?,
-        x,
-    );
+    net.push_from(weights.conv2d(&format!("{prefix}.downsample.0"), in_channels, out, 1, stride, 0, false)?, x);
     Ok(net.push(weights.batchnorm2d(&format!("{prefix}.downsample.1"), out)?))
 }
 
@@ -297,18 +261,7 @@ pub fn basic_block<T: Float>(
 ) -> Result<usize> {
     net.residual_with(
         |net, x| {
-            net.push_from(
-                weights.conv2d(
-                    &format!("{prefix}.conv1"),
-                    in_channels,
-                    width,
-                    3,
-                    stride,
-                    1,
-                    false,
-                )?,
-                x,
-            );
+            net.push_from(weights.conv2d(&format!("{prefix}.conv1"), in_channels, width, 3, stride, 1, false)?, x);
             net.push(weights.batchnorm2d(&format!("{prefix}.bn1"), width)?);
             net.push(Relu);
             net.push(weights.conv2d(&format!("{prefix}.conv2"), width, width, 3, 1, 1, false)?);
@@ -349,29 +302,10 @@ pub fn bottleneck_block<T: Float>(
     let out = width * BlockKind::Bottleneck.expansion();
     net.residual_with(
         |net, x| {
-            net.push_from(
-                weights.conv2d(
-                    &format!("{prefix}.conv1"),
-                    in_channels,
-                    width,
-                    1,
-                    1,
-                    0,
-                    false,
-                )?,
-                x,
-            );
+            net.push_from(weights.conv2d(&format!("{prefix}.conv1"), in_channels, width, 1, 1, 0, false)?, x);
             net.push(weights.batchnorm2d(&format!("{prefix}.bn1"), width)?);
             net.push(Relu);
-            net.push(weights.conv2d(
-                &format!("{prefix}.conv2"),
-                width,
-                width,
-                3,
-                stride,
-                1,
-                false,
-            )?);
+            net.push(weights.conv2d(&format!("{prefix}.conv2"), width, width, 3, stride, 1, false)?);
             net.push(weights.batchnorm2d(&format!("{prefix}.bn2"), width)?);
             net.push(Relu);
             net.push(weights.conv2d(&format!("{prefix}.conv3"), width, out, 1, 1, 0, false)?);

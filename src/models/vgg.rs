@@ -51,15 +51,7 @@ pub struct VggConfig {
 
 fn parse(cfg: &[usize]) -> Vec<VggLayer> {
     // 0 marks a max-pool in the tables below.
-    cfg.iter()
-        .map(|&c| {
-            if c == 0 {
-                VggLayer::MaxPool
-            } else {
-                VggLayer::Conv(c)
-            }
-        })
-        .collect()
+    cfg.iter().map(|&c| if c == 0 { VggLayer::MaxPool } else { VggLayer::Conv(c) }).collect()
 }
 
 impl VggConfig {
@@ -76,49 +68,30 @@ impl VggConfig {
 
     /// torchvision's VGG-11 (configuration A).
     pub fn vgg11(batch_norm: bool) -> Self {
-        Self::torchvision(
-            &[64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0],
-            batch_norm,
-        )
+        Self::torchvision(&[64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0], batch_norm)
     }
 
     /// torchvision's VGG-13 (configuration B).
     pub fn vgg13(batch_norm: bool) -> Self {
-        Self::torchvision(
-            &[
-                64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0,
-            ],
-            batch_norm,
-        )
+        Self::torchvision(&[64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0], batch_norm)
     }
 
     /// torchvision's VGG-16 (configuration D).
     pub fn vgg16(batch_norm: bool) -> Self {
-        Self::torchvision(
-            &[
-                64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
-            ],
-            batch_norm,
-        )
+        Self::torchvision(&[64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0], batch_norm)
     }
 
     /// torchvision's VGG-19 (configuration E).
     pub fn vgg19(batch_norm: bool) -> Self {
         Self::torchvision(
-            &[
-                64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512,
-                512, 512, 0,
-            ],
+            &[64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0],
             batch_norm,
         )
     }
 
     /// Number of convolutions.
     pub fn conv_count(&self) -> usize {
-        self.features
-            .iter()
-            .filter(|l| matches!(l, VggLayer::Conv(_)))
-            .count()
+        self.features.iter().filter(|l| matches!(l, VggLayer::Conv(_))).count()
     }
 
     /// Builds the network with weights under torchvision's `state_dict` names.
@@ -134,22 +107,13 @@ impl VggConfig {
     /// assert_eq!(net.forward(ndarray::Array4::ones((1, 3, 16, 16)).view()).unwrap().dim(), (1, 5));
     /// ```
     pub fn build<T: Float>(&self, weights: &WeightSource) -> Result<Network<T>> {
-        if self.conv_count() == 0
-            || self.in_channels == 0
-            || self.hidden == 0
-            || self.num_classes == 0
-        {
+        if self.conv_count() == 0 || self.in_channels == 0 || self.hidden == 0 || self.num_classes == 0 {
             return Err(RspError::model(
                 "a VGG needs a convolution, input channels, a hidden width and classes (all ≥ 1)",
             ));
         }
-        if self.features.contains(&VggLayer::Conv(0))
-            || self.pool_output.0 == 0
-            || self.pool_output.1 == 0
-        {
-            return Err(RspError::model(
-                "VGG convolution widths and the pooled size must be ≥ 1",
-            ));
+        if self.features.contains(&VggLayer::Conv(0)) || self.pool_output.0 == 0 || self.pool_output.1 == 0 {
+            return Err(RspError::model("VGG convolution widths and the pooled size must be ≥ 1"));
         }
         let mut net = Network::new();
         let mut channels = self.in_channels;
@@ -161,15 +125,7 @@ impl VggConfig {
                     k += 1;
                 }
                 VggLayer::Conv(out) => {
-                    net.push(weights.conv2d(
-                        &format!("features.{k}"),
-                        channels,
-                        out,
-                        3,
-                        1,
-                        1,
-                        true,
-                    )?);
+                    net.push(weights.conv2d(&format!("features.{k}"), channels, out, 3, 1, 1, true)?);
                     k += 1;
                     if self.batch_norm {
                         net.push(weights.batchnorm2d(&format!("features.{k}"), out)?);

@@ -2,10 +2,9 @@
 //! every malformed case is exact and needs no fixture file.
 
 use super::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType,
-    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use super::*;
 
@@ -25,44 +24,22 @@ fn zeros(name: &str, dims: &[i64]) -> TensorProto {
 }
 
 fn attr(name: &str, ty: AttributeType) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(ty as i32),
-        ..Default::default()
-    }
+    AttributeProto { name: Some(name.into()), r#type: Some(ty as i32), ..Default::default() }
 }
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        ints: v.to_vec(),
-        ..attr(name, AttributeType::Ints)
-    }
+    AttributeProto { ints: v.to_vec(), ..attr(name, AttributeType::Ints) }
 }
 fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        i: Some(v),
-        ..attr(name, AttributeType::Int)
-    }
+    AttributeProto { i: Some(v), ..attr(name, AttributeType::Int) }
 }
 fn float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        f: Some(v),
-        ..attr(name, AttributeType::Float)
-    }
+    AttributeProto { f: Some(v), ..attr(name, AttributeType::Float) }
 }
 fn string(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        s: Some(v.as_bytes().to_vec()),
-        ..attr(name, AttributeType::String)
-    }
+    AttributeProto { s: Some(v.as_bytes().to_vec()), ..attr(name, AttributeType::String) }
 }
 
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attribute: Vec<AttributeProto>,
-) -> NodeProto {
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         op_type: Some(op.into()),
         name: Some(name.into()),
@@ -110,30 +87,16 @@ fn base() -> ModelProto {
             ),
             node("Relu", "relu", &["c"], &["r"], vec![]),
             node("Flatten", "flat", &["r"], &["f"], vec![]),
-            node(
-                "Gemm",
-                "fc",
-                &["f", "W2", "B2"],
-                &["Y"],
-                vec![int("transB", 1)],
-            ),
+            node("Gemm", "fc", &["f", "W2", "B2"], &["Y"], vec![int("transB", 1)]),
         ],
-        initializer: vec![
-            zeros("W", &[2, 1, 3, 3]),
-            zeros("B", &[2]),
-            zeros("W2", &[3, 32]),
-            zeros("B2", &[3]),
-        ],
+        initializer: vec![zeros("W", &[2, 1, 3, 3]), zeros("B", &[2]), zeros("W2", &[3, 32]), zeros("B2", &[3])],
         input: vec![value_info("X", &[None, Some(1), Some(4), Some(4)])],
         output: vec![value_info("Y", &[None, Some(3)])],
         ..Default::default()
     };
     ModelProto {
         ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(17),
-        }],
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
         graph: Some(graph),
         ..Default::default()
     }
@@ -169,31 +132,10 @@ fn base_model_parses_with_defaults() {
     assert_eq!(g.opset, 17);
     let ops: Vec<_> = g.nodes.iter().map(|n| n.op.op_type()).collect();
     assert_eq!(ops, ["Conv", "Relu", "Flatten", "Gemm"]);
-    assert_eq!(
-        g.nodes[0].op,
-        OnnxOp::Conv {
-            kernel_shape: [3, 3],
-            strides: [1, 1],
-            pads: [1, 1, 1, 1]
-        }
-    );
+    assert_eq!(g.nodes[0].op, OnnxOp::Conv { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1] });
     assert_eq!(g.nodes[2].op, OnnxOp::Flatten { axis: 1 });
-    assert_eq!(
-        g.nodes[3].op,
-        OnnxOp::Gemm {
-            alpha: 1.0,
-            beta: 1.0,
-            trans_a: false,
-            trans_b: true
-        }
-    );
-    assert_eq!(
-        g.input,
-        OnnxValueInfo {
-            name: "X".into(),
-            dims: vec![None, Some(1), Some(4), Some(4)]
-        }
-    );
+    assert_eq!(g.nodes[3].op, OnnxOp::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true });
+    assert_eq!(g.input, OnnxValueInfo { name: "X".into(), dims: vec![None, Some(1), Some(4), Some(4)] });
     assert_eq!(g.output, "Y");
     assert_eq!(g.initializers["W"].shape(), [2, 1, 3, 3]);
     assert_eq!(g.initializers.len(), 4);
@@ -201,22 +143,9 @@ fn base_model_parses_with_defaults() {
 
 #[test]
 fn conv_kernel_shape_is_inferred_from_the_weight() {
-    let m = with_first(node(
-        "Conv",
-        "conv",
-        &["X", "W", "B"],
-        &["c"],
-        vec![ints("strides", &[2, 1])],
-    ));
+    let m = with_first(node("Conv", "conv", &["X", "W", "B"], &["c"], vec![ints("strides", &[2, 1])]));
     let g = parse(&m).unwrap();
-    assert_eq!(
-        g.nodes[0].op,
-        OnnxOp::Conv {
-            kernel_shape: [3, 3],
-            strides: [2, 1],
-            pads: [0; 4]
-        }
-    );
+    assert_eq!(g.nodes[0].op, OnnxOp::Conv { kernel_shape: [3, 3], strides: [2, 1], pads: [0; 4] });
 }
 
 #[test]
@@ -230,60 +159,19 @@ fn conv_without_bias_has_two_inputs_and_trailing_empty_names_are_dropped() {
 fn pooling_and_batchnorm_defaults() {
     let mut m = base();
     let g = graph_mut(&mut m);
-    g.node[1] = node(
-        "MaxPool",
-        "mp",
-        &["c"],
-        &["m"],
-        vec![ints("kernel_shape", &[2, 2])],
-    );
-    g.node.insert(
-        2,
-        node(
-            "AveragePool",
-            "ap",
-            &["m"],
-            &["a"],
-            vec![ints("kernel_shape", &[1, 2])],
-        ),
-    );
-    g.node.insert(
-        3,
-        node(
-            "BatchNormalization",
-            "bn",
-            &["a", "s", "b", "mu", "var"],
-            &["r"],
-            vec![],
-        ),
-    );
+    g.node[1] = node("MaxPool", "mp", &["c"], &["m"], vec![ints("kernel_shape", &[2, 2])]);
+    g.node.insert(2, node("AveragePool", "ap", &["m"], &["a"], vec![ints("kernel_shape", &[1, 2])]));
+    g.node.insert(3, node("BatchNormalization", "bn", &["a", "s", "b", "mu", "var"], &["r"], vec![]));
     for n in ["s", "b", "mu", "var"] {
         g.initializer.push(zeros(n, &[2]));
     }
     let g = parse(&m).unwrap();
-    assert_eq!(
-        g.nodes[1].op,
-        OnnxOp::MaxPool {
-            kernel_shape: [2, 2],
-            strides: [1, 1],
-            pads: [0; 4]
-        }
-    );
+    assert_eq!(g.nodes[1].op, OnnxOp::MaxPool { kernel_shape: [2, 2], strides: [1, 1], pads: [0; 4] });
     assert_eq!(
         g.nodes[2].op,
-        OnnxOp::AveragePool {
-            kernel_shape: [1, 2],
-            strides: [1, 1],
-            pads: [0; 4],
-            count_include_pad: false
-        }
+        OnnxOp::AveragePool { kernel_shape: [1, 2], strides: [1, 1], pads: [0; 4], count_include_pad: false }
     );
-    assert_eq!(
-        g.nodes[3].op,
-        OnnxOp::BatchNormalization {
-            epsilon: f64::from(1e-5_f32)
-        }
-    );
+    assert_eq!(g.nodes[3].op, OnnxOp::BatchNormalization { epsilon: f64::from(1e-5_f32) });
 }
 
 #[test]
@@ -309,190 +197,49 @@ fn explicit_attributes_are_read() {
         "fc",
         &["f", "W2"],
         &["Y"],
-        vec![
-            float("alpha", 0.5),
-            float("beta", 2.0),
-            int("transA", 1),
-            int("transB", 0),
-        ],
+        vec![float("alpha", 0.5), float("beta", 2.0), int("transA", 1), int("transB", 0)],
     );
     let g = parse(&m).unwrap();
     assert_eq!(
         g.nodes[1].op,
-        OnnxOp::AveragePool {
-            kernel_shape: [3, 2],
-            strides: [2, 3],
-            pads: [1, 0, 0, 1],
-            count_include_pad: true
-        }
+        OnnxOp::AveragePool { kernel_shape: [3, 2], strides: [2, 3], pads: [1, 0, 0, 1], count_include_pad: true }
     );
     assert_eq!(g.nodes[2].op, OnnxOp::Flatten { axis: -3 });
-    assert_eq!(
-        g.nodes[3].op,
-        OnnxOp::Gemm {
-            alpha: 0.5,
-            beta: 2.0,
-            trans_a: true,
-            trans_b: false
-        }
-    );
+    assert_eq!(g.nodes[3].op, OnnxOp::Gemm { alpha: 0.5, beta: 2.0, trans_a: true, trans_b: false });
 }
 
 #[test]
 fn auto_pad_valid_is_exact_and_same_is_rejected() {
-    let m = with_first(node(
-        "Conv",
-        "conv",
-        &["X", "W"],
-        &["c"],
-        vec![string("auto_pad", "VALID")],
-    ));
-    assert!(matches!(
-        parse(&m).unwrap().nodes[0].op,
-        OnnxOp::Conv {
-            pads: [0, 0, 0, 0],
-            ..
-        }
-    ));
-    let m = with_first(node(
-        "Conv",
-        "conv",
-        &["X", "W"],
-        &["c"],
-        vec![string("auto_pad", "SAME_UPPER")],
-    ));
+    let m = with_first(node("Conv", "conv", &["X", "W"], &["c"], vec![string("auto_pad", "VALID")]));
+    assert!(matches!(parse(&m).unwrap().nodes[0].op, OnnxOp::Conv { pads: [0, 0, 0, 0], .. }));
+    let m = with_first(node("Conv", "conv", &["X", "W"], &["c"], vec![string("auto_pad", "SAME_UPPER")]));
     let e = reject(&m);
-    assert!(
-        e.contains("auto_pad SAME_UPPER") && e.contains("node 'conv' (Conv)"),
-        "{e}"
-    );
+    assert!(e.contains("auto_pad SAME_UPPER") && e.contains("node 'conv' (Conv)"), "{e}");
 }
 
 #[test]
 fn unsupported_attribute_values_are_errors() {
     let cases = [
+        (node("Conv", "c", &["X", "W"], &["c"], vec![int("group", 2)]), "group=2"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![ints("dilations", &[2, 2])]), "dilations"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![ints("kernel_shape", &[5, 5])]), "does not match"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![ints("kernel_shape", &[3, 3, 3])]), "only 2-D"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![ints("strides", &[0, 1])]), "strides value 0"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![ints("pads", &[-1, 0, 0, 0])]), "negative"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![float("pads", 1.0)]), "should be INTS, found FLOAT"),
+        (node("Conv", "c", &["X", "W"], &["c"], vec![int("group", 1), int("group", 1)]), "given twice"),
+        (node("MaxPool", "c", &["X"], &["c"], vec![ints("kernel_shape", &[2, 2]), int("ceil_mode", 1)]), "ceil_mode=1"),
+        (node("MaxPool", "c", &["X"], &["c"], vec![]), "kernel_shape is missing"),
+        (node("MaxPool", "c", &["X"], &["c", "idx"], vec![ints("kernel_shape", &[2, 2])]), "2 outputs"),
         (
-            node("Conv", "c", &["X", "W"], &["c"], vec![int("group", 2)]),
-            "group=2",
-        ),
-        (
-            node(
-                "Conv",
-                "c",
-                &["X", "W"],
-                &["c"],
-                vec![ints("dilations", &[2, 2])],
-            ),
+            node("AveragePool", "c", &["X"], &["c"], vec![ints("kernel_shape", &[2, 2]), ints("dilations", &[1, 2])]),
             "dilations",
         ),
-        (
-            node(
-                "Conv",
-                "c",
-                &["X", "W"],
-                &["c"],
-                vec![ints("kernel_shape", &[5, 5])],
-            ),
-            "does not match",
-        ),
-        (
-            node(
-                "Conv",
-                "c",
-                &["X", "W"],
-                &["c"],
-                vec![ints("kernel_shape", &[3, 3, 3])],
-            ),
-            "only 2-D",
-        ),
-        (
-            node(
-                "Conv",
-                "c",
-                &["X", "W"],
-                &["c"],
-                vec![ints("strides", &[0, 1])],
-            ),
-            "strides value 0",
-        ),
-        (
-            node(
-                "Conv",
-                "c",
-                &["X", "W"],
-                &["c"],
-                vec![ints("pads", &[-1, 0, 0, 0])],
-            ),
-            "negative",
-        ),
-        (
-            node("Conv", "c", &["X", "W"], &["c"], vec![float("pads", 1.0)]),
-            "should be INTS, found FLOAT",
-        ),
-        (
-            node(
-                "Conv",
-                "c",
-                &["X", "W"],
-                &["c"],
-                vec![int("group", 1), int("group", 1)],
-            ),
-            "given twice",
-        ),
-        (
-            node(
-                "MaxPool",
-                "c",
-                &["X"],
-                &["c"],
-                vec![ints("kernel_shape", &[2, 2]), int("ceil_mode", 1)],
-            ),
-            "ceil_mode=1",
-        ),
-        (
-            node("MaxPool", "c", &["X"], &["c"], vec![]),
-            "kernel_shape is missing",
-        ),
-        (
-            node(
-                "MaxPool",
-                "c",
-                &["X"],
-                &["c", "idx"],
-                vec![ints("kernel_shape", &[2, 2])],
-            ),
-            "2 outputs",
-        ),
-        (
-            node(
-                "AveragePool",
-                "c",
-                &["X"],
-                &["c"],
-                vec![ints("kernel_shape", &[2, 2]), ints("dilations", &[1, 2])],
-            ),
-            "dilations",
-        ),
-        (
-            node("BatchNormalization", "c", &["X", "W"], &["c"], vec![]),
-            "expected 5",
-        ),
-        (
-            node("Relu", "c", &["X", "X"], &["c"], vec![]),
-            "has 2 inputs",
-        ),
-        (
-            node("Dropout", "c", &["X", "r", "t"], &["c"], vec![]),
-            "has 3 inputs",
-        ),
-        (
-            node("Dropout", "c", &["X"], &["c", "mask"], vec![]),
-            "2 outputs",
-        ),
-        (
-            node("Relu", "c", &["", "X"], &["c"], vec![]),
-            "optional input #0 is omitted",
-        ),
+        (node("BatchNormalization", "c", &["X", "W"], &["c"], vec![]), "expected 5"),
+        (node("Relu", "c", &["X", "X"], &["c"], vec![]), "has 2 inputs"),
+        (node("Dropout", "c", &["X", "r", "t"], &["c"], vec![]), "has 3 inputs"),
+        (node("Dropout", "c", &["X"], &["c", "mask"], vec![]), "2 outputs"),
+        (node("Relu", "c", &["", "X"], &["c"], vec![]), "optional input #0 is omitted"),
     ];
     for (n, want) in cases {
         let e = reject(&with_first(n));
@@ -518,10 +265,7 @@ fn batchnorm_training_mode_is_rejected() {
 #[test]
 fn unknown_op_names_node_and_op() {
     let e = reject(&with_first(node("LRN", "/lrn/LRN", &["X"], &["c"], vec![])));
-    assert!(
-        e.contains("/lrn/LRN") && e.contains("'LRN' is not supported"),
-        "{e}"
-    );
+    assert!(e.contains("/lrn/LRN") && e.contains("'LRN' is not supported"), "{e}");
     let mut n = node("Relu", "custom", &["X"], &["c"], vec![]);
     n.domain = Some("com.example".into());
     assert!(reject(&with_first(n)).contains("domain 'com.example'"));
@@ -577,9 +321,7 @@ fn undefined_and_duplicate_values_are_errors() {
 fn graph_inputs_and_outputs_are_counted() {
     // Initializers listed as inputs (older exporters) are fine.
     let mut m = base();
-    graph_mut(&mut m)
-        .input
-        .push(value_info("W", &[Some(2), Some(1), Some(3), Some(3)]));
+    graph_mut(&mut m).input.push(value_info("W", &[Some(2), Some(1), Some(3), Some(3)]));
     assert!(parse(&m).is_ok());
 
     let mut m = base();
@@ -597,10 +339,7 @@ fn graph_inputs_and_outputs_are_counted() {
 
 #[test]
 fn model_level_errors() {
-    assert!(parse_onnx_bytes(&[], "<empty>")
-        .unwrap_err()
-        .to_string()
-        .contains("no default"));
+    assert!(parse_onnx_bytes(&[], "<empty>").unwrap_err().to_string().contains("no default"));
     let mut m = base();
     m.opset_import.clear();
     assert!(reject(&m).contains("no default"));
@@ -642,15 +381,9 @@ fn external_data_is_rejected() {
     let t = &mut graph_mut(&mut m).initializer[0];
     t.raw_data = None;
     t.data_location = Some(DataLocation::External as i32);
-    t.external_data = vec![StringStringEntryProto {
-        key: Some("location".into()),
-        value: Some("weights.bin".into()),
-    }];
+    t.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some("weights.bin".into()) }];
     let e = reject(&m);
-    assert!(
-        e.contains("initializer 'W'") && e.contains("external data file"),
-        "{e}"
-    );
+    assert!(e.contains("initializer 'W'") && e.contains("external data file"), "{e}");
 }
 
 #[test]
@@ -704,12 +437,7 @@ fn typed_data_fields_float_double_and_int64() {
         name: Some("B2".into()),
         dims: vec![3],
         data_type: Some(DataType::Double as i32),
-        raw_data: Some(
-            [0.1_f64, 0.2, 0.3]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
+        raw_data: Some([0.1_f64, 0.2, 0.3].iter().flat_map(|v| v.to_le_bytes()).collect()),
         ..Default::default()
     };
     g.initializer.push(TensorProto {
@@ -738,10 +466,7 @@ fn typed_data_fields_float_double_and_int64() {
     assert_eq!(g.initializers["B2"].as_slice().unwrap(), [0.1, 0.2, 0.3]);
     assert_eq!(g.initializers["D"].shape(), [1, 2]);
     assert_eq!(g.initializers["D"].as_slice().unwrap(), [1e300, -0.25]);
-    assert_eq!(
-        g.int_initializers["shape_raw"].as_slice().unwrap(),
-        [-1, 32]
-    );
+    assert_eq!(g.int_initializers["shape_raw"].as_slice().unwrap(), [-1, 32]);
     assert_eq!(g.int_initializers["shape"].as_slice().unwrap(), [0, 32]);
 }
 
@@ -755,71 +480,40 @@ fn constant_feeds_reshape() {
         int64_data: vec![-1, 32],
         ..Default::default()
     };
-    let value = AttributeProto {
-        t: Some(Box::new(shape)),
-        ..attr("value", AttributeType::Tensor)
-    };
+    let value = AttributeProto { t: Some(Box::new(shape)), ..attr("value", AttributeType::Tensor) };
     g.node[2] = node("Reshape", "reshape", &["r", "shape"], &["f"], vec![]);
-    g.node
-        .push(node("Constant", "const", &[], &["shape"], vec![value]));
+    g.node.push(node("Constant", "const", &[], &["shape"], vec![value]));
     let g = parse(&m).unwrap();
     let ops: Vec<_> = g.nodes.iter().map(|n| n.op.op_type()).collect();
     // The Constant moves before its consumer; otherwise file order is kept.
     assert_eq!(ops, ["Conv", "Relu", "Constant", "Reshape", "Gemm"]);
-    assert_eq!(
-        g.nodes[2].op,
-        OnnxOp::Constant {
-            value: OnnxTensor::Int(ndarray::arr1(&[-1, 32]).into_dyn())
-        }
-    );
+    assert_eq!(g.nodes[2].op, OnnxOp::Constant { value: OnnxTensor::Int(ndarray::arr1(&[-1, 32]).into_dyn()) });
     assert_eq!(g.nodes[3].op, OnnxOp::Reshape { allow_zero: false });
 }
 
 #[test]
 fn constant_scalar_and_list_forms() {
     let cases = [
+        (float("value_float", 2.5), OnnxTensor::Float(ndarray::arr0(2.5).into_dyn())),
         (
-            float("value_float", 2.5),
-            OnnxTensor::Float(ndarray::arr0(2.5).into_dyn()),
-        ),
-        (
-            AttributeProto {
-                floats: vec![1.0, 2.0],
-                ..attr("value_floats", AttributeType::Floats)
-            },
+            AttributeProto { floats: vec![1.0, 2.0], ..attr("value_floats", AttributeType::Floats) },
             OnnxTensor::Float(ndarray::arr1(&[1.0, 2.0]).into_dyn()),
         ),
-        (
-            int("value_int", 7),
-            OnnxTensor::Int(ndarray::arr0(7).into_dyn()),
-        ),
-        (
-            ints("value_ints", &[3, 4]),
-            OnnxTensor::Int(ndarray::arr1(&[3, 4]).into_dyn()),
-        ),
+        (int("value_int", 7), OnnxTensor::Int(ndarray::arr0(7).into_dyn())),
+        (ints("value_ints", &[3, 4]), OnnxTensor::Int(ndarray::arr1(&[3, 4]).into_dyn())),
     ];
     for (a, want) in cases {
         let mut m = base();
-        graph_mut(&mut m)
-            .node
-            .push(node("Constant", "k", &[], &["k"], vec![a]));
+        graph_mut(&mut m).node.push(node("Constant", "k", &[], &["k"], vec![a]));
         let g = parse(&m).unwrap();
         let k = g.nodes.iter().find(|n| n.name == "k").unwrap();
         assert_eq!(k.op, OnnxOp::Constant { value: want });
     }
     let mut m = base();
-    graph_mut(&mut m).node.push(node(
-        "Constant",
-        "k",
-        &[],
-        &["k"],
-        vec![string("value_string", "x")],
-    ));
+    graph_mut(&mut m).node.push(node("Constant", "k", &[], &["k"], vec![string("value_string", "x")]));
     assert!(reject(&m).contains("'value_string' is not supported"));
     let mut m = base();
-    graph_mut(&mut m)
-        .node
-        .push(node("Constant", "k", &[], &["k"], vec![]));
+    graph_mut(&mut m).node.push(node("Constant", "k", &[], &["k"], vec![]));
     assert!(reject(&m).contains("exactly one value attribute"));
 }
 
@@ -829,8 +523,7 @@ fn too_many_nodes_is_rejected() {
     let g = graph_mut(&mut m);
     g.node.truncate(1);
     g.output[0].name = Some("c".into());
-    g.node
-        .extend((0..MAX_NODES).map(|_| node("Identity", "", &["c"], &["c"], vec![])));
+    g.node.extend((0..MAX_NODES).map(|_| node("Identity", "", &["c"], &["c"], vec![])));
     assert!(reject(&m).contains("more than the limit of 100000"));
 }
 
@@ -840,14 +533,8 @@ fn nested_messages_beyond_the_recursion_limit_are_rejected() {
     // graph ..., 200 deep: the decoder must refuse, not overflow the stack.
     let mut inner = GraphProto::default();
     for _ in 0..200 {
-        let a = AttributeProto {
-            g: Some(Box::new(inner)),
-            ..attr("g", AttributeType::Graph)
-        };
-        inner = GraphProto {
-            node: vec![node("If", "", &[], &["o"], vec![a])],
-            ..Default::default()
-        };
+        let a = AttributeProto { g: Some(Box::new(inner)), ..attr("g", AttributeType::Graph) };
+        inner = GraphProto { node: vec![node("If", "", &[], &["o"], vec![a])], ..Default::default() };
     }
     let mut m = base();
     graph_mut(&mut m).node.push(node(
@@ -855,10 +542,7 @@ fn nested_messages_beyond_the_recursion_limit_are_rejected() {
         "deep",
         &[],
         &["k"],
-        vec![AttributeProto {
-            g: Some(Box::new(inner)),
-            ..attr("value", AttributeType::Graph)
-        }],
+        vec![AttributeProto { g: Some(Box::new(inner)), ..attr("value", AttributeType::Graph) }],
     ));
     let e = reject(&m);
     assert!(e.contains("not a valid ONNX protobuf"), "{e}");
@@ -867,10 +551,8 @@ fn nested_messages_beyond_the_recursion_limit_are_rejected() {
 #[test]
 fn graph_input_must_be_a_float_tensor_with_a_shape() {
     let mut m = base();
-    if let Some(type_proto::Value::TensorType(t)) = graph_mut(&mut m).input[0]
-        .r#type
-        .as_mut()
-        .and_then(|t| t.value.as_mut())
+    if let Some(type_proto::Value::TensorType(t)) =
+        graph_mut(&mut m).input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
     {
         t.elem_type = Some(DataType::Uint8 as i32);
     }
