@@ -2,7 +2,7 @@
 //! next to the convolutions, so one implementation serves all).
 
 use crate::float::Float;
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, ArrayView3, Zip};
 use std::ops::Range;
 
 /// The windows of a 2-D pooling: for each output row the input rows it reads,
@@ -103,32 +103,36 @@ impl PoolWindows {
     }
 }
 
+// Every kernel runs in parallel over channels; each channel is computed in
+// a fixed order, so the bits do not depend on the number of threads.
+
 pub(crate) fn max_pool<T: Float>(x: ArrayView3<T>, win: &PoolWindows) -> (Array3<T>, Array3<u32>) {
     let (c, _, w_in) = x.dim();
     let (oh, ow) = win.output_hw();
     let mut out = Array3::zeros((c, oh, ow));
     let mut arg = Array3::zeros((c, oh, ow));
-    for ch in 0..c {
-        let plane = x.index_axis(ndarray::Axis(0), ch);
-        for (i, rows) in win.rows.iter().enumerate() {
-            for (j, cols) in win.cols.iter().enumerate() {
-                let mut best = T::neg_infinity();
-                let mut best_at = rows.start * w_in + cols.start;
-                // Row-major scan, strict `>`: ties go to the first maximal element.
-                for r in rows.clone() {
-                    for q in cols.clone() {
-                        let v = plane[[r, q]];
-                        if v > best {
-                            best = v;
-                            best_at = r * w_in + q;
+    Zip::from(out.outer_iter_mut()).and(arg.outer_iter_mut()).and(x.outer_iter()).par_for_each(
+        |mut out, mut arg, plane| {
+            for (i, rows) in win.rows.iter().enumerate() {
+                for (j, cols) in win.cols.iter().enumerate() {
+                    let mut best = T::neg_infinity();
+                    let mut best_at = rows.start * w_in + cols.start;
+                    // Row-major scan, strict `>`: ties go to the first maximal element.
+                    for r in rows.clone() {
+                        for q in cols.clone() {
+                            let v = plane[[r, q]];
+                            if v > best {
+                                best = v;
+                                best_at = r * w_in + q;
+                            }
                         }
                     }
+                    out[[i, j]] = best;
+                    arg[[i, j]] = best_at as u32;
                 }
-                out[[ch, i, j]] = best;
-                arg[[ch, i, j]] = best_at as u32;
             }
-        }
-    }
+        },
+    );
     (out, arg)
 }
 
@@ -139,13 +143,12 @@ pub(crate) fn max_pool_adjoint<T: Float>(
 ) -> Array3<T> {
     let c = s.dim().0;
     let mut out = Array3::zeros((c, input_hw.0, input_hw.1));
-    for ch in 0..c {
-        let mut plane = out.index_axis_mut(ndarray::Axis(0), ch);
+    Zip::from(out.outer_iter_mut()).and(s.outer_iter()).and(arg.outer_iter()).par_for_each(|mut plane, s, arg| {
         let flat = plane.as_slice_mut().expect("fresh array is contiguous");
-        for (&v, &at) in s.index_axis(ndarray::Axis(0), ch).iter().zip(arg.index_axis(ndarray::Axis(0), ch).iter()) {
+        for (&v, &at) in s.iter().zip(arg.iter()) {
             flat[at as usize] += v;
         }
-    }
+    });
     out
 }
 
@@ -153,36 +156,36 @@ pub(crate) fn avg_pool<T: Float>(x: ArrayView3<T>, win: &PoolWindows) -> Array3<
     let c = x.dim().0;
     let (oh, ow) = win.output_hw();
     let mut out = Array3::zeros((c, oh, ow));
-    for ch in 0..c {
+    Zip::from(out.outer_iter_mut()).and(x.outer_iter()).par_for_each(|mut out, plane| {
         for (i, rows) in win.rows.iter().enumerate() {
             for (j, cols) in win.cols.iter().enumerate() {
                 let mut sum = T::zero();
                 for r in rows.clone() {
                     for q in cols.clone() {
-                        sum += x[[ch, r, q]];
+                        sum += plane[[r, q]];
                     }
                 }
-                out[[ch, i, j]] = sum / T::of(win.divisor_of(rows, cols) as f64);
+                out[[i, j]] = sum / T::of(win.divisor_of(rows, cols) as f64);
             }
         }
-    }
+    });
     out
 }
 
 pub(crate) fn avg_pool_adjoint<T: Float>(s: ArrayView3<T>, win: &PoolWindows) -> Array3<T> {
     let c = s.dim().0;
     let mut out = Array3::zeros((c, win.input_hw.0, win.input_hw.1));
-    for ch in 0..c {
+    Zip::from(out.outer_iter_mut()).and(s.outer_iter()).par_for_each(|mut plane, s| {
         for (i, rows) in win.rows.iter().enumerate() {
             for (j, cols) in win.cols.iter().enumerate() {
-                let share = s[[ch, i, j]] / T::of(win.divisor_of(rows, cols) as f64);
+                let share = s[[i, j]] / T::of(win.divisor_of(rows, cols) as f64);
                 for r in rows.clone() {
                     for q in cols.clone() {
-                        out[[ch, r, q]] += share;
+                        plane[[r, q]] += share;
                     }
                 }
             }
         }
-    }
+    });
     out
 }

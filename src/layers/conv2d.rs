@@ -178,9 +178,7 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         self.output_shape(x.shape())?;
         let mut z = backend.conv2d(as_chw(x, &self.name)?, self.weight.view(), &self.geometry);
         if let Some(b) = &self.bias {
-            for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
-                plane += bv;
-            }
+            Zip::from(z.outer_iter_mut()).and(b).par_for_each(|mut plane, &bv| plane += bv);
         }
         Ok(z.into_dyn())
     }

@@ -8,7 +8,9 @@ use ndarray::{Array3, ArrayView3, Zip};
 /// `x + 1e-9`: the shifted input the pooling rules divide by.
 pub(crate) fn shifted<T: Float>(x: ArrayView3<T>) -> Array3<T> {
     let eps = T::eps9();
-    x.mapv(|v| v + eps)
+    let mut out = x.to_owned();
+    out.par_mapv_inplace(|v| v + eps);
+    out
 }
 
 /// Applies the pooling rule given `x̃`, `z = pool(x̃)`, the output relevance
@@ -19,9 +21,9 @@ pub(crate) fn pooling_rule<T: Float>(
     r: ArrayView3<T>,
     adjoint: impl Fn(ArrayView3<T>) -> Array3<T>,
 ) -> Array3<T> {
-    let pos = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv.max(T::zero()), zv));
-    let neg = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv.min(T::zero()), zv));
+    let pos = Zip::from(&r).and(&z).par_map_collect(|&rv, &zv| safe_div(rv.max(T::zero()), zv));
+    let neg = Zip::from(&r).and(&z).par_map_collect(|&rv, &zv| safe_div(rv.min(T::zero()), zv));
     let back_pos = adjoint(pos.view());
     let back_neg = adjoint(neg.view());
-    Zip::from(&x_tilde).and(&back_pos).and(&back_neg).map_collect(|&xv, &p, &n| xv * p + xv * n)
+    Zip::from(&x_tilde).and(&back_pos).and(&back_neg).par_map_collect(|&xv, &p, &n| xv * p + xv * n)
 }

@@ -28,7 +28,9 @@ impl<T: Float> Layer<T> for Relu {
     }
 
     fn forward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
-        Ok(x.mapv(|v| v.max(T::zero())))
+        let mut out = x.to_owned();
+        out.par_mapv_inplace(|v| v.max(T::zero()));
+        Ok(out)
     }
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

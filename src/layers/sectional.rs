@@ -11,6 +11,7 @@
 
 use crate::backend::{Backend, ConvGeometry};
 use crate::float::{safe_div, Float};
+use ndarray::parallel::prelude::*;
 use ndarray::{Array3, ArrayView3, Zip};
 
 /// Relevance at the input of a convolution-like layer by the sectional rule.
@@ -35,13 +36,15 @@ pub fn sectional_rule<T: Float>(
     geom: &ConvGeometry,
     kernel_hw: (usize, usize),
 ) -> Array3<T> {
-    let x_pos = x.mapv(|v| v.max(T::zero()));
+    let mut x_pos = x.to_owned();
+    x_pos.par_mapv_inplace(|v| v.max(T::zero()));
     let mut c = backend.sectional_contributions(x_pos.view(), r, geom, kernel_hw);
     if kernel_hw.0 == 1 {
         return c;
     }
     let total: T = r.iter().copied().sum();
-    let nonzero = c.iter().filter(|&&v| v != T::zero()).count();
+    // An integer count: the same whatever the order, so it may run in parallel.
+    let nonzero = c.par_iter().filter(|&&v| v != T::zero()).count();
     let shift = safe_div(total, T::of(nonzero as f64));
     let two = T::of(2.0);
     Zip::from(&mut c).par_for_each(|v| {
