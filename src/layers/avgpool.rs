@@ -168,92 +168,66 @@ fn lrp_backward<T: Float, P: AveragePooling>(
     Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b).into_dyn())
 }
 
-impl<T: Float> Layer<T> for AvgPool2d {
-    fn kind(&self) -> LayerKind {
-        LayerKind::AvgPool2d
-    }
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        output_shape(self, input)
-    }
-    fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
-        forward(self, backend, x)
-    }
-    fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
-        gradient(self, backend, x, grad_output)
-    }
-    fn rsp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        rsp_backward(self, backend, x, relevance)
-    }
-    fn lrp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        rule: LrpRule,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        lrp_backward(self, backend, x, relevance, rule)
-    }
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(self.clone())
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn describe(&self) -> String {
-        let [pt, pl, pb, pr] = self.padding;
-        format!(
-            "avgpool2d kernel {}×{} stride {}×{} padding [{pt},{pl},{pb},{pr}]",
-            self.kernel.0, self.kernel.1, self.stride.0, self.stride.1
-        )
-    }
+/// The two average poolings differ only in their windows and description:
+/// one `Layer` implementation serves both.
+macro_rules! average_pooling_layer {
+    ($pool:ty, $describe:expr) => {
+        impl<T: Float> Layer<T> for $pool {
+            fn kind(&self) -> LayerKind {
+                LayerKind::AvgPool2d
+            }
+            fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+                output_shape(self, input)
+            }
+            fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
+                forward(self, backend, x)
+            }
+            fn gradient(
+                &self,
+                backend: &dyn Backend<T>,
+                x: ArrayViewD<T>,
+                grad_output: ArrayViewD<T>,
+            ) -> Result<ArrayD<T>> {
+                gradient(self, backend, x, grad_output)
+            }
+            fn rsp_backward(
+                &self,
+                backend: &dyn Backend<T>,
+                x: ArrayViewD<T>,
+                relevance: ArrayViewD<T>,
+                _ctx: RuleContext,
+            ) -> Result<ArrayD<T>> {
+                rsp_backward(self, backend, x, relevance)
+            }
+            fn lrp_backward(
+                &self,
+                backend: &dyn Backend<T>,
+                x: ArrayViewD<T>,
+                relevance: ArrayViewD<T>,
+                rule: LrpRule,
+                _ctx: RuleContext,
+            ) -> Result<ArrayD<T>> {
+                lrp_backward(self, backend, x, relevance, rule)
+            }
+            fn clone_box(&self) -> Box<dyn Layer<T>> {
+                Box::new(self.clone())
+            }
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+            fn describe(&self) -> String {
+                let describe: fn(&$pool) -> String = $describe;
+                describe(self)
+            }
+        }
+    };
 }
 
-impl<T: Float> Layer<T> for AdaptiveAvgPool2d {
-    fn kind(&self) -> LayerKind {
-        LayerKind::AvgPool2d
-    }
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        output_shape(self, input)
-    }
-    fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
-        forward(self, backend, x)
-    }
-    fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
-        gradient(self, backend, x, grad_output)
-    }
-    fn rsp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        rsp_backward(self, backend, x, relevance)
-    }
-    fn lrp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        rule: LrpRule,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        lrp_backward(self, backend, x, relevance, rule)
-    }
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(self.clone())
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn describe(&self) -> String {
-        format!("adaptive_avgpool2d output {}×{}", self.output.0, self.output.1)
-    }
-}
+average_pooling_layer!(AvgPool2d, |p| {
+    let [pt, pl, pb, pr] = p.padding;
+    format!(
+        "avgpool2d kernel {}×{} stride {}×{} padding [{pt},{pl},{pb},{pr}]",
+        p.kernel.0, p.kernel.1, p.stride.0, p.stride.1
+    )
+});
+average_pooling_layer!(AdaptiveAvgPool2d, |p| format!("adaptive_avgpool2d output {}×{}", p.output.0, p.output.1));
