@@ -144,3 +144,21 @@ fn a_missing_file_is_an_io_error_naming_it() {
     let err = Network::<f32>::load("no/such/model.safetensors").unwrap_err();
     assert!(matches!(&err, RspError::Io { path, .. } if path.contains("no/such/model")), "{err}");
 }
+
+#[test]
+fn fields_that_change_a_layer_are_checked_and_harmless_extra_fields_ignored() {
+    let with = |from: &str, to: &str| {
+        edited(|_, m| {
+            let layers = m["layers"].replacen(from, to, 1);
+            m.insert("layers".into(), layers);
+        })
+    };
+    let ceil = with("\"type\": \"maxpool2d\"", "\"type\": \"maxpool2d\", \"ceil_mode\": true");
+    assert!(load(&ceil).to_string().contains("ceil_mode"), "{}", load(&ceil));
+    let dilated = with("\"type\": \"conv2d\"", "\"type\": \"conv2d\", \"dilation\": 2");
+    assert!(load(&dilated).to_string().contains("dilation"), "{}", load(&dilated));
+    let grouped = with("\"type\": \"conv2d\"", "\"type\": \"conv2d\", \"groups\": 2");
+    assert!(load(&grouped).to_string().contains("groups"));
+    let plain = with("\"type\": \"conv2d\"", "\"type\": \"conv2d\", \"dilation\": 1, \"padding_mode\": \"zeros\"");
+    assert!(Network::<f64>::from_safetensors_bytes(&plain, "plain.safetensors").is_ok());
+}

@@ -26,6 +26,10 @@ pub enum Pair {
 }
 
 impl Pair {
+    fn is_zero(&self) -> bool {
+        self.hw() == (0, 0)
+    }
+
     fn hw(self) -> (usize, usize) {
         match self {
             Pair::Square(v) => (v, v),
@@ -43,7 +47,10 @@ fn one() -> Pair {
 
 /// One entry of the `layers` metadata list.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", deny_unknown_fields)]
+/// Fields this crate does not use are ignored; fields that would change the
+/// layer's meaning (`dilation`, `groups`, `ceil_mode`) are read and must have
+/// their plain values.
+#[serde(tag = "type")]
 pub enum LayerSpec {
     /// `conv2d {name, in, out, kernel, stride, padding}`.
     #[serde(rename = "conv2d")]
@@ -63,6 +70,12 @@ pub enum LayerSpec {
         /// Symmetric zero padding (default 0).
         #[serde(default = "zero")]
         padding: Pair,
+        /// Dilation: only 1 is supported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dilation: Option<Pair>,
+        /// Groups: only 1 is supported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        groups: Option<usize>,
     },
     /// `batchnorm2d {name, eps}`.
     #[serde(rename = "batchnorm2d")]
@@ -94,8 +107,14 @@ pub enum LayerSpec {
         /// Padding (default 0).
         #[serde(default = "zero")]
         padding: Pair,
+        /// Dilation: only 1 is supported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dilation: Option<Pair>,
+        /// Rounding the output size up: not supported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ceil_mode: Option<bool>,
     },
-    /// `avgpool2d {kernel, stride}` (no padding).
+    /// `avgpool2d {kernel, stride, padding, count_include_pad}`.
     #[serde(rename = "avgpool2d")]
     AvgPool2d {
         /// Kernel size.
@@ -103,6 +122,15 @@ pub enum LayerSpec {
         /// Stride (default: the kernel).
         #[serde(default)]
         stride: Option<Pair>,
+        /// Padding (default 0).
+        #[serde(default = "zero", skip_serializing_if = "Pair::is_zero")]
+        padding: Pair,
+        /// Whether padding cells count in the average (default true, as PyTorch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count_include_pad: Option<bool>,
+        /// Rounding the output size up: not supported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ceil_mode: Option<bool>,
     },
     /// `adaptive_avgpool2d {output: [h, w]}`.
     #[serde(rename = "adaptive_avgpool2d")]
@@ -255,6 +283,16 @@ pub(crate) fn json_field<V: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// Checks that an optional field has its plain value (the only one supported).
+fn plain<V: PartialEq + std::fmt::Debug>(value: Option<V>, supported: V, what: &str) -> Result<()> {
+    match value {
+        Some(v) if v != supported => {
+            Err(RspError::model(format!("{what} = {v:?} is not supported (only {supported:?})")))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn Layer<T>>> {
     let nonzero = |what: &str, v: usize| {
         if v == 0 {
@@ -264,7 +302,9 @@ fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn La
         }
     };
     Ok(match spec {
-        LayerSpec::Conv2d { name, in_channels, out, kernel, stride, padding } => {
+        LayerSpec::Conv2d { name, in_channels, out, kernel, stride, padding, dilation, groups } => {
+            plain(dilation.map(Pair::hw), (1, 1), "conv2d dilation")?;
+            plain(*groups, 1, "conv2d groups")?;
             let (kh, kw) = kernel.hw();
             let weight = w.get::<T>(&format!("{name}.weight"), &[*out, *in_channels, kh, kw])?;
             let bias = w.optional::<T>(&format!("{name}.bias"), &[*out])?;
@@ -299,12 +339,21 @@ fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn La
         }
         LayerSpec::Relu => Box::new(Relu),
         LayerSpec::Dropout { .. } => Box::new(Dropout),
-        LayerSpec::MaxPool2d { kernel, stride, padding } => {
+        LayerSpec::MaxPool2d { kernel, stride, padding, dilation, ceil_mode } => {
+            plain(dilation.map(Pair::hw), (1, 1), "maxpool2d dilation")?;
+            plain(*ceil_mode, false, "maxpool2d ceil_mode")?;
             let (ph, pw) = padding.hw();
             Box::new(MaxPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw(), [ph, pw, ph, pw]))
         }
-        LayerSpec::AvgPool2d { kernel, stride } => {
-            Box::new(AvgPool2d::new(kernel.hw(), stride.unwrap_or(*kernel).hw()))
+        LayerSpec::AvgPool2d { kernel, stride, padding, count_include_pad, ceil_mode } => {
+            plain(*ceil_mode, false, "avgpool2d ceil_mode")?;
+            let (ph, pw) = padding.hw();
+            Box::new(AvgPool2d {
+                kernel: kernel.hw(),
+                stride: stride.unwrap_or(*kernel).hw(),
+                padding: [ph, pw, ph, pw],
+                count_include_pad: count_include_pad.unwrap_or(true),
+            })
         }
         LayerSpec::AdaptiveAvgPool2d { output } => Box::new(AdaptiveAvgPool2d::new(output.hw())),
         LayerSpec::Flatten => Box::new(Flatten),
@@ -335,6 +384,8 @@ fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
             kernel: pair((kh, kw)),
             stride: pair((g.stride[0], g.stride[1])),
             padding: pair((pt, pl)),
+            dilation: None,
+            groups: None,
         });
     }
     if let Some(l) = any.downcast_ref::<Linear<T>>() {
@@ -356,11 +407,19 @@ fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
             kernel: pair(p.kernel),
             stride: Some(pair(p.stride)),
             padding: pair((pt, pl)),
+            dilation: None,
+            ceil_mode: None,
         });
     }
     if let Some(p) = any.downcast_ref::<AvgPool2d>() {
-        return (p.padding == [0; 4])
-            .then(|| LayerSpec::AvgPool2d { kernel: pair(p.kernel), stride: Some(pair(p.stride)) });
+        let [pt, pl, pb, pr] = p.padding;
+        return (pt == pb && pl == pr).then(|| LayerSpec::AvgPool2d {
+            kernel: pair(p.kernel),
+            stride: Some(pair(p.stride)),
+            padding: pair((pt, pl)),
+            count_include_pad: (!p.count_include_pad).then_some(false),
+            ceil_mode: None,
+        });
     }
     if let Some(p) = any.downcast_ref::<AdaptiveAvgPool2d>() {
         return Some(LayerSpec::AdaptiveAvgPool2d { output: pair(p.output) });
