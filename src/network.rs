@@ -304,6 +304,15 @@ impl<T: Float> Network<T> {
                 "the network must end in a vector of class logits, but its output per sample has shape {logits:?}"
             )));
         }
+        if let Some(names) = &self.class_names {
+            if names.len() != logits[0] {
+                return Err(RspError::model(format!(
+                    "the model names {} classes but computes {} logits",
+                    names.len(),
+                    logits[0]
+                )));
+            }
+        }
         Ok(shapes)
     }
 

@@ -162,3 +162,13 @@ fn fields_that_change_a_layer_are_checked_and_harmless_extra_fields_ignored() {
     let plain = with("\"type\": \"conv2d\"", "\"type\": \"conv2d\", \"dilation\": 1, \"padding_mode\": \"zeros\"");
     assert!(Network::<f64>::from_safetensors_bytes(&plain, "plain.safetensors").is_ok());
 }
+
+#[test]
+fn class_names_must_match_the_logits() {
+    let bytes = edited(|_, m| {
+        m.insert("classes".into(), "[\"a\", \"b\"]".into());
+    });
+    let net = Network::<f64>::from_safetensors_bytes(&bytes, "named.safetensors").unwrap();
+    let err = net.attribute(input((1, 3, 32, 32)).view(), 0).unwrap_err();
+    assert!(err.to_string().contains("names 2 classes but computes 10 logits"), "{err}");
+}
