@@ -158,6 +158,14 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         pooling::max_pool_adjoint(s, argmax, input_hw)
     }
 
+    /// The max-pooling RSP rule in one pass (no pooled or routed intermediate
+    /// tensors): `x̃ = x + 1e-9`, each output's `P ⊘ z` and `N ⊘ z` routed to its
+    /// window's first maximum of `x̃`, times `x̃`. Bit-identical to composing
+    /// [`Backend::max_pool`] and [`Backend::max_pool_adjoint`] as the formula reads.
+    fn max_pool_rule(&self, x: ArrayView3<T>, r: ArrayView3<T>, windows: &PoolWindows) -> Array3<T> {
+        pooling::max_pool_rule(x, r, windows)
+    }
+
     /// Average pooling over `windows`.
     fn avg_pool(&self, x: ArrayView3<T>, windows: &PoolWindows) -> Array3<T> {
         pooling::avg_pool(x, windows)

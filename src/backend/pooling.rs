@@ -136,6 +136,41 @@ pub(crate) fn max_pool<T: Float>(x: ArrayView3<T>, win: &PoolWindows) -> (Array3
     (out, arg)
 }
 
+pub(crate) fn max_pool_rule<T: Float>(x: ArrayView3<T>, r: ArrayView3<T>, win: &PoolWindows) -> Array3<T> {
+    let (c, h, w) = x.dim();
+    let eps = T::eps9();
+    let mut out = Array3::zeros((c, h, w));
+    Zip::from(out.outer_iter_mut()).and(x.outer_iter()).and(r.outer_iter()).par_for_each(|mut out, plane, r| {
+        // Routed P ⊘ z and N ⊘ z, accumulated separately (overlapping windows
+        // add up) in the same order as the composed formula.
+        let mut routed_pos = vec![T::zero(); h * w];
+        let mut routed_neg = vec![T::zero(); h * w];
+        for (i, rows) in win.rows.iter().enumerate() {
+            for (j, cols) in win.cols.iter().enumerate() {
+                let mut best = T::neg_infinity();
+                let mut best_at = rows.start * w + cols.start;
+                for row in rows.clone() {
+                    for q in cols.clone() {
+                        let v = plane[[row, q]] + eps;
+                        if v > best {
+                            best = v;
+                            best_at = row * w + q;
+                        }
+                    }
+                }
+                let rv = r[[i, j]];
+                routed_pos[best_at] += crate::float::safe_div(rv.max(T::zero()), best);
+                routed_neg[best_at] += crate::float::safe_div(rv.min(T::zero()), best);
+            }
+        }
+        for ((o, &xv), (&p, &n)) in out.iter_mut().zip(plane.iter()).zip(routed_pos.iter().zip(&routed_neg)) {
+            let xt = xv + eps;
+            *o = xt * p + xt * n;
+        }
+    });
+    out
+}
+
 pub(crate) fn max_pool_adjoint<T: Float>(
     s: ArrayView3<T>,
     arg: ArrayView3<u32>,
@@ -188,4 +223,33 @@ pub(crate) fn avg_pool_adjoint<T: Float>(s: ArrayView3<T>, win: &PoolWindows) ->
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused rule against the formula composed from the pooling kernels.
+    #[test]
+    fn the_fused_max_pool_rule_is_the_composed_formula_bit_for_bit() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % 9) as f64 * 0.25 - 0.5
+        };
+        for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)] {
+            let x = Array3::from_shape_fn((3, 9, 7), |_| next());
+            let win = PoolWindows::strided((9, 7), (k, k), (s, s), [p; 4]).unwrap();
+            let (oh, ow) = win.output_hw();
+            let r = Array3::from_shape_fn((3, oh, ow), |_| next());
+            let x_tilde = x.mapv(|v| v + 1e-9);
+            let (z, arg) = max_pool(x_tilde.view(), &win);
+            let pos = Zip::from(&r).and(&z).map_collect(|&rv, &zv| crate::float::safe_div(rv.max(0.0), zv));
+            let neg = Zip::from(&r).and(&z).map_collect(|&rv, &zv| crate::float::safe_div(rv.min(0.0), zv));
+            let back_pos = max_pool_adjoint(pos.view(), arg.view(), (9, 7));
+            let back_neg = max_pool_adjoint(neg.view(), arg.view(), (9, 7));
+            let composed = Zip::from(&x_tilde).and(&back_pos).and(&back_neg).map_collect(|&xv, &a, &b| xv * a + xv * b);
+            assert_eq!(max_pool_rule(x.view(), r.view(), &win), composed, "kernel {k} stride {s} padding {p}");
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! Max pooling: forward, gradient (to the first maximal element), its RSP rule
 //! and its LRP rule (winner-take-all, routed like the gradient).
 
-use super::pool_rule::{pooling_rule, shifted};
 use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
@@ -86,11 +85,9 @@ impl<T: Float> Layer<T> for MaxPool2d {
         let win = self.windows(x.shape())?;
         let (oh, ow) = win.output_hw();
         check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
-        let x_tilde = shifted(as_chw(x, "maxpool2d")?);
-        let (z, argmax) = backend.max_pool(x_tilde.view(), &win);
-        let rin = pooling_rule(x_tilde.view(), z.view(), as_chw(relevance, "maxpool2d")?, |s| {
-            backend.max_pool_adjoint(s, argmax.view(), win.input_hw)
-        });
+        // `x̃ ⊙ maxpoolᵀ(P ⊘ z) + x̃ ⊙ maxpoolᵀ(N ⊘ z)` with `x̃ = x + 1e-9`, `z = maxpool(x̃)`,
+        // in one pass (see `pool_rule.rs` for the composed form average pooling uses).
+        let rin = backend.max_pool_rule(as_chw(x, "maxpool2d")?, as_chw(relevance, "maxpool2d")?, &win);
         Ok(rin.into_dyn())
     }
 

@@ -6,7 +6,7 @@
 //! | [`Conv2d`] | z^B rule on the input layer, the sectional rule elsewhere | `conv2d.rs`, `sectional.rs` |
 //! | [`Linear`] | the sectional rule on a 1×1 map | `linear.rs`, `sectional.rs` |
 //! | [`Relu`], [`Dropout`], [`Flatten`] | identity | `relu.rs`, `dropout.rs`, `flatten.rs` |
-//! | [`MaxPool2d`] | `x̃ ⊙ maxpoolᵀ(P ⊘ z) + x̃ ⊙ maxpoolᵀ(N ⊘ z)` | `maxpool.rs`, `pool_rule.rs` |
+//! | [`MaxPool2d`] | `x̃ ⊙ maxpoolᵀ(P ⊘ z) + x̃ ⊙ maxpoolᵀ(N ⊘ z)` | `maxpool.rs` (fused kernel: `backend/pooling.rs`) |
 //! | [`AvgPool2d`], [`AdaptiveAvgPool2d`] | the same with the average pool | `avgpool.rs`, `pool_rule.rs` |
 //! | [`BatchNorm2d`] | bias share removed, relevance kept where `x·w ≠ 0` | `batchnorm.rs` |
 //! | residual `Add` (a graph node, not a layer) | split in proportion to clamped inputs | `add.rs` |
