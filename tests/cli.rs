@@ -171,87 +171,38 @@ fn bad_input_gives_one_line_on_stderr_and_a_failure_status() {
     std::fs::write(&junk, b"\x93NUMPY\x01\x00garbage").unwrap();
     let not_model = dir.join("not_a_model.safetensors");
     std::fs::write(&not_model, b"hello").unwrap();
-    let cases: Vec<(&str, Vec<&str>)> = vec![
-        (
-            "missing model",
-            vec!["attribute", "--model", "nope.safetensors", "--input", s(&input), "--target", "0", "--out", s(&out)],
-        ),
-        (
-            "corrupt model",
-            vec!["attribute", "--model", s(&not_model), "--input", s(&input), "--target", "0", "--out", s(&out)],
-        ),
-        (
-            "bad target",
-            vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "x", "--out", s(&out)],
-        ),
-        (
-            "target out of range",
-            vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "12", "--out", s(&out)],
-        ),
-        (
-            "too many targets",
-            vec!["attribute", "--model", s(&model), "--input", s(&input), "--target", "1,2", "--out", s(&out)],
-        ),
-        (
-            "rank 3 input",
-            vec!["attribute", "--model", s(&model), "--input", s(&rank3), "--target", "0", "--out", s(&out)],
-        ),
-        ("NaN input", vec!["attribute", "--model", s(&model), "--input", s(&nan), "--target", "0", "--out", s(&out)]),
-        (
-            "corrupt npy",
-            vec!["attribute", "--model", s(&model), "--input", s(&junk), "--target", "0", "--out", s(&out)],
-        ),
-        (
-            "hostile without comparative",
-            vec![
-                "attribute",
-                "--model",
-                s(&model),
-                "--input",
-                s(&input),
-                "--target",
-                "0",
-                "--out",
-                s(&out),
-                "--hostile",
-                "1",
-            ],
-        ),
-        (
-            "bad dtype",
-            vec![
-                "attribute",
-                "--model",
-                s(&model),
-                "--input",
-                s(&input),
-                "--target",
-                "0",
-                "--out",
-                s(&out),
-                "--dtype",
-                "f16",
-            ],
-        ),
-        (
-            "unwritable output",
-            vec![
-                "attribute",
-                "--model",
-                s(&model),
-                "--input",
-                s(&input),
-                "--target",
-                "0",
-                "--out",
-                "/no/such/dir/r.npy",
-            ],
-        ),
-        ("unknown subcommand", vec!["explode"]),
-        ("missing argument", vec!["attribute", "--model", s(&model)]),
+    // `rsp attribute` with a model, an input, a target and extra flags.
+    let attribute = |model: &str, input: &Path, target: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["attribute", "--model", model, "--input", s(input), "--target", target, "--out", s(&out)]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let m = s(&model);
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("missing model", attribute("nope.safetensors", &input, "0", &[])),
+        ("corrupt model", attribute(s(&not_model), &input, "0", &[])),
+        ("bad target", attribute(m, &input, "x", &[])),
+        ("target out of range", attribute(m, &input, "12", &[])),
+        ("too many targets", attribute(m, &input, "1,2", &[])),
+        ("rank 3 input", attribute(m, &rank3, "0", &[])),
+        ("NaN input", attribute(m, &nan, "0", &[])),
+        ("corrupt npy", attribute(m, &junk, "0", &[])),
+        ("hostile without comparative", attribute(m, &input, "0", &["--hostile", "1"])),
+        ("bad dtype", attribute(m, &input, "0", &["--dtype", "f16"])),
+        ("unwritable output", {
+            let mut args = attribute(m, &input, "0", &[]);
+            *args.last_mut().unwrap() = "/no/such/dir/r.npy".into();
+            args
+        }),
+        ("unknown subcommand", vec!["explode".into()]),
+        ("missing argument", vec!["attribute".into(), "--model".into(), m.into()]),
     ];
     for (what, args) in cases {
-        let o = rsp(&args);
+        let o = rsp(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{what}: succeeded");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: stderr was {stderr:?}");
