@@ -14,17 +14,30 @@
 //! ```
 
 /// Largest kernel size, stride, padding or pooled output size along one axis
-/// (the same bound the ONNX reader applies to Conv and pooling attributes).
-pub const MAX_SPATIAL: usize = crate::io::onnx::MAX_SPATIAL;
+/// (also the bound the ONNX reader applies to Conv and pooling attributes), so
+/// that shape arithmetic cannot overflow.
+pub const MAX_SPATIAL: usize = 1 << 20;
 
 /// Largest number of elements of one sample of the input or of any node's
 /// output (2²⁸ ≈ 268 million: 1 GiB per tensor in `f32`, 2 GiB in `f64`).
 /// [`Network::check`](crate::Network::check) refuses larger shapes.
 pub const MAX_ELEMENTS_PER_SAMPLE: usize = 1 << 28;
 
+/// Largest number of nodes of an ONNX graph.
+pub const MAX_NODES: usize = 100_000;
+
 /// Largest number of entries of the `layers` metadata of a safetensors model
 /// (the same bound as the ONNX reader's node count).
-pub const MAX_LAYERS: usize = crate::io::onnx::MAX_NODES;
+pub const MAX_LAYERS: usize = MAX_NODES;
+
+/// Largest ONNX file, in bytes: protobuf messages cannot exceed 2 GiB.
+pub const MAX_ONNX_FILE_BYTES: u64 = 1 << 31;
+
+/// Largest rank of an ONNX tensor (initializer, constant or graph input).
+pub const MAX_RANK: usize = 8;
+
+/// Largest number of elements in one ONNX tensor.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 31;
 
 /// Largest `.npy` header, in bytes (numpy itself refuses headers over 10,000
 /// bytes unless told otherwise).

@@ -4,10 +4,9 @@
 use crate::backend::{Backend, CpuBackend};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
-use crate::layers::add::add_rule;
-use crate::layers::{Layer, LayerKind, RuleContext};
+use crate::layers::{Layer, LayerKind};
 use crate::limits::MAX_ELEMENTS_PER_SAMPLE;
-use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Axis};
+use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, AsArray, Axis, Ix4};
 use rayon::prelude::*;
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ pub enum Source {
 
 /// What a node computes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum NodeOp<T: Float> {
     /// A layer with one input.
     Layer(Box<dyn Layer<T>>),
@@ -33,13 +33,21 @@ pub enum NodeOp<T: Float> {
 /// One node of a [`Network`]: an operation and the tensors it reads.
 #[derive(Clone, Debug)]
 pub struct Node<T: Float> {
-    /// The operation.
-    pub op: NodeOp<T>,
-    /// Its inputs (one for a layer, two for `Add`), each an earlier node or the input.
-    pub inputs: Vec<Source>,
+    pub(crate) op: NodeOp<T>,
+    pub(crate) inputs: Vec<Source>,
 }
 
 impl<T: Float> Node<T> {
+    /// The operation.
+    pub fn op(&self) -> &NodeOp<T> {
+        &self.op
+    }
+
+    /// Its inputs (one for a layer, two for `Add`), each an earlier node or the input.
+    pub fn inputs(&self) -> &[Source] {
+        &self.inputs
+    }
+
     /// The layer of a layer node.
     pub fn layer(&self) -> Option<&dyn Layer<T>> {
         match &self.op {
@@ -192,6 +200,7 @@ impl<T: Float> Network<T> {
     }
 
     /// Replaces the last node by `layer` reading `from` (importers fold a bias into it).
+    #[cfg(feature = "onnx")]
     pub(crate) fn replace_last(&mut self, layer: Box<dyn Layer<T>>, from: Source) {
         if let Some(last) = self.nodes.last_mut() {
             *last = Node { op: NodeOp::Layer(layer), inputs: vec![from] };
@@ -376,7 +385,11 @@ impl<T: Float> Network<T> {
     /// let logits = net.forward(ndarray::Array4::ones((2, 1, 2, 2)).view()).unwrap();
     /// assert_eq!(logits, ndarray::arr2(&[[4.0], [4.0]]));
     /// ```
-    pub fn forward(&self, input: ArrayView4<T>) -> Result<Array2<T>> {
+    pub fn forward<'a>(&self, input: impl AsArray<'a, T, Ix4>) -> Result<Array2<T>>
+    where
+        T: 'a,
+    {
+        let input: ArrayView4<'a, T> = input.into();
         let shapes = self.validate_input(&input)?;
         let classes = shapes.last().expect("checked")[0];
         let rows: Vec<ArrayD<T>> = input
@@ -400,7 +413,8 @@ impl<T: Float> Network<T> {
         Ok(logits)
     }
 
-    /// The start layer chosen automatically: the last ReLU of the feature
+    /// The start layer chosen automatically: the last activation (a ReLU, or a
+    /// custom layer whose [`Layer::is_activation`] is true) of the feature
     /// extractor followed by nothing but pooling (and dropout) before the
     /// classifier head (the first flatten or linear node).
     pub fn default_start_layer(&self) -> Result<usize> {
@@ -415,9 +429,9 @@ impl<T: Float> Network<T> {
             k -= 1;
         }
         match k.checked_sub(1) {
-            Some(s) if kind(s) == Some(LayerKind::Relu) => Ok(s),
+            Some(s) if self.nodes[s].layer().is_some_and(|l| l.is_activation()) => Ok(s),
             _ => Err(RspError::model(
-                "no ReLU precedes the pooling before the classifier head; give the start layer explicitly",
+                "no activation (ReLU) precedes the pooling before the classifier head; give the start layer explicitly",
             )),
         }
     }
@@ -436,99 +450,66 @@ impl<T: Float> Network<T> {
         }
         Ok(s)
     }
-
-    /// Backpropagates the gradient `seed` at the network output down to the
-    /// output of `stop` (ordinary vector–Jacobian products; branches sum).
-    pub(crate) fn gradient_to(&self, acts: &Activations<'_, T>, seed: ArrayD<T>, stop: Source) -> Result<ArrayD<T>> {
-        let first = match stop {
-            Source::Input => 0,
-            Source::Node(s) => s + 1,
-        };
-        let n = self.nodes.len();
-        let mut grads: Vec<Option<ArrayD<T>>> = vec![None; n];
-        let mut at_stop: Option<ArrayD<T>> = None;
-        grads[n - 1] = Some(seed);
-        for k in (first..n).rev() {
-            let Some(g) = grads[k].take() else { continue };
-            let node = &self.nodes[k];
-            let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
-                NodeOp::Layer(l) => {
-                    vec![(node.inputs[0], l.gradient(self.backend(), acts.get(node.inputs[0]), g.view())?)]
-                }
-                NodeOp::Add => vec![(node.inputs[0], g.clone()), (node.inputs[1], g)],
-            };
-            for (src, part) in parts {
-                let slot = match src {
-                    _ if src == stop => &mut at_stop,
-                    Source::Node(j) if j >= first => &mut grads[j],
-                    _ => continue,
-                };
-                accumulate(slot, part);
-            }
-        }
-        Ok(at_stop.unwrap_or_else(|| ArrayD::zeros(acts.get(stop).raw_dim())))
-    }
-
-    /// Walks the RSP rules from the output of node `start` (relevance
-    /// `r_start`) back to the input. Branch points sum their readers'
-    /// relevances. Returns the input relevance and, if asked, the relevance
-    /// each node's rule returned at its (first) input.
-    pub(crate) fn rsp_from(
-        &self,
-        acts: &Activations<'_, T>,
-        start: usize,
-        r_start: ArrayD<T>,
-        keep_trace: bool,
-    ) -> Result<(ArrayD<T>, LayerRelevances<T>)> {
-        let mut rel: Vec<Option<ArrayD<T>>> = vec![None; start + 1];
-        let mut at_input: Option<ArrayD<T>> = None;
-        let mut trace: Vec<Option<ArrayD<T>>> = vec![None; if keep_trace { self.nodes.len() } else { 0 }];
-        rel[start] = Some(r_start);
-        for k in (0..=start).rev() {
-            let Some(r) = rel[k].take() else { continue };
-            let node = &self.nodes[k];
-            let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
-                NodeOp::Layer(l) => {
-                    let src = node.inputs[0];
-                    let ctx = RuleContext { is_input_layer: src == Source::Input };
-                    vec![(src, l.rsp_backward(self.backend(), acts.get(src), r.view(), ctx)?)]
-                }
-                NodeOp::Add => {
-                    let (ra, rb) = add_rule(acts.get(node.inputs[0]), acts.get(node.inputs[1]), r.view());
-                    vec![(node.inputs[0], ra), (node.inputs[1], rb)]
-                }
-            };
-            for (_, part) in &parts {
-                check_finite(
-                    || {
-                        format!("the relevance at the input of node #{k} ({}) (an intermediate value overflowed the float range)", node.describe())
-                    },
-                    part,
-                )?;
-            }
-            if keep_trace {
-                trace[k] = Some(parts[0].1.clone());
-            }
-            for (src, part) in parts {
-                let slot = match src {
-                    Source::Input => &mut at_input,
-                    Source::Node(j) => &mut rel[j],
-                };
-                accumulate(slot, part);
-            }
-        }
-        Ok((at_input.unwrap_or_else(|| ArrayD::zeros(acts.input.raw_dim())), trace))
-    }
 }
 
-/// Per node, the relevance its rule returned (when kept).
-pub(crate) type LayerRelevances<T> = Vec<Option<ArrayD<T>>>;
+impl<T: Float> Network<T> {
+    /// Appends a residual block with an identity shortcut, reading the last
+    /// node `x`: `main(net, x)` appends the main path and returns its end `m`;
+    /// then the sum `m + x` is appended and returned (append the ReLU after
+    /// it yourself). For the shortcut `x` relevance of both readers is summed.
+    ///
+    /// ```
+    /// use rsp::layers::{AdaptiveAvgPool2d, Flatten, Linear, Relu};
+    /// use rsp::models::WeightSource;
+    /// let w = WeightSource::HeNormal { seed: 3 };
+    /// let mut net = rsp::Network::<f64>::new();
+    /// net.push(w.conv2d("stem", 3, 4, 3, 1, 1, false).unwrap());
+    /// net.push(Relu);
+    /// // y = relu(bn(conv(relu(bn(conv(x))))) + x)
+    /// net.residual(|net, x| {
+    ///     net.push_from(w.conv2d("block.conv1", 4, 4, 3, 1, 1, false)?, x);
+    ///     net.push(w.batchnorm2d("block.bn1", 4)?);
+    ///     net.push(Relu);
+    ///     net.push(w.conv2d("block.conv2", 4, 4, 3, 1, 1, false)?);
+    ///     Ok(net.push(w.batchnorm2d("block.bn2", 4)?))
+    /// })
+    /// .unwrap();
+    /// let start = net.push(Relu);
+    /// net.push(AdaptiveAvgPool2d::new((1, 1)));
+    /// net.push(Flatten);
+    /// net.push(w.linear("fc", 4, 2).unwrap());
+    /// assert_eq!(rsp::Source::Node(net.default_start_layer().unwrap()), start);
+    /// ```
+    pub fn residual(&mut self, main: impl FnOnce(&mut Self, Source) -> Result<Source>) -> Result<Source> {
+        self.residual_with(main, |_, x| Ok(x))
+    }
 
-/// Adds `part` into `slot` (a branch point receives the sum of its readers' relevances).
-fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>) {
-    match slot {
-        Some(acc) => *acc += &part,
-        None => *slot = Some(part),
+    /// Appends a residual block reading the last node `x` with a shortcut
+    /// path: `main(net, x)` and `shortcut(net, x)` each append their nodes
+    /// and return their end; the sum `main + shortcut` is appended and returned.
+    ///
+    /// ```
+    /// use rsp::layers::Relu;
+    /// use rsp::models::WeightSource;
+    /// let w = WeightSource::HeNormal { seed: 3 };
+    /// let mut net = rsp::Network::<f32>::new();
+    /// net.push(Relu);
+    /// net.residual_with(
+    ///     |net, x| Ok(net.push_from(w.conv2d("main", 3, 8, 3, 2, 1, false)?, x)),
+    ///     |net, x| Ok(net.push_from(w.conv2d("shortcut", 3, 8, 1, 2, 0, false)?, x)),
+    /// )
+    /// .unwrap();
+    /// assert_eq!(net.len(), 4); // relu, main conv, shortcut conv, add
+    /// ```
+    pub fn residual_with(
+        &mut self,
+        main: impl FnOnce(&mut Self, Source) -> Result<Source>,
+        shortcut: impl FnOnce(&mut Self, Source) -> Result<Source>,
+    ) -> Result<Source> {
+        let x = self.last();
+        let m = main(self, x)?;
+        let s = shortcut(self, x)?;
+        Ok(self.add(m, s))
     }
 }
 

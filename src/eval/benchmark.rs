@@ -8,9 +8,8 @@
 use super::dataset::Scenes;
 use super::metrics::{hostile_pointing_hit, pointing_hit, spearman, top_k_iou, BoxRegion};
 use crate::error::{Result, RspError};
-use crate::explain::Target;
+use crate::attribution::{Method, Target};
 use crate::float::Float;
-use crate::methods::Method;
 use crate::network::Network;
 use ndarray::{Array2, Array4, Axis};
 use rayon::prelude::*;
@@ -98,7 +97,7 @@ pub fn scene_heatmaps<T: Float>(net: &Network<T>, scenes: &Scenes, i: usize, met
     let x = scenes.input(i).mapv(|v| T::of(f64::from(v)));
     let batch: Array4<T> = x.broadcast((slots.len(), x.dim().0, h, w)).expect("same shape").to_owned();
     let targets: Vec<usize> = slots.iter().map(|(_, b)| b.class).collect();
-    let a = net.explain_with(batch.view(), Target::PerSample(targets), method)?;
+    let a = net.explain(&batch, Target::PerSample(targets), method)?;
     Ok((slots, a.heatmaps))
 }
 
@@ -179,7 +178,7 @@ pub fn summarise(method: &Method, scenes: usize, pairs: &[PairScore]) -> Report 
 /// use rsp::eval::{benchmark::{evaluate, EvalOptions}, dataset::Scenes};
 /// let net = rsp::Network::<f64>::load("data/digits_vgg.safetensors")?;
 /// let scenes = Scenes::load("data/scenes_public.safetensors")?;
-/// let report = evaluate(&net, &scenes, &rsp::Method::Rsp, &EvalOptions { limit: Some(20), ..Default::default() })?;
+/// let report = evaluate(&net, &scenes, &rsp::Method::default(), &EvalOptions { limit: Some(20), ..Default::default() })?;
 /// println!("{}", report.to_json());
 /// # Ok::<(), rsp::RspError>(())
 /// ```

@@ -1,7 +1,10 @@
 //! Reading and writing models and tensors.
 
+#[cfg(feature = "npy")]
 pub mod npy;
+#[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "onnx")]
 mod onnx_import;
 pub mod safetensors;
 
@@ -12,7 +15,8 @@ use std::path::Path;
 
 impl<T: Float> Network<T> {
     /// Loads a model file, choosing the reader by extension: `.onnx` for
-    /// ONNX, anything else as safetensors (the `layers` format or ResNet metadata).
+    /// ONNX (feature `onnx`), anything else as safetensors (the `layers`
+    /// format or ResNet metadata, [`Network::load_safetensors`]).
     ///
     /// ```no_run
     /// let net = rsp::Network::<f64>::load("data/digits_vgg.safetensors").unwrap();
@@ -21,9 +25,14 @@ impl<T: Float> Network<T> {
         let path = path.as_ref();
         let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
         if is_onnx {
-            Self::load_onnx(path)
-        } else {
-            Self::load_safetensors(path)
+            #[cfg(feature = "onnx")]
+            return Self::load_onnx(path);
+            #[cfg(not(feature = "onnx"))]
+            return Err(crate::RspError::InvalidArgument(format!(
+                "{}: reading ONNX models needs the crate's `onnx` feature",
+                path.display()
+            )));
         }
+        Self::load_safetensors(path)
     }
 }

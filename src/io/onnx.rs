@@ -48,18 +48,11 @@ mod proto;
 use proto::attribute_proto::AttributeType;
 use proto::tensor_proto::{DataLocation, DataType};
 
-/// Largest file [`read_onnx`] accepts, in bytes: protobuf messages cannot
-/// exceed 2 GiB.
-pub const MAX_FILE_BYTES: u64 = 1 << 31;
-/// Largest number of nodes in a graph.
-pub const MAX_NODES: usize = 100_000;
-/// Largest rank of a tensor (initializer, constant or graph input).
-pub const MAX_RANK: usize = 8;
-/// Largest number of elements in one tensor.
-pub const MAX_ELEMENTS: u64 = 1 << 31;
-/// Largest kernel size, stride or padding accepted in a Conv or pooling
-/// attribute, so that later shape arithmetic cannot overflow.
-pub const MAX_SPATIAL: usize = 1 << 20;
+// The size limits live in `crate::limits` with the crate's other limits.
+use crate::limits::{
+    MAX_NODES, MAX_ONNX_FILE_BYTES as MAX_FILE_BYTES, MAX_RANK, MAX_SPATIAL, MAX_TENSOR_ELEMENTS as MAX_ELEMENTS,
+};
+
 /// Oldest default-domain opset accepted: before 7, `Gemm`, `Dropout` and
 /// `BatchNormalization` had attributes with other semantics.
 pub const MIN_OPSET: i64 = 7;

@@ -235,7 +235,7 @@ impl<'g, T: Float> Importer<'g, T> {
                 let last = self.net.len().checked_sub(1);
                 let OnnxTensor::Float(c) = c else { return Err(self.err(node, "the constant must be a float tensor")) };
                 let linear = last.filter(|&k| x == Source::Node(k)).and_then(|k| {
-                    self.net.nodes()[k].layer().and_then(|l| l.as_any().downcast_ref::<Linear<T>>()).cloned()
+                    self.net.nodes()[k].layer().and_then(|l| l.downcast_ref::<Linear<T>>()).cloned()
                 });
                 match linear {
                     Some(l) if l.bias().is_none() && c.len() == l.weight().nrows() => {

@@ -8,6 +8,7 @@ use crate::float::Float;
 use crate::layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu,
 };
+use crate::models::{Architecture, BlockKind, ResNetConfig, TensorSource, WeightSource};
 use crate::network::{Network, NodeOp, Source};
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn};
@@ -222,6 +223,16 @@ impl<'a> Weights<'a> {
     }
 }
 
+impl TensorSource for Weights<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<ArrayD<f64>> {
+        self.get::<f64>(name, shape)
+    }
+
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        Weights::shape_of(self, name)
+    }
+}
+
 /// Converts a float32 or float64 tensor to an array of `T`.
 pub(crate) fn tensor_to_array<T: Float>(t: &TensorView<'_>, name: &str) -> Result<ArrayD<T>> {
     let data = t.data();
@@ -368,7 +379,7 @@ fn build_layer<T: Float>(spec: &LayerSpec, w: &Weights<'_>) -> Result<Box<dyn La
 
 /// The spec of a layer of this crate's built-in types (for writing files).
 fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
-    let any = layer.as_any();
+    let any: &dyn std::any::Any = layer;
     let pair = |(h, w): (usize, usize)| if h == w { Pair::Square(h) } else { Pair::Rect([h, w]) };
     if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
         let (o, i, kh, kw) = c.weight().dim();
@@ -458,8 +469,8 @@ impl<T: Float> Network<T> {
     pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let (weights, metadata) = open_file(bytes, origin)?;
         if metadata.get("arch").map(String::as_str) == Some("resnet") {
-            let config = crate::models::ResNetConfig::from_metadata(&metadata, origin)?;
-            let mut net = config.build(&crate::models::WeightSource::File(&weights))?;
+            let config = ResNetConfig::from_metadata(&metadata, origin)?;
+            let mut net = config.build(&WeightSource::File(&weights))?;
             apply_common_metadata(&mut net, &metadata, origin)?;
             return Ok(net);
         }
@@ -484,6 +495,27 @@ impl<T: Float> Network<T> {
         }
         apply_common_metadata(&mut net, &metadata, origin)?;
         Ok(net)
+    }
+
+    /// Loads a torchvision model saved as a safetensors `state_dict` (see
+    /// `docs/torchvision.md`); `arch` names the architecture as
+    /// [`Architecture::from_name`](crate::models::Architecture::from_name) does (`"resnet50"`, `"vgg16_bn"`, ...).
+    ///
+    /// ```no_run
+    /// let net = rsp::Network::<f32>::load_torchvision("resnet50.safetensors", "resnet50").unwrap();
+    /// ```
+    pub fn load_torchvision(path: impl AsRef<Path>, arch: &str) -> Result<Self> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
+        Self::torchvision_from_bytes(&bytes, arch, &shown)
+    }
+
+    /// [`Network::load_torchvision`] from bytes in memory; `origin` names them in errors.
+    pub fn torchvision_from_bytes(bytes: &[u8], arch: &str, origin: &str) -> Result<Self> {
+        let architecture = Architecture::from_name(arch)?;
+        let (weights, _) = Weights::parse(bytes, origin)?;
+        architecture.build(&WeightSource::File(&weights))
     }
 
     /// Writes the network in the format [`Network::load_safetensors`] reads
@@ -519,7 +551,7 @@ impl<T: Float> Network<T> {
             let spec = spec_of(layer.as_ref()).ok_or_else(|| {
                 RspError::model(format!("node #{k} ({}) has no entry in the layers format", layer.describe()))
             })?;
-            let any = layer.as_any();
+            let any: &dyn std::any::Any = layer.as_ref();
             if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
                 put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
                 if let Some(b) = c.bias() {
@@ -595,4 +627,71 @@ pub(crate) fn apply_common_metadata<T: Float>(
         }
     }
     Ok(())
+}
+
+/// The ResNet description of a model file's metadata (the file format's
+/// side of [`ResNetConfig`]; the builder knows nothing of files).
+impl ResNetConfig {
+    /// The configuration in a golden file's metadata: `arch` = `resnet`,
+    /// `block` (`basic` or `bottleneck`), `layers` and `widths` (JSON lists),
+    /// `stem_width`, `num_classes`.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use rsp::models::{BlockKind, ResNetConfig};
+    /// let meta: HashMap<String, String> = [("arch", "resnet"), ("block", "basic"), ("layers", "[1, 1]"),
+    ///     ("widths", "[8, 16]"), ("stem_width", "8"), ("num_classes", "10")]
+    ///     .into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    /// let c = ResNetConfig::from_metadata(&meta, "example").unwrap();
+    /// assert_eq!(c.block, BlockKind::Basic);
+    /// assert_eq!(c.out_channels(), 16);
+    /// ```
+    pub fn from_metadata(metadata: &HashMap<String, String>, origin: &str) -> Result<Self> {
+        let required = |key: &str| RspError::format(origin, format!("ResNet metadata has no `{key}`"));
+        if let Some(arch) = metadata.get("arch") {
+            if arch != "resnet" {
+                return Err(RspError::format(origin, format!("metadata `arch` is `{arch}`, not `resnet`")));
+            }
+        }
+        let block = match metadata.get("block").map(|s| s.trim().trim_matches('"')) {
+            Some("basic") => BlockKind::Basic,
+            Some("bottleneck") => BlockKind::Bottleneck,
+            Some(other) => {
+                return Err(RspError::format(
+                    origin,
+                    format!("metadata `block` is `{other}`: expected `basic` or `bottleneck`"),
+                ))
+            }
+            None => return Err(required("block")),
+        };
+        let config = ResNetConfig {
+            block,
+            layers: json_field(metadata, "layers", origin)?.ok_or_else(|| required("layers"))?,
+            widths: json_field(metadata, "widths", origin)?.ok_or_else(|| required("widths"))?,
+            stem_width: json_field(metadata, "stem_width", origin)?.ok_or_else(|| required("stem_width"))?,
+            num_classes: json_field(metadata, "num_classes", origin)?.ok_or_else(|| required("num_classes"))?,
+        };
+        config.validate().map_err(|e| RspError::format(origin, e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The metadata [`ResNetConfig::from_metadata`] reads.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let block = match self.block {
+            BlockKind::Basic => "basic",
+            BlockKind::Bottleneck => "bottleneck",
+        };
+        let json = |v: &[usize]| serde_json::to_string(v).expect("serialisable");
+        [
+            ("arch", "resnet".to_string()),
+            ("block", block.to_string()),
+            ("layers", json(&self.layers)),
+            ("widths", json(&self.widths)),
+            ("stem_width", self.stem_width.to_string()),
+            ("num_classes", self.num_classes.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }

@@ -209,12 +209,6 @@ macro_rules! average_pooling_layer {
             ) -> Result<ArrayD<T>> {
                 lrp_backward(self, backend, x, relevance, rule)
             }
-            fn clone_box(&self) -> Box<dyn Layer<T>> {
-                Box::new(self.clone())
-            }
-            fn as_any(&self) -> &dyn std::any::Any {
-                self
-            }
             fn describe(&self) -> String {
                 let describe: fn(&$pool) -> String = $describe;
                 describe(self)

@@ -179,14 +179,6 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
         vec![("weight", self.gamma.view_mut().into_dyn()), ("bias", self.beta.view_mut().into_dyn())]
     }
 
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         format!("batchnorm2d {} {} channels eps {}", self.name, self.gamma.len(), self.eps)
     }

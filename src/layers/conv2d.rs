@@ -240,14 +240,6 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         params
     }
 
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         let (o, c, kh, kw) = self.weight.dim();
         let [sh, sw] = self.geometry.stride;

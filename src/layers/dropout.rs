@@ -59,14 +59,6 @@ impl<T: Float> Layer<T> for Dropout {
         Ok(relevance.to_owned())
     }
 
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(*self)
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         "dropout".into()
     }

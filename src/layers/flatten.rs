@@ -63,14 +63,6 @@ impl<T: Float> Layer<T> for Flatten {
         Ok(reshape(relevance, x.shape()))
     }
 
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(*self)
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         "flatten".into()
     }

@@ -144,14 +144,6 @@ impl<T: Float> Layer<T> for Linear<T> {
         params
     }
 
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         format!("linear {} {}→{}", self.name, self.weight.ncols(), self.weight.nrows())
     }

@@ -108,14 +108,6 @@ impl<T: Float> Layer<T> for MaxPool2d {
         Ok(backend.max_pool_adjoint(as_chw(relevance, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
     }
 
-    fn clone_box(&self) -> Box<dyn Layer<T>> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         let [pt, pl, pb, pr] = self.padding;
         format!(

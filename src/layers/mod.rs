@@ -21,7 +21,7 @@
 //! A layer sees **one sample** (`C×H×W` or a flat vector); the
 //! [`Network`](crate::Network) maps the samples of a batch.
 
-pub mod add;
+mod add;
 mod avgpool;
 mod batchnorm;
 mod conv2d;
@@ -31,8 +31,9 @@ mod linear;
 mod maxpool;
 mod pool_rule;
 mod relu;
-pub mod sectional;
+mod sectional;
 
+pub(crate) use add::{add_lrp_rule, add_rule};
 pub use avgpool::{AdaptiveAvgPool2d, AvgPool2d};
 pub use batchnorm::BatchNorm2d;
 pub use conv2d::Conv2d;
@@ -46,6 +47,7 @@ use crate::backend::Backend;
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use ndarray::{ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Ix3};
+use std::any::Any;
 use std::fmt::Debug;
 
 /// What a layer is, for the choice of the start layer and for messages.
@@ -141,6 +143,14 @@ pub type ParameterMut<'a, T> = (&'static str, ArrayViewMutD<'a, T>);
 /// Layers are immutable during an attribution: everything one call computes
 /// lives in that call. Every method works on **one sample** (no batch axis).
 ///
+/// A layer of your own implements what defines it: [`Layer::kind`] (say
+/// [`LayerKind::Custom`]), [`Layer::output_shape`], [`Layer::forward`],
+/// [`Layer::gradient`], [`Layer::rsp_backward`] and [`Layer::describe`]; it
+/// must be `Clone` (boxed layers clone through a blanket impl) and is
+/// recovered from a `dyn Layer` with [`downcast_ref`](trait.Layer.html#method.downcast_ref).
+/// An activation says so with [`Layer::is_activation`], so that the automatic
+/// start layer can be its output. `tests/custom_layer.rs` implements one outside the crate.
+///
 /// ```
 /// use rsp::backend::CpuBackend;
 /// use rsp::layers::{Layer, Relu, RuleContext};
@@ -151,9 +161,16 @@ pub type ParameterMut<'a, T> = (&'static str, ArrayViewMutD<'a, T>);
 /// let r = Relu.rsp_backward(&CpuBackend, x.view(), y.view(), RuleContext::default()).unwrap();
 /// assert_eq!(r, y);
 /// ```
-pub trait Layer<T: Float>: Send + Sync + Debug {
+pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
     /// The layer type.
     fn kind(&self) -> LayerKind;
+
+    /// True for an activation function (ReLU by default): the automatic start
+    /// layer ([`crate::Network::default_start_layer`]) is the last activation
+    /// before the classifier's pooling.
+    fn is_activation(&self) -> bool {
+        self.kind() == LayerKind::Relu
+    }
 
     /// The layer's name (its weights' prefix in a model file), or `""`.
     fn name(&self) -> &str {
@@ -212,19 +229,40 @@ pub trait Layer<T: Float>: Send + Sync + Debug {
         Vec::new()
     }
 
-    /// A boxed copy of the layer.
-    fn clone_box(&self) -> Box<dyn Layer<T>>;
-
-    /// The layer as `Any`, to recover its concrete type (model writers use it).
-    fn as_any(&self) -> &dyn std::any::Any;
-
     /// One line describing the layer, e.g. `conv2d features.0 3→8 k3 s1 p1`.
     fn describe(&self) -> String;
 }
 
+/// Cloning a boxed layer: implemented for every `Clone` layer, so a layer
+/// never writes it.
+pub trait CloneLayer<T: Float> {
+    /// A boxed copy of the layer.
+    fn clone_boxed(&self) -> Box<dyn Layer<T>>;
+}
+
+impl<T: Float, L: Layer<T> + Clone> CloneLayer<T> for L {
+    fn clone_boxed(&self) -> Box<dyn Layer<T>> {
+        Box::new(self.clone())
+    }
+}
+
 impl<T: Float> Clone for Box<dyn Layer<T>> {
     fn clone(&self) -> Self {
-        self.clone_box()
+        self.clone_boxed()
+    }
+}
+
+impl<T: Float> dyn Layer<T> {
+    /// The layer as its concrete type `L`, if it is one.
+    ///
+    /// ```
+    /// use rsp::layers::{Layer, Relu, Flatten};
+    /// let boxed: Box<dyn Layer<f32>> = Box::new(Relu);
+    /// assert!(boxed.downcast_ref::<Relu>().is_some());
+    /// assert!(boxed.downcast_ref::<Flatten>().is_none());
+    /// ```
+    pub fn downcast_ref<L: Layer<T>>(&self) -> Option<&L> {
+        (self as &dyn Any).downcast_ref::<L>()
     }
 }
 

@@ -1,7 +1,9 @@
 //! Ready-made architectures: torchvision's ResNets ([`ResNetConfig`]) and
-//! VGGs ([`VggConfig`]), built from a [`WeightSource`] (a safetensors file of
-//! a torchvision `state_dict`, or seeded He-normal random weights), and the
-//! [`Network::residual`] helpers to write residual blocks by hand.
+//! VGGs ([`VggConfig`]), built from a [`WeightSource`] (named tensors such as
+//! a torchvision `state_dict` read by [`crate::io::safetensors::Weights`], or
+//! seeded He-normal random weights). The builders know nothing of files:
+//! loading a file is [`crate::io`]'s job. Residual blocks by hand:
+//! [`Network::residual`].
 //!
 //! Turning a torchvision model into a file these builders read is three
 //! lines of Python; see `docs/torchvision.md`.
@@ -18,7 +20,6 @@
 pub mod resnet;
 pub mod vgg;
 
-pub use crate::io::safetensors::Weights;
 pub use resnet::{basic_block, bottleneck_block, BlockKind, ResNetConfig};
 pub use vgg::{VggConfig, VggLayer};
 
@@ -26,9 +27,46 @@ use crate::backend::ConvGeometry;
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
-use crate::network::{Network, Source};
+use crate::network::Network;
 use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn};
-use std::path::Path;
+
+/// Named tensors a builder can read its weights from (a model file's tensors,
+/// under PyTorch `state_dict` names). [`crate::io::safetensors::Weights`]
+/// implements it for safetensors files; implement it to build from any other
+/// store.
+pub trait TensorSource {
+    /// The tensor `name`, which must have `shape`, widened to `f64` (exact for
+    /// `f32` and `f64` data, so a model built in either type gets the file's
+    /// values bit for bit); a missing tensor or another shape is an error.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<ArrayD<f64>>;
+
+    /// The shape of tensor `name`, if present.
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>>;
+}
+
+/// The tensor `name` of `shape` in `T` (`T::of` of an `f64` that came from
+/// `f32` or `f64` data rounds exactly as a direct conversion would).
+fn fetch<T: Float>(w: &dyn TensorSource, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
+    let a = w.tensor(name, shape)?.mapv(T::of);
+    // A finite f64 weight can still overflow f32.
+    match a.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(RspError::NonFinite { tensor: format!("weight tensor `{name}` (in {})", T::NAME), index }),
+        None => Ok(a),
+    }
+}
+
+/// The tensor `name` of `shape` if present.
+fn fetch_optional<T: Float>(w: &dyn TensorSource, name: &str, shape: &[usize]) -> Result<Option<ArrayD<T>>> {
+    match w.shape_of(name) {
+        Some(_) => fetch(w, name, shape).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The vector `name` of length `len`.
+fn fetch_vector<T: Float>(w: &dyn TensorSource, name: &str, len: usize) -> Result<Array1<T>> {
+    Ok(fetch::<T>(w, name, &[len])?.into_dimensionality().expect("checked shape"))
+}
 
 /// Where a builder takes its weights from.
 ///
@@ -41,8 +79,9 @@ use std::path::Path;
 /// ```
 #[derive(Clone, Copy)]
 pub enum WeightSource<'a> {
-    /// The tensors of a safetensors file, under torchvision `state_dict` names.
-    File(&'a Weights<'a>),
+    /// Named tensors, under torchvision `state_dict` names (for example a
+    /// safetensors file's [`crate::io::safetensors::Weights`]).
+    File(&'a dyn TensorSource),
     /// Random weights from a seed, as torchvision initialises them for
     /// training: convolutions He-normal (`N(0, 2/fan_out)`, fan-out = out ×
     /// kh × kw), linear layers He-normal with fan-in, biases 0, batch norm the
@@ -83,11 +122,11 @@ impl WeightSource<'_> {
         let shape = [out, in_channels, kernel, kernel];
         let (weight, b) = match self {
             WeightSource::File(w) => {
-                let weight = w.get::<T>(&format!("{name}.weight"), &shape)?;
+                let weight = fetch::<T>(*w, &format!("{name}.weight"), &shape)?;
                 let b = if bias {
-                    Some(w.get::<T>(&format!("{name}.bias"), &[out])?)
+                    Some(fetch::<T>(*w, &format!("{name}.bias"), &[out])?)
                 } else {
-                    w.optional::<T>(&format!("{name}.bias"), &[out])?
+                    fetch_optional::<T>(*w, &format!("{name}.bias"), &[out])?
                 };
                 (weight, b)
             }
@@ -107,7 +146,7 @@ impl WeightSource<'_> {
         let eps = T::of(1e-5);
         match self {
             WeightSource::File(w) => {
-                let v = |suffix: &str| w.vector::<T>(&format!("{name}.{suffix}"), channels);
+                let v = |suffix: &str| fetch_vector::<T>(*w, &format!("{name}.{suffix}"), channels);
                 BatchNorm2d::new(name, v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?, eps)
             }
             WeightSource::HeNormal { .. } => {
@@ -122,8 +161,8 @@ impl WeightSource<'_> {
     pub fn linear<T: Float>(&self, name: &str, in_features: usize, out: usize) -> Result<Linear<T>> {
         let (weight, bias) = match self {
             WeightSource::File(w) => (
-                w.get::<T>(&format!("{name}.weight"), &[out, in_features])?,
-                w.vector::<T>(&format!("{name}.bias"), out)?,
+                fetch::<T>(*w, &format!("{name}.weight"), &[out, in_features])?,
+                fetch_vector::<T>(*w, &format!("{name}.bias"), out)?,
             ),
             WeightSource::HeNormal { seed } => {
                 let std = (2.0 / in_features.max(1) as f64).sqrt();
@@ -236,88 +275,6 @@ impl Architecture {
                 VggConfig { num_classes: classes, ..c.clone() }.build(weights)
             }
         }
-    }
-}
-
-impl<T: Float> Network<T> {
-    /// Loads a torchvision model saved as a safetensors `state_dict` (see
-    /// `docs/torchvision.md`); `arch` names the architecture as
-    /// [`Architecture::from_name`] does (`"resnet50"`, `"vgg16_bn"`, ...).
-    ///
-    /// ```no_run
-    /// let net = rsp::Network::<f32>::load_torchvision("resnet50.safetensors", "resnet50").unwrap();
-    /// ```
-    pub fn load_torchvision(path: impl AsRef<Path>, arch: &str) -> Result<Self> {
-        let path = path.as_ref();
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
-        Self::torchvision_from_bytes(&bytes, arch, &shown)
-    }
-
-    /// [`Network::load_torchvision`] from bytes in memory; `origin` names them in errors.
-    pub fn torchvision_from_bytes(bytes: &[u8], arch: &str, origin: &str) -> Result<Self> {
-        let architecture = Architecture::from_name(arch)?;
-        let (weights, _) = Weights::parse(bytes, origin)?;
-        architecture.build(&WeightSource::File(&weights))
-    }
-
-    /// Appends a residual block with an identity shortcut, reading the last
-    /// node `x`: `main(net, x)` appends the main path and returns its end `m`;
-    /// then the sum `m + x` is appended and returned (append the ReLU after
-    /// it yourself). For the shortcut `x` relevance of both readers is summed.
-    ///
-    /// ```
-    /// use rsp::layers::{AdaptiveAvgPool2d, Flatten, Linear, Relu};
-    /// use rsp::models::WeightSource;
-    /// let w = WeightSource::HeNormal { seed: 3 };
-    /// let mut net = rsp::Network::<f64>::new();
-    /// net.push(w.conv2d("stem", 3, 4, 3, 1, 1, false).unwrap());
-    /// net.push(Relu);
-    /// // y = relu(bn(conv(relu(bn(conv(x))))) + x)
-    /// net.residual(|net, x| {
-    ///     net.push_from(w.conv2d("block.conv1", 4, 4, 3, 1, 1, false)?, x);
-    ///     net.push(w.batchnorm2d("block.bn1", 4)?);
-    ///     net.push(Relu);
-    ///     net.push(w.conv2d("block.conv2", 4, 4, 3, 1, 1, false)?);
-    ///     Ok(net.push(w.batchnorm2d("block.bn2", 4)?))
-    /// })
-    /// .unwrap();
-    /// let start = net.push(Relu);
-    /// net.push(AdaptiveAvgPool2d::new((1, 1)));
-    /// net.push(Flatten);
-    /// net.push(w.linear("fc", 4, 2).unwrap());
-    /// assert_eq!(rsp::Source::Node(net.default_start_layer().unwrap()), start);
-    /// ```
-    pub fn residual(&mut self, main: impl FnOnce(&mut Self, Source) -> Result<Source>) -> Result<Source> {
-        self.residual_with(main, |_, x| Ok(x))
-    }
-
-    /// Appends a residual block reading the last node `x` with a shortcut
-    /// path: `main(net, x)` and `shortcut(net, x)` each append their nodes
-    /// and return their end; the sum `main + shortcut` is appended and returned.
-    ///
-    /// ```
-    /// use rsp::layers::Relu;
-    /// use rsp::models::WeightSource;
-    /// let w = WeightSource::HeNormal { seed: 3 };
-    /// let mut net = rsp::Network::<f32>::new();
-    /// net.push(Relu);
-    /// net.residual_with(
-    ///     |net, x| Ok(net.push_from(w.conv2d("main", 3, 8, 3, 2, 1, false)?, x)),
-    ///     |net, x| Ok(net.push_from(w.conv2d("shortcut", 3, 8, 1, 2, 0, false)?, x)),
-    /// )
-    /// .unwrap();
-    /// assert_eq!(net.len(), 4); // relu, main conv, shortcut conv, add
-    /// ```
-    pub fn residual_with(
-        &mut self,
-        main: impl FnOnce(&mut Self, Source) -> Result<Source>,
-        shortcut: impl FnOnce(&mut Self, Source) -> Result<Source>,
-    ) -> Result<Source> {
-        let x = self.last();
-        let m = main(self, x)?;
-        let s = shortcut(self, x)?;
-        Ok(self.add(m, s))
     }
 }
 

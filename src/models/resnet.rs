@@ -13,10 +13,8 @@
 use super::WeightSource;
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::io::safetensors::json_field;
 use crate::layers::{AdaptiveAvgPool2d, Flatten, MaxPool2d, Relu};
 use crate::network::{Network, Source};
-use std::collections::HashMap;
 
 /// The residual block type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,69 +113,6 @@ impl ResNetConfig {
             return Err(RspError::model(format!("ResNet widths {:?} are too large", self.widths)));
         }
         Ok(())
-    }
-
-    /// The configuration in a golden file's metadata: `arch` = `resnet`,
-    /// `block` (`basic` or `bottleneck`), `layers` and `widths` (JSON lists),
-    /// `stem_width`, `num_classes`.
-    ///
-    /// ```
-    /// use std::collections::HashMap;
-    /// use rsp::models::{BlockKind, ResNetConfig};
-    /// let meta: HashMap<String, String> = [("arch", "resnet"), ("block", "basic"), ("layers", "[1, 1]"),
-    ///     ("widths", "[8, 16]"), ("stem_width", "8"), ("num_classes", "10")]
-    ///     .into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    /// let c = ResNetConfig::from_metadata(&meta, "example").unwrap();
-    /// assert_eq!(c.block, BlockKind::Basic);
-    /// assert_eq!(c.out_channels(), 16);
-    /// ```
-    pub fn from_metadata(metadata: &HashMap<String, String>, origin: &str) -> Result<Self> {
-        let required = |key: &str| RspError::format(origin, format!("ResNet metadata has no `{key}`"));
-        if let Some(arch) = metadata.get("arch") {
-            if arch != "resnet" {
-                return Err(RspError::format(origin, format!("metadata `arch` is `{arch}`, not `resnet`")));
-            }
-        }
-        let block = match metadata.get("block").map(|s| s.trim().trim_matches('"')) {
-            Some("basic") => BlockKind::Basic,
-            Some("bottleneck") => BlockKind::Bottleneck,
-            Some(other) => {
-                return Err(RspError::format(
-                    origin,
-                    format!("metadata `block` is `{other}`: expected `basic` or `bottleneck`"),
-                ))
-            }
-            None => return Err(required("block")),
-        };
-        let config = ResNetConfig {
-            block,
-            layers: json_field(metadata, "layers", origin)?.ok_or_else(|| required("layers"))?,
-            widths: json_field(metadata, "widths", origin)?.ok_or_else(|| required("widths"))?,
-            stem_width: json_field(metadata, "stem_width", origin)?.ok_or_else(|| required("stem_width"))?,
-            num_classes: json_field(metadata, "num_classes", origin)?.ok_or_else(|| required("num_classes"))?,
-        };
-        config.validate().map_err(|e| RspError::format(origin, e.to_string()))?;
-        Ok(config)
-    }
-
-    /// The metadata [`ResNetConfig::from_metadata`] reads.
-    pub fn to_metadata(&self) -> HashMap<String, String> {
-        let block = match self.block {
-            BlockKind::Basic => "basic",
-            BlockKind::Bottleneck => "bottleneck",
-        };
-        let json = |v: &[usize]| serde_json::to_string(v).expect("serialisable");
-        [
-            ("arch", "resnet".to_string()),
-            ("block", block.to_string()),
-            ("layers", json(&self.layers)),
-            ("widths", json(&self.widths)),
-            ("stem_width", self.stem_width.to_string()),
-            ("num_classes", self.num_classes.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
     }
 
     /// Builds the network with weights under torchvision's `state_dict` names.

@@ -1,0 +1,205 @@
+//! [`Method`]: which attribution to compute, with its options.
+
+use crate::error::{Result, RspError};
+use std::fmt;
+use std::str::FromStr;
+
+/// The default ε of [`Method::LrpEpsilon`] when parsed from `lrp-epsilon`.
+pub const DEFAULT_LRP_EPSILON: f64 = 0.25;
+
+/// Which classes count as hostile in the comparative start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostileClasses {
+    /// The other classes whose logit is > 0 (predicted present by a multi-label model).
+    #[default]
+    PredictedPresent,
+    /// The `k` other classes with the highest logits (ties: lower index first).
+    TopK(usize),
+    /// These classes (the target itself is left out if listed).
+    Explicit(Vec<usize>),
+}
+
+/// How the relevance at the start layer is made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StartRule {
+    /// Grad-CAM-like start for the target alone (the released default).
+    #[default]
+    SingleClass,
+    /// The comparative start against hostile classes (the paper's hostile
+    /// factor); falls back to the single-class start when there are none.
+    Comparative(HostileClasses),
+}
+
+/// The options of RSP ([`Method::Rsp`]).
+///
+/// ```
+/// use rsp::{HostileClasses, Method, RspOptions, StartRule};
+/// let comparative = RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() };
+/// assert_eq!(comparative.start_layer, None); // the model's start layer, else the automatic one
+/// let method = Method::Rsp(comparative);
+/// assert_eq!(method.name(), "rsp-comparative");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RspOptions {
+    /// The start relevance (single-class by default).
+    pub start: StartRule,
+    /// The start node; `None` uses the model's, else the automatic choice
+    /// ([`crate::Network::default_start_layer`]).
+    pub start_layer: Option<usize>,
+    /// Keep the relevance each node's rule returned, in
+    /// [`crate::Explanation::layer_relevances`] (memory: one tensor per node and sample).
+    pub keep_layer_relevances: bool,
+}
+
+impl RspOptions {
+    /// The single-class start with the automatic start layer (the released default).
+    pub const SINGLE_CLASS: RspOptions =
+        RspOptions { start: StartRule::SingleClass, start_layer: None, keep_layer_relevances: false };
+
+    /// The comparative start against the classes predicted present.
+    pub const COMPARATIVE: RspOptions = RspOptions {
+        start: StartRule::Comparative(HostileClasses::PredictedPresent),
+        start_layer: None,
+        keep_layer_relevances: false,
+    };
+}
+
+/// An attribution method and its options: what [`crate::Network::explain`]
+/// computes.
+///
+/// Parsed from (and displayed as) the names the command line uses:
+///
+/// ```
+/// use rsp::Method;
+/// let m: Method = "gradient-x-input".parse().unwrap();
+/// assert_eq!(m, Method::GradientXInput);
+/// assert_eq!(m.to_string(), "gradient-x-input");
+/// assert_eq!("lrp-epsilon=0.01".parse::<Method>().unwrap(), Method::LrpEpsilon(0.01));
+/// assert_eq!("rsp-comparative".parse::<Method>().unwrap(), Method::Rsp(rsp::RspOptions::COMPARATIVE));
+/// assert_eq!(Method::ALL.len(), 7);
+/// assert!("gradcam++".parse::<Method>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Method {
+    /// Relative Sectional Propagation (single-class or comparative start; see [`RspOptions`]).
+    Rsp(RspOptions),
+    /// Grad-CAM at the start layer: `ReLU(Σ_c A ⊙ α)`, unnormalised,
+    /// upsampled bilinearly (`align_corners = false`) to the input size.
+    /// It has no input relevance, only the map.
+    GradCam,
+    /// The gradient `∂y_t/∂x` of the target logit.
+    Gradient,
+    /// Gradient × input, `x ⊙ ∂y_t/∂x`.
+    GradientXInput,
+    /// LRP with the ε-rule on convolutions and linear layers (this ε).
+    LrpEpsilon(f64),
+    /// LRP with the α1β0-rule on convolutions and linear layers.
+    LrpAlpha1Beta0,
+}
+
+impl Default for Method {
+    /// RSP with the single-class start.
+    fn default() -> Self {
+        Method::Rsp(RspOptions::SINGLE_CLASS)
+    }
+}
+
+impl From<RspOptions> for Method {
+    fn from(options: RspOptions) -> Self {
+        Method::Rsp(options)
+    }
+}
+
+impl Method {
+    /// Every method under its command-line name: RSP (single-class and
+    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`].
+    pub const ALL: [Method; 7] = [
+        Method::Rsp(RspOptions::SINGLE_CLASS),
+        Method::Rsp(RspOptions::COMPARATIVE),
+        Method::GradCam,
+        Method::Gradient,
+        Method::GradientXInput,
+        Method::LrpEpsilon(DEFAULT_LRP_EPSILON),
+        Method::LrpAlpha1Beta0,
+    ];
+
+    /// The method's command-line name (without ε).
+    ///
+    /// ```
+    /// assert_eq!(rsp::Method::LrpEpsilon(0.1).name(), "lrp-epsilon");
+    /// assert_eq!(rsp::Method::default().name(), "rsp");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Rsp(o) if matches!(o.start, StartRule::Comparative(_)) => "rsp-comparative",
+            Method::Rsp(_) => "rsp",
+            Method::GradCam => "gradcam",
+            Method::Gradient => "gradient",
+            Method::GradientXInput => "gradient-x-input",
+            Method::LrpEpsilon(_) => "lrp-epsilon",
+            Method::LrpAlpha1Beta0 => "lrp-alpha1-beta0",
+        }
+    }
+
+    /// A short label for figure captions.
+    ///
+    /// ```
+    /// assert_eq!(rsp::Method::GradCam.label(), "Grad-CAM");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            Method::Rsp(o) if matches!(o.start, StartRule::Comparative(_)) => "RSP comp.",
+            Method::Rsp(_) => "RSP",
+            Method::GradCam => "Grad-CAM",
+            Method::Gradient => "gradient",
+            Method::GradientXInput => "grad x input",
+            Method::LrpEpsilon(_) => "LRP-eps",
+            Method::LrpAlpha1Beta0 => "LRP-a1b0",
+        }
+    }
+
+    /// True for the methods whose result has an input relevance (all but Grad-CAM).
+    pub fn has_input_relevance(&self) -> bool {
+        !matches!(self, Method::GradCam)
+    }
+
+    /// Checks the method's own parameters (a finite ε ≥ 0).
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            Method::LrpEpsilon(e) if !(e.is_finite() && *e >= 0.0) => {
+                Err(RspError::InvalidArgument(format!("ε of LRP-ε must be a finite number ≥ 0, got {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::LrpEpsilon(e) if *e != DEFAULT_LRP_EPSILON => write!(f, "lrp-epsilon={e}"),
+            m => f.write_str(m.name()),
+        }
+    }
+}
+
+impl FromStr for Method {
+    type Err = RspError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if let Some(eps) = s.strip_prefix("lrp-epsilon=") {
+            return match eps.parse::<f64>() {
+                Ok(e) if e.is_finite() && e >= 0.0 => Ok(Method::LrpEpsilon(e)),
+                _ => {
+                    Err(RspError::InvalidArgument(format!("ε of lrp-epsilon must be a finite number ≥ 0, got `{eps}`")))
+                }
+            };
+        }
+        Method::ALL.iter().find(|m| m.name() == s).cloned().ok_or_else(|| {
+            let names: Vec<&str> = Method::ALL.iter().map(Method::name).collect();
+            RspError::InvalidArgument(format!("unknown method `{s}`; expected one of {}", names.join(", ")))
+        })
+    }
+}
