@@ -6,7 +6,6 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{Array1, Array2, Array3, Array4};
 use rsp::backend::{ConvGeometry, CpuBackend};
-use rsp::layers::sectional::sectional_rule;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext};
 use rsp::Network;
 use std::time::Duration;
@@ -38,18 +37,22 @@ fn conv(o: usize, c: usize, seed: usize) -> Conv2d<f32> {
 fn rules(c: &mut Criterion) {
     let mut group = c.benchmark_group("rule");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    let g = ConvGeometry::square(1, 1);
     for (ch, side) in [(64, 224), (512, 14)] {
+        // The sectional rule of a 3×3 convolution below the input layer.
+        let layer = conv(ch, ch, 10);
         let x = activation(ch, side, side, 1);
         let r = relevance(ch, side, side, 2);
+        let (xd, rd) = (x.view().into_dyn(), r.view().into_dyn());
+        let ctx = RuleContext::default();
         group.bench_function(format!("sectional conv {ch}x{side}x{side}"), |b| {
-            b.iter(|| sectional_rule(&CpuBackend, x.view(), r.view(), &g, (3, 3)))
+            b.iter(|| layer.rsp_backward(&CpuBackend, xd.view(), rd.view(), ctx).unwrap())
         });
         // At the start layer each channel's relevance has one sign.
         let r_start =
             Array3::from_shape_fn(r.raw_dim(), |(k, i, j)| x[[k, i, j]] * if k % 2 == 0 { 1e-3 } else { -1e-3 });
+        let rd = r_start.view().into_dyn();
         group.bench_function(format!("sectional conv {ch}x{side}x{side} one sign per channel"), |b| {
-            b.iter(|| sectional_rule(&CpuBackend, x.view(), r_start.view(), &g, (3, 3)))
+            b.iter(|| layer.rsp_backward(&CpuBackend, xd.view(), rd.view(), ctx).unwrap())
         });
     }
     let input_layer = conv(64, 3, 3);
@@ -101,7 +104,7 @@ fn end_to_end(c: &mut Criterion) {
     for batch in [1, 4] {
         let x = Array4::from_shape_fn((batch, 3, 64, 64), |(n, k, i, j)| noise(((n * 3 + k) * 64 + i) * 64 + j));
         group.bench_function(format!("small vgg 64x64 batch {batch}"), |b| {
-            b.iter(|| net.explain(x.view(), 1, &Default::default()).unwrap())
+            b.iter(|| net.explain(&x, 1, &rsp::Method::default()).unwrap())
         });
     }
     group.finish();

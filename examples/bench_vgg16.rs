@@ -15,7 +15,8 @@ use clap::{Parser, ValueEnum};
 use ndarray::{Array1, Array2, Array4};
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
-use rsp::{ExplainOptions, Float, Network};
+use rsp::attribution::explain_timed;
+use rsp::{Float, Network, RspOptions};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -143,13 +144,13 @@ fn run<T: Float>(args: &Args) {
     let mut rng = Normal(0x05EE_D0F1_C0DE);
     let net = vgg16::<T>(&mut rng);
     let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
-    let opts = ExplainOptions::default();
+    let opts = RspOptions::default();
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / args.batch as f64;
     let (mut fwd, mut start, mut rsp, mut total, mut cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.warmup + args.runs {
         let cpu_before = cpu_ms();
-        let (_, t) = net.explain_timed(input.view(), 0, &opts).expect("VGG16 attribution");
+        let (_, t) = explain_timed(&net, &input, 0, &opts).expect("VGG16 attribution");
         let cpu_run = (cpu_ms() - cpu_before) / args.batch as f64;
         let line = format!(
             "run {run}: forward {:.1} ms, start {:.1} ms, propagation {:.1} ms, total {:.1} ms (CPU {cpu_run:.0} ms) per image",

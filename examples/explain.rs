@@ -30,7 +30,7 @@ use rsp::eval::benchmark::scene_heatmaps;
 use rsp::eval::dataset::Scenes;
 use rsp::image_io::{load_image, tensor_to_rgb, Normalization};
 use rsp::render::{heatmap_rgb, overlay, Figure, Scale};
-use rsp::{Method, Network, RspError};
+use rsp::{Method, Network, RspError, RspOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -75,7 +75,7 @@ fn scenes_demo() -> Result<(), RspError> {
     let scenes = Scenes::load(SCENES)?;
     std::fs::create_dir_all(OUT_DIR).map_err(|source| RspError::Io { path: OUT_DIR.into(), source })?;
     println!("model: {MODEL_NAME}; scenes: {SCENES}");
-    let methods = [Method::RspComparative, Method::Rsp, Method::GradCam];
+    let methods = [Method::Rsp(RspOptions::COMPARATIVE), Method::default(), Method::GradCam];
     for i in 0..SCENES_SHOWN.min(scenes.len()) {
         let x = scenes.input(i).insert_axis(Axis(0));
         let logits = net.forward(x)?;
@@ -125,7 +125,7 @@ impl Options {
         let mut model = None;
         let mut image = None;
         let mut target = None;
-        let mut method = Method::Rsp;
+        let mut method = Method::default();
         let mut normalization = None;
         let mut size = None;
         let mut out = PathBuf::from(OUT_DIR).join("explanation.png");
@@ -195,7 +195,7 @@ fn own_image(o: &Options) -> Result<(), RspError> {
     if target >= classes {
         return Err(RspError::TargetOutOfRange { target, classes });
     }
-    let a = net.explain_with(x.view(), target, &o.method)?;
+    let a = net.explain(&x, target, &o.method)?;
     let map = a.heatmaps.index_axis(Axis(0), 0);
     let picture = tensor_to_rgb(x.index_axis(Axis(0), 0), &norm)?;
     let heat = heatmap_rgb(map, Scale::Percentile(99.5));

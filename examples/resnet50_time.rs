@@ -7,7 +7,7 @@
 
 use ndarray::Array4;
 use rsp::models::{ResNetConfig, WeightSource};
-use rsp::{ExplainOptions, Network};
+use rsp::{Method, Network};
 use std::time::Instant;
 
 fn main() -> rsp::Result<()> {
@@ -27,13 +27,13 @@ fn main() -> rsp::Result<()> {
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
         let t = Instant::now();
-        let e = net.explain(image.view(), target, &ExplainOptions::default())?;
+        let e = net.explain(&image, target, &Method::default())?;
         let dt = t.elapsed();
         println!(
-            "attribution {run}: {dt:.2?} (start layer #{}, Σ start {:.4}, Σ input {:.4})",
+            "attribution {run}: {dt:.2?} (start layer #{:?}, Σ start {:.4}, Σ input {:.4})",
             e.start_layer,
-            e.start_relevance.sum(),
-            e.relevance.sum()
+            e.start_relevance.as_ref().map_or(0.0, |r| r.sum()),
+            e.relevance.as_ref().map_or(0.0, |r| r.sum())
         );
         times.push(dt.as_secs_f64());
     }

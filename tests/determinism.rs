@@ -4,7 +4,7 @@
 use ndarray::{Array1, Array2, Array4};
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Relu};
-use rsp::{ExplainOptions, Float, HostileClasses, Network, StartRule};
+use rsp::{RspOptions, Float, HostileClasses, Network, StartRule};
 
 /// A fixed pseudo-random value in [-1, 1) (splitmix64).
 fn noise(seed: u64) -> f64 {
@@ -44,7 +44,7 @@ fn network<T: Float>() -> Network<T> {
     net
 }
 
-fn explain_in_pool<T: Float>(threads: usize, opts: &ExplainOptions) -> (Vec<T>, Vec<T>) {
+fn explain_in_pool<T: Float>(threads: usize, opts: &RspOptions) -> (Vec<T>, Vec<T>) {
     let net = network::<T>();
     let x = Array4::from_shape_fn((2, 3, 64, 64), |(n, c, i, j)| {
         T::of(noise((((n * 3 + c) * 64 + i) * 64 + j) as u64 + 7))
@@ -52,16 +52,16 @@ fn explain_in_pool<T: Float>(threads: usize, opts: &ExplainOptions) -> (Vec<T>, 
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let e = net.explain(x.view(), vec![1, 3], opts).unwrap();
-        let (timed, _) = net.explain_timed(x.view(), vec![1, 3], opts).unwrap();
+        let (timed, _) = rsp::attribution::explain_timed(&net, x.view(), vec![1, 3], opts).unwrap();
         assert_eq!(e.relevance, timed.relevance, "explain_timed computes the same as explain");
-        (e.relevance.iter().copied().collect(), e.start_relevance.iter().copied().collect())
+        (e.relevance.as_ref().unwrap().iter().copied().collect(), e.start_relevance.as_ref().unwrap().iter().copied().collect())
     })
 }
 
 fn same_bits_for_any_thread_count<T: Float>() {
     for opts in [
-        ExplainOptions::default(),
-        ExplainOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() },
+        RspOptions::default(),
+        RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() },
     ] {
         let (r1, s1) = explain_in_pool::<T>(1, &opts);
         assert!(r1.iter().any(|v| *v != T::zero()), "the test network must propagate something");

@@ -5,7 +5,7 @@
 //! and on the golden bottleneck ResNet (batch 2).
 
 use ndarray::{s, Array4, ArrayD, Axis, Ix4, IxDyn};
-use rsp::{ExplainOptions, Explanation, Float, HostileClasses, Network, StartRule, Target};
+use rsp::{RspOptions, Explanation, Float, HostileClasses, Network, StartRule, Target};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
@@ -31,17 +31,19 @@ fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 /// The bits of everything an explanation returns.
 fn bits<T: Float>(e: &Explanation<T>) -> Vec<u64> {
     e.relevance
+        .as_ref()
+        .unwrap()
         .iter()
         .chain(e.logits.iter())
-        .chain(e.start_relevance.iter())
+        .chain(e.start_relevance.as_ref().unwrap().iter())
         .map(|v| v.to_f64_exact().to_bits())
         .collect()
 }
 
-fn assert_deterministic<T: Float>(what: &str, net: &Network<T>, x: &Array4<T>, target: Target, opts: &ExplainOptions) {
+fn assert_deterministic<T: Float>(what: &str, net: &Network<T>, x: &Array4<T>, target: Target, opts: &RspOptions) {
     let run = |threads: usize| in_pool(threads, || net.explain(x.view(), target.clone(), opts).unwrap());
     let reference = run(1);
-    assert!(reference.relevance.iter().all(|v| v.is_finite()), "{what}");
+    assert!(reference.relevance.as_ref().unwrap().iter().all(|v| v.is_finite()), "{what}");
     let reference_bits = bits(&reference);
     for threads in [1, 2, 8] {
         assert!(bits(&run(threads)) == reference_bits, "{what}: {threads} threads differ from 1 thread");
@@ -54,13 +56,14 @@ fn assert_deterministic<T: Float>(what: &str, net: &Network<T>, x: &Array4<T>, t
         );
     }
     // Each sample alone, on 2 threads.
-    let targets = target.resolve(x.shape()[0], reference.logits.ncols()).unwrap();
-    for (n, &t) in targets.iter().enumerate() {
+    for (n, &t) in reference.targets.iter().enumerate() {
         let one = x.slice(s![n..n + 1, .., .., ..]);
         let alone = in_pool(2, || net.explain(one, t, opts).unwrap());
         assert!(
-            alone.relevance.index_axis(Axis(0), 0).iter().map(|v| v.to_f64_exact().to_bits()).eq(reference
+            alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0).iter().map(|v| v.to_f64_exact().to_bits()).eq(reference
                 .relevance
+                .as_ref()
+                .unwrap()
                 .index_axis(Axis(0), n)
                 .iter()
                 .map(|v| v.to_f64_exact().to_bits())),
@@ -89,10 +92,10 @@ fn digits<T: Float>() {
         &net,
         &x,
         Target::PerSample(targets.clone()),
-        &ExplainOptions::default(),
+        &RspOptions::default(),
     );
     let comparative =
-        ExplainOptions { start: StartRule::Comparative(HostileClasses::PredictedPresent), ..Default::default() };
+        RspOptions { start: StartRule::Comparative(HostileClasses::PredictedPresent), ..Default::default() };
     assert_deterministic(
         &format!("digits {} comparative", T::NAME),
         &net,
@@ -129,9 +132,9 @@ fn the_golden_bottleneck_resnet_is_bit_reproducible() {
     }
     for (format, net) in nets {
         let what = format!("resnet_bottleneck_tiny ({format})");
-        assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &ExplainOptions::default());
+        assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &RspOptions::default());
         let comparative =
-            ExplainOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() };
+            RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() };
         assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &comparative);
     }
 }

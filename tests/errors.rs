@@ -4,7 +4,7 @@ mod common;
 
 use common::data;
 use ndarray::Array4;
-use rsp::{ExplainOptions, Network, RspError, Target};
+use rsp::{RspOptions, Network, RspError, Target};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 
@@ -38,7 +38,7 @@ fn a_target_out_of_range_is_reported_with_the_class_count() {
 #[test]
 fn per_sample_targets_must_match_the_batch() {
     let err = vgg_tiny()
-        .explain(input((2, 3, 32, 32)).view(), Target::PerSample(vec![1]), &ExplainOptions::default())
+        .explain(input((2, 3, 32, 32)).view(), Target::PerSample(vec![1]), &RspOptions::default())
         .unwrap_err();
     assert!(matches!(err, RspError::InvalidArgument(_)), "{err}");
 }
@@ -61,7 +61,7 @@ fn nan_and_infinite_inputs_are_rejected() {
 
 #[test]
 fn a_start_layer_outside_the_network_is_an_error() {
-    let opts = ExplainOptions { start_layer: Some(99), ..Default::default() };
+    let opts = RspOptions { start_layer: Some(99), ..Default::default() };
     let err = vgg_tiny().explain(input((1, 3, 32, 32)).view(), 0, &opts).unwrap_err();
     assert!(matches!(err, RspError::InvalidArgument(_)), "{err}");
 }

@@ -4,7 +4,7 @@
 
 use rsp::eval::benchmark::{evaluate, model_sensitivity, score_pairs, EvalOptions, Report};
 use rsp::eval::dataset::Scenes;
-use rsp::{Method, Network, RspError};
+use rsp::{Method, Network, RspError, RspOptions};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -36,12 +36,12 @@ fn check_reference(method: Method, expected: [f64; 3]) {
 
 #[test]
 fn reference_rsp() {
-    check_reference(Method::Rsp, [0.9761, 0.9462, 0.7038]);
+    check_reference(Method::default(), [0.9761, 0.9462, 0.7038]);
 }
 
 #[test]
 fn reference_rsp_comparative() {
-    check_reference(Method::RspComparative, [0.9841, 0.9841, 0.7376]);
+    check_reference(Method::Rsp(RspOptions::COMPARATIVE), [0.9841, 0.9841, 0.7376]);
 }
 
 #[test]
@@ -96,8 +96,8 @@ fn results_do_not_depend_on_the_thread_count() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let options = EvalOptions { limit: Some(16), ..Default::default() };
-            let pairs = score_pairs(&net, scenes(), &Method::RspComparative, &options).unwrap();
-            let report = evaluate(&net, scenes(), &Method::RspComparative, &options).unwrap();
+            let pairs = score_pairs(&net, scenes(), &Method::Rsp(RspOptions::COMPARATIVE), &options).unwrap();
+            let report = evaluate(&net, scenes(), &Method::Rsp(RspOptions::COMPARATIVE), &options).unwrap();
             (report, pairs.iter().map(|p| p.iou).collect())
         })
     };

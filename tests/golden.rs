@@ -6,7 +6,7 @@ mod common;
 
 use common::{data, read_tensors, rel_err};
 use ndarray::{ArrayD, Ix4};
-use rsp::{ExplainOptions, Float, Network};
+use rsp::{RspOptions, Float, Network};
 
 const CASES: &[&str] = &["vgg_tiny", "vgg_tiny_bn", "avgpool_stride_rect", "vgg16_narrow_224"];
 
@@ -31,9 +31,9 @@ fn run<T: Float>(case: &str) -> Outcome {
     let net = Network::<T>::load_safetensors(&path).unwrap();
     let target: usize = file.metadata["target"].parse().unwrap();
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
-    let opts = ExplainOptions { keep_layer_relevances: true, ..Default::default() };
+    let opts = RspOptions { keep_layer_relevances: true, ..Default::default() };
     let e = net.explain(input.view(), target, &opts).unwrap();
-    assert_eq!(e.start_layer, file.metadata["start_layer"].parse::<usize>().unwrap());
+    assert_eq!(e.start_layer, Some(file.metadata["start_layer"].parse::<usize>().unwrap()));
     let widen = |a: &ArrayD<T>| a.mapv(|v| v.to_f64_exact());
     let mut traces = Vec::new();
     for (k, rel) in e.layer_relevances[0].iter().enumerate() {
@@ -42,9 +42,9 @@ fn run<T: Float>(case: &str) -> Outcome {
         }
     }
     Outcome {
-        relevance: rel_err(&widen(&e.relevance.into_dyn()), &file.tensors["relevance_f64"]),
+        relevance: rel_err(&widen(&e.relevance.clone().unwrap().into_dyn()), &file.tensors["relevance_f64"]),
         logits: rel_err(&widen(&e.logits.into_dyn()), &file.tensors["logits_f64"]),
-        start: rel_err(&widen(&e.start_relevance), &file.tensors["start_relevance_f64"]),
+        start: rel_err(&widen(e.start_relevance.as_ref().unwrap()), &file.tensors["start_relevance_f64"]),
         traces,
     }
 }

@@ -4,7 +4,8 @@
 use ndarray::{arr1, arr2, Array1, Array2, Array4, ArrayView4};
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu};
-use rsp::{ExplainOptions, HostileClasses, Method, Network, RspError, Source, StartRule};
+use rsp::network::Source;
+use rsp::{HostileClasses, Method, Network, RspError, RspOptions, StartRule};
 
 /// Deterministic weights in about [−1, 1].
 fn w4(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f64> {
@@ -58,7 +59,7 @@ fn residual() -> Network<f64> {
 }
 
 fn relevance(net: &Network<f64>, x: ArrayView4<f64>, target: usize, method: Method) -> Array4<f64> {
-    net.explain_with(x, target, &method).unwrap().relevance.unwrap()
+    net.explain(x, target, &method).unwrap().relevance.unwrap()
 }
 
 fn max_abs_diff(a: &Array4<f64>, b: &Array4<f64>) -> f64 {
@@ -165,7 +166,7 @@ fn gradcam_is_relu_of_the_channel_sum_of_a_times_alpha() {
     let features = Network::sequential(vec![Box::new(conv) as Box<dyn Layer<f64>>, Box::new(Relu), Box::new(Flatten)]);
     for t in 0..2 {
         let x = image(t + 4);
-        let a = net.explain_with(x.view(), t, &Method::GradCam).unwrap();
+        let a = net.explain(x.view(), t, &Method::GradCam).unwrap();
         assert_eq!(a.start_layer, Some(1));
         assert!(a.relevance.is_none());
         let feats = features.forward(x.view()).unwrap(); // (1, 4·64)
@@ -193,7 +194,7 @@ fn gradcam_upsamples_bilinearly_to_the_input() {
     net.push(Flatten);
     net.push(Linear::new("fc", w2((2, 4), 1), None).unwrap());
     let x = image(1);
-    let a = net.explain_with(x.view(), 0, &Method::GradCam).unwrap();
+    let a = net.explain(x.view(), 0, &Method::GradCam).unwrap();
     let cam = a.start_relevance.unwrap(); // (1, 4, 4, 4)
     let small = cam.index_axis(ndarray::Axis(0), 0).sum_axis(ndarray::Axis(0)).mapv(|v| v.max(0.0));
     let small = small.into_dimensionality::<ndarray::Ix2>().unwrap();
@@ -213,13 +214,13 @@ fn rsp_methods_are_network_explain() {
     let x =
         Array4::from_shape_fn((2, 3, 64, 64), |(n, c, i, j)| ((n * 5 + c * 3 + i * 64 + j) % 17) as f64 / 8.0 - 1.0);
     for (method, start) in [
-        (Method::Rsp, StartRule::SingleClass),
-        (Method::RspComparative, StartRule::Comparative(HostileClasses::PredictedPresent)),
+        (Method::default(), StartRule::SingleClass),
+        (Method::Rsp(RspOptions::COMPARATIVE), StartRule::Comparative(HostileClasses::PredictedPresent)),
     ] {
-        let a = model.explain_with(x.view(), vec![3, 7], &method).unwrap();
-        let e = model.explain(x.view(), vec![3, 7], &ExplainOptions { start, ..Default::default() }).unwrap();
-        assert_eq!(a.relevance.as_ref().unwrap(), &e.relevance);
-        assert_eq!(a.heatmaps, e.heatmap());
+        let a = model.explain(x.view(), vec![3, 7], &method).unwrap();
+        let e = model.explain(x.view(), vec![3, 7], &RspOptions { start, ..Default::default() }).unwrap();
+        assert_eq!(a.relevance.as_ref().unwrap(), e.relevance.as_ref().unwrap());
+        assert_eq!(a.heatmaps, e.heatmaps);
         assert_eq!(a.hostile_classes, e.hostile_classes);
         assert_eq!(a.start_layer, Some(16)); // the ReLU after the last convolution (8×8)
     }
@@ -231,8 +232,8 @@ fn every_method_runs_on_the_digits_model_in_f32_and_f64() {
     let m64 = rsp::Network::<f64>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
     let m32 = rsp::Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
     for method in Method::ALL {
-        let a = m64.explain_with(x.view(), 4, &method).unwrap();
-        let b = m32.explain_with(x.mapv(|v| v as f32).view(), 4, &method).unwrap();
+        let a = m64.explain(x.view(), 4, &method).unwrap();
+        let b = m32.explain(x.mapv(|v| v as f32).view(), 4, &method).unwrap();
         assert_eq!(a.heatmaps.shape(), &[1, 64, 64]);
         assert!(a.heatmaps.iter().all(|v| v.is_finite()));
         // f32 and f64 agree to f32 precision relative to the map's scale.
@@ -247,13 +248,13 @@ fn methods_report_typed_errors() {
     let net = chain(true);
     let x = image(0);
     assert!(matches!(
-        net.explain_with(x.view(), 3, &Method::Gradient),
+        net.explain(x.view(), 3, &Method::Gradient),
         Err(RspError::TargetOutOfRange { target: 3, classes: 3 })
     ));
-    assert!(matches!(net.explain_with(x.view(), 0, &Method::LrpEpsilon(f64::NAN)), Err(RspError::InvalidArgument(_))));
-    assert!(matches!(net.explain_with(x.view(), vec![0, 1], &Method::GradCam), Err(RspError::InvalidArgument(_))));
+    assert!(matches!(net.explain(x.view(), 0, &Method::LrpEpsilon(f64::NAN)), Err(RspError::InvalidArgument(_))));
+    assert!(matches!(net.explain(x.view(), vec![0, 1], &Method::GradCam), Err(RspError::InvalidArgument(_))));
     let bad = Array4::from_elem((1, 2, 8, 8), 0.0);
-    assert!(net.explain_with(bad.view(), 0, &Method::LrpAlpha1Beta0).is_err());
+    assert!(net.explain(bad.view(), 0, &Method::LrpAlpha1Beta0).is_err());
     assert!("lrp-epsilon=-1".parse::<Method>().is_err());
     assert!("nope".parse::<Method>().is_err());
     for m in Method::ALL {
@@ -293,12 +294,6 @@ fn methods_report_typed_errors() {
         ) -> rsp::Result<ndarray::ArrayD<f64>> {
             Ok(r.to_owned())
         }
-        fn clone_box(&self) -> Box<dyn Layer<f64>> {
-            Box::new(self.clone())
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
         fn describe(&self) -> String {
             "opaque".into()
         }
@@ -308,7 +303,7 @@ fn methods_report_typed_errors() {
     net.push_from(Opaque, Source::Node(0));
     net.push(Linear::new("fc", w2((2, 192), 1), None).unwrap());
     assert!(
-        matches!(net.explain_with(x.view(), 0, &Method::LrpAlpha1Beta0), Err(RspError::Model(m)) if m.contains("opaque"))
+        matches!(net.explain(x.view(), 0, &Method::LrpAlpha1Beta0), Err(RspError::Model(m)) if m.contains("opaque"))
     );
-    assert!(net.explain_with(x.view(), 0, &Method::GradientXInput).is_ok());
+    assert!(net.explain(x.view(), 0, &Method::GradientXInput).is_ok());
 }

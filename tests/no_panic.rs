@@ -10,7 +10,8 @@ use rsp::backend::ConvGeometry;
 use rsp::layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu,
 };
-use rsp::{ExplainOptions, Float, HostileClasses, Network, RspError, Source, StartRule, Target};
+use rsp::network::Source;
+use rsp::{Float, HostileClasses, Network, RspError, RspOptions, StartRule, Target};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -185,7 +186,7 @@ fn random_network<T: Float>(s: &mut Stream, sample: &[usize]) -> Network<T> {
     net
 }
 
-fn random_options(s: &mut Stream, net_len: usize) -> ExplainOptions {
+fn random_options(s: &mut Stream, net_len: usize) -> RspOptions {
     let start = match s.pick(5) {
         0 => StartRule::Comparative(HostileClasses::PredictedPresent),
         1 => StartRule::Comparative(HostileClasses::TopK(s.pick(4))),
@@ -197,7 +198,7 @@ fn random_options(s: &mut Stream, net_len: usize) -> ExplainOptions {
         1 => Some(usize::MAX),
         _ => None,
     };
-    ExplainOptions { start, start_layer, keep_layer_relevances: s.chance(0.2) }
+    RspOptions { start, start_layer, keep_layer_relevances: s.chance(0.2) }
 }
 
 #[derive(Default)]
@@ -236,8 +237,8 @@ fn one_case<T: Float>(seed: u64, tally: &Tally) -> Result<(), TestCaseError> {
         Ok(e) => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
             let finite =
-                e.relevance.iter().chain(e.start_relevance.iter()).chain(e.logits.iter()).all(|v| v.is_finite());
-            if !finite || e.relevance.shape() != x.shape() {
+                e.relevance.as_ref().unwrap().iter().chain(e.start_relevance.as_ref().unwrap().iter()).chain(e.logits.iter()).all(|v| v.is_finite());
+            if !finite || e.relevance.as_ref().unwrap().shape() != x.shape() {
                 return Err(TestCaseError::fail(format!("non-finite or misshaped result on {net:?}")));
             }
             // The short form (default options: it may still refuse, e.g. without an automatic start layer).
@@ -308,7 +309,7 @@ fn input(scale: f64) -> Array4<f64> {
 }
 
 fn all_finite(e: &rsp::Explanation<f64>) -> bool {
-    e.relevance.iter().chain(e.start_relevance.iter()).chain(e.logits.iter()).all(|v| v.is_finite())
+    e.relevance.as_ref().unwrap().iter().chain(e.start_relevance.as_ref().unwrap().iter()).chain(e.logits.iter()).all(|v| v.is_finite())
 }
 
 #[test]
@@ -316,10 +317,10 @@ fn an_all_zero_input_gives_zero_relevance() {
     let net = small_net(1.0, fc(1.0));
     for start in [StartRule::SingleClass, StartRule::Comparative(HostileClasses::TopK(2))] {
         let e = net
-            .explain(Array4::zeros((1, 3, 4, 4)).view(), 0, &ExplainOptions { start, ..Default::default() })
+            .explain(Array4::zeros((1, 3, 4, 4)).view(), 0, &RspOptions { start, ..Default::default() })
             .unwrap();
         assert!(all_finite(&e));
-        assert!(e.relevance.iter().all(|&v| v == 0.0), "{:?}", e.relevance);
+        assert!(e.relevance.as_ref().unwrap().iter().all(|&v| v == 0.0), "{:?}", e.relevance);
     }
 }
 
@@ -327,9 +328,9 @@ fn an_all_zero_input_gives_zero_relevance() {
 fn all_zero_activations_at_the_start_layer_give_zero_relevance() {
     // Zero convolution weights: the start layer's output is all zero.
     let net = small_net(0.0, fc(1.0));
-    let e = net.explain(input(1.0).view(), 1, &ExplainOptions::default()).unwrap();
-    assert!(e.start_relevance.iter().all(|&v| v == 0.0));
-    assert!(e.relevance.iter().all(|&v| v == 0.0));
+    let e = net.explain(input(1.0).view(), 1, &RspOptions::default()).unwrap();
+    assert!(e.start_relevance.as_ref().unwrap().iter().all(|&v| v == 0.0));
+    assert!(e.relevance.as_ref().unwrap().iter().all(|&v| v == 0.0));
     let (pos, hostile) = net.attribute(input(1.0).view(), 1).unwrap();
     assert!(pos.iter().chain(hostile.iter()).all(|&v| v == 0.0));
 }
@@ -339,10 +340,10 @@ fn a_zero_gradient_gives_zero_relevance() {
     // A zero classifier: every gradient, hence the start relevance, is zero.
     let net = small_net(1.0, fc(0.0));
     for start in [StartRule::SingleClass, StartRule::Comparative(HostileClasses::TopK(2))] {
-        let e = net.explain(input(1.0).view(), 2, &ExplainOptions { start, ..Default::default() }).unwrap();
+        let e = net.explain(input(1.0).view(), 2, &RspOptions { start, ..Default::default() }).unwrap();
         assert!(all_finite(&e));
-        assert!(e.start_relevance.iter().all(|&v| v == 0.0));
-        assert!(e.relevance.iter().all(|&v| v == 0.0));
+        assert!(e.start_relevance.as_ref().unwrap().iter().all(|&v| v == 0.0));
+        assert!(e.relevance.as_ref().unwrap().iter().all(|&v| v == 0.0));
     }
 }
 
@@ -350,15 +351,15 @@ fn a_zero_gradient_gives_zero_relevance() {
 fn a_start_relevance_without_positive_entries_is_scaled_by_its_largest_magnitude() {
     // A classifier with only negative weights: A ⊙ α ≤ 0 everywhere.
     let net = small_net(1.0, -fc(1.0).mapv(f64::abs));
-    let e = net.explain(input(1.0).view(), 0, &ExplainOptions::default()).unwrap();
+    let e = net.explain(input(1.0).view(), 0, &RspOptions::default()).unwrap();
     assert!(all_finite(&e));
-    assert!(e.start_relevance.iter().all(|&v| v <= 0.0));
-    let min = e.start_relevance.iter().copied().fold(0.0, f64::min);
+    assert!(e.start_relevance.as_ref().unwrap().iter().all(|&v| v <= 0.0));
+    let min = e.start_relevance.as_ref().unwrap().iter().copied().fold(0.0, f64::min);
     assert!((min + 1.0).abs() < 1e-12, "the most negative entry is −1, found {min}");
     // Conserved down to the input: the whole map is hostile evidence.
     assert!(
-        (e.relevance.sum() - e.start_relevance.sum()).abs()
-            < 1e-9 * e.start_relevance.iter().map(|v| v.abs()).sum::<f64>()
+        (e.relevance.as_ref().unwrap().sum() - e.start_relevance.as_ref().unwrap().sum()).abs()
+            < 1e-9 * e.start_relevance.as_ref().unwrap().iter().map(|v| v.abs()).sum::<f64>()
     );
 }
 
@@ -366,7 +367,7 @@ fn a_start_relevance_without_positive_entries_is_scaled_by_its_largest_magnitude
 fn subnormal_and_huge_inputs_give_finite_results_or_an_overflow_error() {
     let net = small_net(1.0, fc(1.0));
     for scale in [1e-310, 1e-30, 1e30, 1e150] {
-        match net.explain(input(scale).view(), 0, &ExplainOptions::default()) {
+        match net.explain(input(scale).view(), 0, &RspOptions::default()) {
             Ok(e) => assert!(all_finite(&e), "scale {scale}"),
             Err(err) => assert!(matches!(err, RspError::NonFinite { .. }), "scale {scale}: {err}"),
         }
@@ -409,7 +410,7 @@ fn non_finite_parameters_are_refused_by_the_constructors_with_their_name() {
 #[test]
 fn a_huge_start_layer_or_shape_is_an_error_not_a_panic() {
     let net = small_net(1.0, fc(1.0));
-    let opts = ExplainOptions { start_layer: Some(usize::MAX), ..Default::default() };
+    let opts = RspOptions { start_layer: Some(usize::MAX), ..Default::default() };
     assert!(matches!(net.explain(input(1.0).view(), 0, &opts), Err(RspError::InvalidArgument(_))));
     let err = net.check(&[3, usize::MAX, usize::MAX]).unwrap_err();
     assert!(err.to_string().contains("limit"), "{err}");
@@ -428,8 +429,8 @@ fn a_batch_of_several_identical_edge_cases_is_each_sample_alone() {
     let net = small_net(1.0, fc(1.0));
     let mut x = Array4::zeros((3, 3, 4, 4));
     x.index_axis_mut(Axis(0), 1).assign(&input(1.0).index_axis(Axis(0), 0));
-    let e = net.explain(x.view(), 0, &ExplainOptions::default()).unwrap();
-    let alone = net.explain(input(1.0).view(), 0, &ExplainOptions::default()).unwrap();
-    assert_eq!(e.relevance.index_axis(Axis(0), 1), alone.relevance.index_axis(Axis(0), 0));
-    assert!(e.relevance.index_axis(Axis(0), 0).iter().all(|&v| v == 0.0));
+    let e = net.explain(x.view(), 0, &RspOptions::default()).unwrap();
+    let alone = net.explain(input(1.0).view(), 0, &RspOptions::default()).unwrap();
+    assert_eq!(e.relevance.as_ref().unwrap().index_axis(Axis(0), 1), alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0));
+    assert!(e.relevance.as_ref().unwrap().index_axis(Axis(0), 0).iter().all(|&v| v == 0.0));
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{data, read_tensors, rel_err};
 use ndarray::Ix4;
-use rsp::{ExplainOptions, Float, Network, Target};
+use rsp::{RspOptions, Float, Network, Target};
 
 const CASES: &[(&str, f64)] = &[
     ("vgg_tiny", 1e-5),
@@ -26,10 +26,10 @@ fn errors<T: Float>(case: &str) -> (f64, f64) {
         v => Target::Single(v.as_u64().unwrap() as usize),
     };
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
-    let e = net.explain(input.view(), target, &ExplainOptions::default()).unwrap();
+    let e = net.explain(input.view(), target, &RspOptions::default()).unwrap();
     let widen = |a: ndarray::ArrayD<T>| a.mapv(|v| v.to_f64_exact());
     (
-        rel_err(&widen(e.relevance.into_dyn()), &file.tensors["relevance_f64"]),
+        rel_err(&widen(e.relevance.clone().unwrap().into_dyn()), &file.tensors["relevance_f64"]),
         rel_err(&widen(e.logits.into_dyn()), &file.tensors["logits_f64"]),
     )
 }
@@ -60,8 +60,8 @@ fn the_digits_model_is_the_same_through_onnx_and_safetensors() {
     let b = Network::<f64>::load_safetensors(common::repo("data/digits_vgg.safetensors")).unwrap();
     let scenes = read_tensors(&common::repo("data/scenes_public.safetensors"));
     let x = scenes.tensors["input"].slice(ndarray::s![0..2, .., .., ..]).to_owned();
-    let ea = a.explain(x.view(), 3, &ExplainOptions::default()).unwrap();
-    let eb = b.explain(x.view(), 3, &ExplainOptions::default()).unwrap();
+    let ea = a.explain(x.view(), 3, &RspOptions::default()).unwrap();
+    let eb = b.explain(x.view(), 3, &RspOptions::default()).unwrap();
     assert_eq!(ea.start_layer, eb.start_layer);
-    assert!(rel_err(&ea.relevance.into_dyn(), &eb.relevance.into_dyn()) < 1e-12);
+    assert!(rel_err(&ea.relevance.clone().unwrap().into_dyn(), &eb.relevance.clone().unwrap().into_dyn()) < 1e-12);
 }

@@ -220,7 +220,7 @@ proptest! {
         }
         if let Ok(g) = parse_onnx_bytes(&bytes, "<flipped>") {
             prop_assert!(!g.nodes.is_empty());
-            prop_assert!(g.nodes.len() <= rsp::io::onnx::MAX_NODES);
+            prop_assert!(g.nodes.len() <= rsp::limits::MAX_NODES);
         }
     }
 

@@ -8,7 +8,7 @@ use rsp::backend::{ConvGeometry, CpuBackend, ReferenceBackend};
 use rsp::layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext,
 };
-use rsp::{ExplainOptions, HostileClasses, Network, StartRule};
+use rsp::{RspOptions, HostileClasses, Network, StartRule};
 
 /// A deterministic stream of numbers in [0, 1) from a seed (so that
 /// proptest shrinks seeds, not thousands of floats).
@@ -122,11 +122,11 @@ proptest! {
     fn relevance_is_conserved_from_the_start_layer_to_the_input(a in arch()) {
         let (net, x) = build(&a, true);
         for start in [StartRule::SingleClass, StartRule::Comparative(HostileClasses::TopK(1))] {
-            let opts = ExplainOptions { start, ..Default::default() };
+            let opts = RspOptions { start, ..Default::default() };
             let e = net.explain(x.view(), a.classes - 1, &opts).unwrap();
             for n in 0..a.batch {
-                let total_in: f64 = e.relevance.index_axis(Axis(0), n).sum();
-                let r0 = e.start_relevance.index_axis(Axis(0), n);
+                let total_in: f64 = e.relevance.as_ref().unwrap().index_axis(Axis(0), n).sum();
+                let r0 = e.start_relevance.as_ref().unwrap().index_axis(Axis(0), n);
                 let total_start: f64 = r0.sum();
                 let scale: f64 = r0.iter().map(|v| v.abs()).sum();
                 prop_assert!((total_in - total_start).abs() <= 1e-9 * scale.max(1e-300),
@@ -139,13 +139,13 @@ proptest! {
     fn a_batch_equals_its_samples_bit_for_bit(a in arch(), comparative in any::<bool>()) {
         let (net, x) = build(&a, false);
         let start = if comparative { StartRule::Comparative(HostileClasses::PredictedPresent) } else { StartRule::SingleClass };
-        let opts = ExplainOptions { start, ..Default::default() };
+        let opts = RspOptions { start, ..Default::default() };
         let targets: Vec<usize> = (0..a.batch).map(|n| n % a.classes).collect();
         let batch = net.explain(x.view(), targets.clone(), &opts).unwrap();
         for (n, &target) in targets.iter().enumerate() {
             let one = x.slice(ndarray::s![n..n + 1, .., .., ..]);
             let alone = net.explain(one, target, &opts).unwrap();
-            prop_assert_eq!(batch.relevance.index_axis(Axis(0), n), alone.relevance.index_axis(Axis(0), 0));
+            prop_assert_eq!(batch.relevance.as_ref().unwrap().index_axis(Axis(0), n), alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0));
             prop_assert_eq!(batch.logits.row(n), alone.logits.row(0));
         }
     }
@@ -153,7 +153,7 @@ proptest! {
     #[test]
     fn float32_agrees_with_float64(a in arch()) {
         let (net, x) = build(&a, true);
-        let e64 = net.explain(x.view(), 0, &ExplainOptions::default()).unwrap();
+        let e64 = net.explain(x.view(), 0, &RspOptions::default()).unwrap();
         // The same weights in f32: round-trip through a file.
         let dir = std::env::temp_dir().join(format!("rsp-prop-{}", a.seed));
         std::fs::create_dir_all(&dir).unwrap();
@@ -161,11 +161,11 @@ proptest! {
         net.save_safetensors(&path).unwrap();
         let net32 = Network::<f32>::load_safetensors(&path).unwrap();
         let back64 = Network::<f64>::load_safetensors(&path).unwrap();
-        let e64b = back64.explain(x.view(), 0, &ExplainOptions::default()).unwrap();
-        prop_assert_eq!(&e64.relevance, &e64b.relevance, "saving and loading in f64 is exact");
-        let e32 = net32.explain(x.mapv(|v| v as f32).view(), 0, &ExplainOptions::default()).unwrap();
-        let scale = max_abs(e64.relevance.iter().copied());
-        let diff = max_abs(e32.relevance.iter().zip(&e64.relevance).map(|(&a, &b)| a as f64 - b));
+        let e64b = back64.explain(x.view(), 0, &RspOptions::default()).unwrap();
+        prop_assert_eq!(e64.relevance.as_ref().unwrap(), e64b.relevance.as_ref().unwrap(), "saving and loading in f64 is exact");
+        let e32 = net32.explain(x.mapv(|v| v as f32).view(), 0, &RspOptions::default()).unwrap();
+        let scale = max_abs(e64.relevance.as_ref().unwrap().iter().copied());
+        let diff = max_abs(e32.relevance.as_ref().unwrap().iter().zip(e64.relevance.as_ref().unwrap()).map(|(&a, &b)| a as f64 - b));
         prop_assert!(diff <= 1e-3 * scale, "f32 differs from f64 by {diff} (scale {scale})");
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -175,7 +175,7 @@ proptest! {
         let (net, x) = build(&a, false);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| net.explain(x.view(), 1, &ExplainOptions::default()).unwrap().relevance)
+            pool.install(|| net.explain(x.view(), 1, &RspOptions::default()).unwrap().relevance)
         };
         let one = run(1);
         prop_assert_eq!(&one, &run(2));

@@ -8,10 +8,12 @@ mod common;
 use common::{data, read_tensors, rel_err};
 use ndarray::{Array4, ArrayD, Axis, Ix4};
 use proptest::prelude::*;
-use rsp::layers::add::add_rule;
+use rsp::layers::add_rule;
 use rsp::layers::{Layer, LayerKind};
-use rsp::models::{Architecture, BlockKind, ResNetConfig, VggConfig, VggLayer, WeightSource, Weights};
-use rsp::{ExplainOptions, Float, Network, NodeOp, RspError};
+use rsp::io::safetensors::Weights;
+use rsp::models::{Architecture, BlockKind, ResNetConfig, VggConfig, VggLayer, WeightSource};
+use rsp::network::NodeOp;
+use rsp::{Float, Network, RspError, RspOptions};
 
 const RESNET_CASES: &[&str] = &["resnet_basic_tiny", "resnet_bottleneck_tiny"];
 
@@ -32,11 +34,11 @@ fn run_resnet<T: Float>(case: &str) -> Outcome {
     let targets: Vec<usize> = serde_json::from_str(&file.metadata["target"]).unwrap();
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
     assert_eq!(targets.len(), input.shape()[0]);
-    let e = net.explain(input.view(), targets, &ExplainOptions::default()).unwrap();
+    let e = net.explain(input.view(), targets, &RspOptions::default()).unwrap();
     Outcome {
-        relevance: rel_err(&widen(&e.relevance.into_dyn()), &file.tensors["relevance_f64"]),
+        relevance: rel_err(&widen(&e.relevance.clone().unwrap().into_dyn()), &file.tensors["relevance_f64"]),
         logits: rel_err(&widen(&e.logits.into_dyn()), &file.tensors["logits_f64"]),
-        start: rel_err(&widen(&e.start_relevance), &file.tensors["start_relevance_f64"]),
+        start: rel_err(&widen(e.start_relevance.as_ref().unwrap()), &file.tensors["start_relevance_f64"]),
     }
 }
 
@@ -67,12 +69,12 @@ fn resnet_golden_files_build_the_expected_graph() {
     let path = data("golden/resnet_bottleneck_tiny.safetensors");
     let net = Network::<f64>::load_safetensors(&path).unwrap();
     // stem 4 + layer1.0 (8 main + 2 downsample + add + relu) + 2 × 12 or 10 + pool, flatten, fc
-    let adds: Vec<usize> = (0..net.len()).filter(|&k| matches!(net.nodes()[k].op, NodeOp::Add)).collect();
+    let adds: Vec<usize> = (0..net.len()).filter(|&k| matches!(net.nodes()[k].op(), NodeOp::Add)).collect();
     assert_eq!(adds.len(), 3);
     let start = net.default_start_layer().unwrap();
     assert_eq!(start, net.len() - 4);
     assert_eq!(net.nodes()[start].layer().unwrap().kind(), LayerKind::Relu);
-    assert_eq!(net.nodes()[start].inputs, vec![rsp::Source::Node(*adds.last().unwrap())]);
+    assert_eq!(net.nodes()[start].inputs(), vec![rsp::network::Source::Node(*adds.last().unwrap())]);
     // The input shape is the one the file declares.
     assert_eq!(net.input_shape(), Some(&[3usize, 40, 40][..]));
     assert_eq!(net.check(&[3, 40, 40]).unwrap()[start], vec![32, 5, 5]);
@@ -181,8 +183,8 @@ fn vgg_builder_matches_the_vgg_golden_files() {
         assert_eq!(start, file.metadata["start_layer"].parse::<usize>().unwrap());
         let target: usize = file.metadata["target"].parse().unwrap();
         let x = file.tensors["input"].clone().into_dimensionality::<Ix4>().unwrap();
-        let e = net.explain(x.view(), target, &ExplainOptions::default()).unwrap();
-        let err = rel_err(&e.relevance.into_dyn(), &file.tensors["relevance_f64"]);
+        let e = net.explain(x.view(), target, &RspOptions::default()).unwrap();
+        let err = rel_err(&e.relevance.clone().unwrap().into_dyn(), &file.tensors["relevance_f64"]);
         println!("{case} via VggConfig f64: relevance {err:.2e}");
         assert!(err <= 1e-9, "{case}: {err:.3e}");
     }
@@ -200,11 +202,11 @@ fn torchvision_presets_have_torchvision_shapes() {
         net.nodes().iter().filter(|n| n.layer().is_some_and(|l| l.kind() == kind)).count()
     };
     assert_eq!(count(&r18, LayerKind::Conv2d), 20);
-    assert_eq!(r18.nodes().iter().filter(|n| matches!(n.op, NodeOp::Add)).count(), 8);
+    assert_eq!(r18.nodes().iter().filter(|n| matches!(n.op(), NodeOp::Add)).count(), 8);
     for (config, convs, blocks) in [(ResNetConfig::resnet101(), 104, 33), (ResNetConfig::resnet152(), 155, 50)] {
         let net = config.build::<f32>(&w).unwrap();
         assert_eq!(count(&net, LayerKind::Conv2d), convs);
-        assert_eq!(net.nodes().iter().filter(|n| matches!(n.op, NodeOp::Add)).count(), blocks);
+        assert_eq!(net.nodes().iter().filter(|n| matches!(n.op(), NodeOp::Add)).count(), blocks);
     }
     let vgg = VggConfig::vgg11(true);
     assert_eq!(vgg.conv_count(), 8);
@@ -288,10 +290,10 @@ proptest! {
         let widths: Vec<usize> = (0..layers.len()).map(|i| width + 2 * i).collect();
         let net = positive_resnet(block, layers, widths, seed);
         let x = positive_input(seed, 1, hw);
-        let e = net.explain(x.view(), target, &ExplainOptions::default()).unwrap();
-        let start: f64 = e.start_relevance.sum();
-        let input: f64 = e.relevance.sum();
-        let scale = e.start_relevance.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(start.abs());
+        let e = net.explain(x.view(), target, &RspOptions::default()).unwrap();
+        let start: f64 = e.start_relevance.as_ref().unwrap().sum();
+        let input: f64 = e.relevance.as_ref().unwrap().sum();
+        let scale = e.start_relevance.as_ref().unwrap().iter().fold(0.0f64, |m, v| m.max(v.abs())).max(start.abs());
         prop_assert!(scale > 0.0);
         prop_assert!((input - start).abs() <= 1e-9 * scale, "Σ input {input} vs Σ start {start}");
     }
@@ -304,11 +306,11 @@ fn a_batch_equals_its_samples_bitwise() {
         let net = config.build::<f32>(&WeightSource::HeNormal { seed: 11 }).unwrap();
         let x = positive_input(5, 3, 33).mapv(|v| v as f32 - 0.5);
         let targets = vec![0, 6, 3];
-        let batch = net.explain(x.view(), targets.clone(), &ExplainOptions::default()).unwrap();
+        let batch = net.explain(x.view(), targets.clone(), &RspOptions::default()).unwrap();
         for (i, &t) in targets.iter().enumerate() {
             let one = x.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
-            let single = net.explain(one.view(), t, &ExplainOptions::default()).unwrap();
-            assert_eq!(batch.relevance.index_axis(Axis(0), i), single.relevance.index_axis(Axis(0), 0));
+            let single = net.explain(one.view(), t, &RspOptions::default()).unwrap();
+            assert_eq!(batch.relevance.as_ref().unwrap().index_axis(Axis(0), i), single.relevance.as_ref().unwrap().index_axis(Axis(0), 0));
             assert_eq!(batch.logits.row(i), single.logits.row(0));
         }
     }
@@ -330,7 +332,7 @@ fn save_like_torchvision(
     };
     let mut counters = Vec::new();
     for layer in net.nodes().iter().filter_map(|n| n.layer()) {
-        let any = layer.as_any();
+        let any: &dyn std::any::Any = layer;
         if let Some(c) = any.downcast_ref::<Conv2d<f32>>() {
             put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
         } else if let Some(l) = any.downcast_ref::<Linear<f32>>() {
@@ -378,7 +380,7 @@ fn a_torchvision_state_dict_file_loads_by_name_and_by_metadata() {
     let loaded = Network::<f32>::load_safetensors(&path);
     std::fs::remove_file(&path).ok();
     let loaded = loaded.unwrap();
-    let a = original.explain(x.view(), 2, &ExplainOptions::default()).unwrap();
-    let b = loaded.explain(x.view(), 2, &ExplainOptions::default()).unwrap();
+    let a = original.explain(x.view(), 2, &RspOptions::default()).unwrap();
+    let b = loaded.explain(x.view(), 2, &RspOptions::default()).unwrap();
     assert_eq!(a.relevance, b.relevance);
 }

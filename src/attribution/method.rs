@@ -111,6 +111,18 @@ impl From<RspOptions> for Method {
     }
 }
 
+impl From<&RspOptions> for Method {
+    fn from(options: &RspOptions) -> Self {
+        Method::Rsp(options.clone())
+    }
+}
+
+impl From<&Method> for Method {
+    fn from(method: &Method) -> Self {
+        method.clone()
+    }
+}
+
 impl Method {
     /// Every method under its command-line name: RSP (single-class and
     /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`].

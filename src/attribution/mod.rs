@@ -78,8 +78,9 @@ impl<T: Float> Network<T> {
     ///
     /// `input` is an array or a view (`&x` or `x.view()`); `target` a class,
     /// one class per sample (`[3, 5]`, `vec![3, 5]`, a slice) or
-    /// [`Target::Predicted`]. Samples run in parallel; the result does not
-    /// depend on the number of threads.
+    /// [`Target::Predicted`]; `method` a [`Method`] (or `&Method`, or RSP's
+    /// [`RspOptions`]). Samples run in parallel; the result does not depend on
+    /// the number of threads.
     ///
     /// ```
     /// use rsp::layers::{Conv2d, Flatten, Linear, MaxPool2d, Relu};
@@ -106,13 +107,14 @@ impl<T: Float> Network<T> {
         &self,
         input: impl AsArray<'a, T, Ix4>,
         target: impl Into<Target>,
-        method: &Method,
+        method: impl Into<Method>,
     ) -> Result<Explanation<T>>
     where
         T: 'a,
     {
         let input: ArrayView4<'a, T> = input.into();
         let target = target.into();
+        let method = &method.into();
         let plan = self.plan(&input, &target, method)?;
         let samples: Vec<Sample<T>> = input
             .axis_iter(Axis(0))
@@ -152,7 +154,7 @@ impl<T: Float> Network<T> {
     where
         T: 'a,
     {
-        let e = self.explain(input, target, &Method::default())?;
+        let e = self.explain(input, target, Method::default())?;
         match (e.positive(), e.hostile()) {
             (Some(positive), Some(hostile)) => Ok((positive, hostile)),
             _ => Err(RspError::InvalidArgument("RSP returned no input relevance".into())),

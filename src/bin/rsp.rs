@@ -8,8 +8,8 @@ use ndarray::Ix4;
 use rsp::eval::benchmark::{evaluate, model_sensitivity, sensitivity_ticks, EvalOptions};
 use rsp::eval::dataset::Scenes;
 use rsp::io::npy::{read_npy, write_npy};
-use rsp::methods::DEFAULT_LRP_EPSILON;
-use rsp::{ExplainOptions, Float, HostileClasses, Method, Network, RspError, StartRule, Target};
+use rsp::attribution::DEFAULT_LRP_EPSILON;
+use rsp::{Float, HostileClasses, Method, Network, RspError, RspOptions, StartRule, Target};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -62,8 +62,8 @@ enum MethodArg {
 impl MethodArg {
     fn method(self, epsilon: f64) -> Method {
         match self {
-            MethodArg::Rsp => Method::Rsp,
-            MethodArg::RspComparative => Method::RspComparative,
+            MethodArg::Rsp => Method::Rsp(RspOptions::SINGLE_CLASS),
+            MethodArg::RspComparative => Method::Rsp(RspOptions::COMPARATIVE),
             MethodArg::Gradcam => Method::GradCam,
             MethodArg::Gradient => Method::Gradient,
             MethodArg::GradientXInput => Method::GradientXInput,
@@ -83,7 +83,7 @@ enum Command {
         /// The input batch (N, C, H, W) as a float32 or float64 .npy file.
         #[arg(long)]
         input: PathBuf,
-        /// The target class for every sample, or a comma list with one per sample.
+        /// The target class for every sample, a comma list with one per sample, or `predicted` (each sample's top class).
         #[arg(long)]
         target: String,
         /// Where to write the input relevance (N, C, H, W) as .npy.
@@ -177,8 +177,13 @@ fn attribute<T: Float>(
         expected: "an (N, C, H, W) array".into(),
         found: shape,
     })?;
-    let targets = parse_list(target, "--target")?;
-    let target = if targets.len() == 1 { Target::Single(targets[0]) } else { Target::PerSample(targets) };
+    let target = match target.trim() {
+        "predicted" => Target::Predicted,
+        list => match parse_list(list, "--target")? {
+            one if one.len() == 1 => Target::Single(one[0]),
+            per_sample => Target::PerSample(per_sample),
+        },
+    };
     let start = match (start, hostile, hostile_top) {
         (Start::Single, None, None) => StartRule::SingleClass,
         (Start::Single, _, _) => {
@@ -190,8 +195,9 @@ fn attribute<T: Float>(
         (Start::Comparative, None, Some(k)) => StartRule::Comparative(HostileClasses::TopK(k)),
         (Start::Comparative, None, None) => StartRule::Comparative(HostileClasses::PredictedPresent),
     };
-    let e = net.explain(x.view(), target, &ExplainOptions { start, ..Default::default() })?;
-    write_npy(out, &e.relevance.into_dyn())
+    let e = net.explain(&x, target, &Method::Rsp(RspOptions { start, ..Default::default() }))?;
+    let relevance = e.relevance.ok_or_else(|| RspError::InvalidArgument("RSP returned no input relevance".into()))?;
+    write_npy(out, &relevance.into_dyn())
 }
 
 fn info<T: Float>(model: &Path, input_shape: Option<&str>) -> Result<(), RspError> {

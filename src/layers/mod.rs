@@ -33,7 +33,8 @@ mod pool_rule;
 mod relu;
 mod sectional;
 
-pub(crate) use add::{add_lrp_rule, add_rule};
+pub(crate) use add::add_lrp_rule;
+pub use add::add_rule;
 pub use avgpool::{AdaptiveAvgPool2d, AvgPool2d};
 pub use batchnorm::BatchNorm2d;
 pub use conv2d::Conv2d;
