@@ -13,9 +13,9 @@
 
 use clap::{Parser, ValueEnum};
 use ndarray::{Array1, Array2, Array4};
+use rsp::attribution::explain_timed;
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
-use rsp::attribution::explain_timed;
 use rsp::{Float, Network, RspOptions};
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 use ndarray::{Array1, Array2, Array4};
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Relu};
-use rsp::{RspOptions, Float, HostileClasses, Network, StartRule};
+use rsp::{Float, HostileClasses, Network, RspOptions, StartRule};
 
 /// A fixed pseudo-random value in [-1, 1) (splitmix64).
 fn noise(seed: u64) -> f64 {
@@ -54,7 +54,10 @@ fn explain_in_pool<T: Float>(threads: usize, opts: &RspOptions) -> (Vec<T>, Vec<
         let e = net.explain(x.view(), vec![1, 3], opts).unwrap();
         let (timed, _) = rsp::attribution::explain_timed(&net, x.view(), vec![1, 3], opts).unwrap();
         assert_eq!(e.relevance, timed.relevance, "explain_timed computes the same as explain");
-        (e.relevance.as_ref().unwrap().iter().copied().collect(), e.start_relevance.as_ref().unwrap().iter().copied().collect())
+        (
+            e.relevance.as_ref().unwrap().iter().copied().collect(),
+            e.start_relevance.as_ref().unwrap().iter().copied().collect(),
+        )
     })
 }
 

@@ -5,7 +5,7 @@
 //! and on the golden bottleneck ResNet (batch 2).
 
 use ndarray::{s, Array4, ArrayD, Axis, Ix4, IxDyn};
-use rsp::{RspOptions, Explanation, Float, HostileClasses, Network, StartRule, Target};
+use rsp::{Explanation, Float, HostileClasses, Network, RspOptions, StartRule, Target};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
@@ -60,13 +60,9 @@ fn assert_deterministic<T: Float>(what: &str, net: &Network<T>, x: &Array4<T>, t
         let one = x.slice(s![n..n + 1, .., .., ..]);
         let alone = in_pool(2, || net.explain(one, t, opts).unwrap());
         assert!(
-            alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0).iter().map(|v| v.to_f64_exact().to_bits()).eq(reference
-                .relevance
-                .as_ref()
-                .unwrap()
-                .index_axis(Axis(0), n)
-                .iter()
-                .map(|v| v.to_f64_exact().to_bits())),
+            alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0).iter().map(|v| v.to_f64_exact().to_bits()).eq(
+                reference.relevance.as_ref().unwrap().index_axis(Axis(0), n).iter().map(|v| v.to_f64_exact().to_bits())
+            ),
             "{what}: sample {n} alone differs from the batch"
         );
         assert!(alone
@@ -133,8 +129,7 @@ fn the_golden_bottleneck_resnet_is_bit_reproducible() {
     for (format, net) in nets {
         let what = format!("resnet_bottleneck_tiny ({format})");
         assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &RspOptions::default());
-        let comparative =
-            RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() };
+        let comparative = RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..Default::default() };
         assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &comparative);
     }
 }

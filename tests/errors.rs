@@ -4,7 +4,7 @@ mod common;
 
 use common::data;
 use ndarray::Array4;
-use rsp::{RspOptions, Network, RspError, Target};
+use rsp::{Network, RspError, RspOptions, Target};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 

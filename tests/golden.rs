@@ -6,7 +6,7 @@ mod common;
 
 use common::{data, read_tensors, rel_err};
 use ndarray::{ArrayD, Ix4};
-use rsp::{RspOptions, Float, Network};
+use rsp::{Float, Network, RspOptions};
 
 const CASES: &[&str] = &["vgg_tiny", "vgg_tiny_bn", "avgpool_stride_rect", "vgg16_narrow_224"];
 

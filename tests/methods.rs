@@ -198,7 +198,7 @@ fn gradcam_upsamples_bilinearly_to_the_input() {
     let cam = a.start_relevance.unwrap(); // (1, 4, 4, 4)
     let small = cam.index_axis(ndarray::Axis(0), 0).sum_axis(ndarray::Axis(0)).mapv(|v| v.max(0.0));
     let small = small.into_dimensionality::<ndarray::Ix2>().unwrap();
-    let expect = rsp::eval::metrics::upsample_bilinear(small.view(), 8, 8).unwrap();
+    let expect = rsp::attribution::upsample_bilinear(small.view(), 8, 8).unwrap();
     assert_eq!(a.heatmaps.index_axis(ndarray::Axis(0), 0), expect);
     // align_corners = false: output (0, 0) is input (0, 0); output (1, 1) is
     // ¾ of input (0, 0) and ¼ of (1, 1) in each direction.

@@ -236,8 +236,14 @@ fn one_case<T: Float>(seed: u64, tally: &Tally) -> Result<(), TestCaseError> {
     match result {
         Ok(e) => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
-            let finite =
-                e.relevance.as_ref().unwrap().iter().chain(e.start_relevance.as_ref().unwrap().iter()).chain(e.logits.iter()).all(|v| v.is_finite());
+            let finite = e
+                .relevance
+                .as_ref()
+                .unwrap()
+                .iter()
+                .chain(e.start_relevance.as_ref().unwrap().iter())
+                .chain(e.logits.iter())
+                .all(|v| v.is_finite());
             if !finite || e.relevance.as_ref().unwrap().shape() != x.shape() {
                 return Err(TestCaseError::fail(format!("non-finite or misshaped result on {net:?}")));
             }
@@ -309,16 +315,21 @@ fn input(scale: f64) -> Array4<f64> {
 }
 
 fn all_finite(e: &rsp::Explanation<f64>) -> bool {
-    e.relevance.as_ref().unwrap().iter().chain(e.start_relevance.as_ref().unwrap().iter()).chain(e.logits.iter()).all(|v| v.is_finite())
+    e.relevance
+        .as_ref()
+        .unwrap()
+        .iter()
+        .chain(e.start_relevance.as_ref().unwrap().iter())
+        .chain(e.logits.iter())
+        .all(|v| v.is_finite())
 }
 
 #[test]
 fn an_all_zero_input_gives_zero_relevance() {
     let net = small_net(1.0, fc(1.0));
     for start in [StartRule::SingleClass, StartRule::Comparative(HostileClasses::TopK(2))] {
-        let e = net
-            .explain(Array4::zeros((1, 3, 4, 4)).view(), 0, &RspOptions { start, ..Default::default() })
-            .unwrap();
+        let e =
+            net.explain(Array4::zeros((1, 3, 4, 4)).view(), 0, &RspOptions { start, ..Default::default() }).unwrap();
         assert!(all_finite(&e));
         assert!(e.relevance.as_ref().unwrap().iter().all(|&v| v == 0.0), "{:?}", e.relevance);
     }
@@ -431,6 +442,9 @@ fn a_batch_of_several_identical_edge_cases_is_each_sample_alone() {
     x.index_axis_mut(Axis(0), 1).assign(&input(1.0).index_axis(Axis(0), 0));
     let e = net.explain(x.view(), 0, &RspOptions::default()).unwrap();
     let alone = net.explain(input(1.0).view(), 0, &RspOptions::default()).unwrap();
-    assert_eq!(e.relevance.as_ref().unwrap().index_axis(Axis(0), 1), alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0));
+    assert_eq!(
+        e.relevance.as_ref().unwrap().index_axis(Axis(0), 1),
+        alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0)
+    );
     assert!(e.relevance.as_ref().unwrap().index_axis(Axis(0), 0).iter().all(|&v| v == 0.0));
 }

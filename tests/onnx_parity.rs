@@ -5,7 +5,7 @@ mod common;
 
 use common::{data, read_tensors, rel_err};
 use ndarray::Ix4;
-use rsp::{RspOptions, Float, Network, Target};
+use rsp::{Float, Network, RspOptions, Target};
 
 const CASES: &[(&str, f64)] = &[
     ("vgg_tiny", 1e-5),

@@ -8,7 +8,7 @@ use rsp::backend::{ConvGeometry, CpuBackend, ReferenceBackend};
 use rsp::layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext,
 };
-use rsp::{RspOptions, HostileClasses, Network, StartRule};
+use rsp::{HostileClasses, Network, RspOptions, StartRule};
 
 /// A deterministic stream of numbers in [0, 1) from a seed (so that
 /// proptest shrinks seeds, not thousands of floats).

@@ -8,9 +8,9 @@ mod common;
 use common::{data, read_tensors, rel_err};
 use ndarray::{Array4, ArrayD, Axis, Ix4};
 use proptest::prelude::*;
+use rsp::io::safetensors::Weights;
 use rsp::layers::add_rule;
 use rsp::layers::{Layer, LayerKind};
-use rsp::io::safetensors::Weights;
 use rsp::models::{Architecture, BlockKind, ResNetConfig, VggConfig, VggLayer, WeightSource};
 use rsp::network::NodeOp;
 use rsp::{Float, Network, RspError, RspOptions};
@@ -310,7 +310,10 @@ fn a_batch_equals_its_samples_bitwise() {
         for (i, &t) in targets.iter().enumerate() {
             let one = x.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
             let single = net.explain(one.view(), t, &RspOptions::default()).unwrap();
-            assert_eq!(batch.relevance.as_ref().unwrap().index_axis(Axis(0), i), single.relevance.as_ref().unwrap().index_axis(Axis(0), 0));
+            assert_eq!(
+                batch.relevance.as_ref().unwrap().index_axis(Axis(0), i),
+                single.relevance.as_ref().unwrap().index_axis(Axis(0), 0)
+            );
             assert_eq!(batch.logits.row(i), single.logits.row(0));
         }
     }

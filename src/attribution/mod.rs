@@ -34,18 +34,18 @@
 //! ```
 
 mod baselines;
-mod resample;
 mod explanation;
 mod method;
+mod resample;
 mod rsp;
 pub(crate) mod start;
 mod target;
 mod timing;
 mod walk;
 
-pub use resample::upsample_bilinear;
 pub use explanation::Explanation;
 pub use method::{HostileClasses, Method, RspOptions, StartRule, DEFAULT_LRP_EPSILON};
+pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};
 

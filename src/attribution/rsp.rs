@@ -108,8 +108,7 @@ impl<T: Float> Network<T> {
         options: &RspOptions,
     ) -> Result<Sample<T>> {
         let node = plan.start.expect("RSP has a start layer");
-        let (relevance, trace) =
-            self.rsp_from(acts, node, start.relevance.clone(), options.keep_layer_relevances)?;
+        let (relevance, trace) = self.rsp_from(acts, node, start.relevance.clone(), options.keep_layer_relevances)?;
         ensure_finite(&relevance, "input relevance (an intermediate value overflowed the float range)")?;
         let heatmap = relevance.view().into_dimensionality::<Ix3>().expect("C×H×W input").sum_axis(Axis(0));
         Ok(Sample {

@@ -104,4 +104,3 @@ pub(crate) fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>
         None => *slot = Some(part),
     }
 }
-

@@ -5,10 +5,10 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Ix4;
+use rsp::attribution::DEFAULT_LRP_EPSILON;
 use rsp::eval::benchmark::{evaluate, model_sensitivity, sensitivity_ticks, EvalOptions};
 use rsp::eval::dataset::Scenes;
 use rsp::io::npy::{read_npy, write_npy};
-use rsp::attribution::DEFAULT_LRP_EPSILON;
 use rsp::{Float, HostileClasses, Method, Network, RspError, RspOptions, StartRule, Target};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

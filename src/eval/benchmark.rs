@@ -7,8 +7,8 @@
 
 use super::dataset::Scenes;
 use super::metrics::{hostile_pointing_hit, pointing_hit, spearman, top_k_iou, BoxRegion};
-use crate::error::{Result, RspError};
 use crate::attribution::{Method, Target};
+use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::Network;
 use ndarray::{Array2, Array4, Axis};

@@ -234,9 +234,9 @@ impl<'g, T: Float> Importer<'g, T> {
             (Some(Value::Data(x)), Some(Value::Const(c))) | (Some(Value::Const(c)), Some(Value::Data(x))) => {
                 let last = self.net.len().checked_sub(1);
                 let OnnxTensor::Float(c) = c else { return Err(self.err(node, "the constant must be a float tensor")) };
-                let linear = last.filter(|&k| x == Source::Node(k)).and_then(|k| {
-                    self.net.nodes()[k].layer().and_then(|l| l.downcast_ref::<Linear<T>>()).cloned()
-                });
+                let linear = last
+                    .filter(|&k| x == Source::Node(k))
+                    .and_then(|k| self.net.nodes()[k].layer().and_then(|l| l.downcast_ref::<Linear<T>>()).cloned());
                 match linear {
                     Some(l) if l.bias().is_none() && c.len() == l.weight().nrows() => {
                         let bias = c.mapv(T::of).into_shape_with_order(l.weight().nrows()).expect("checked length");
