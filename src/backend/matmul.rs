@@ -53,8 +53,8 @@ fn block_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewM
 ///   for every `(i, j)` within their dimensions, for any (even negative)
 ///   strides, which is exactly the addressing `gemm` uses (strides in elements);
 /// * `c` is a mutable borrow, so it cannot overlap `a` or `b` (shared borrows);
-/// * `gemm::gemm` is called with `T` equal to `f32` or `f64` only (checked by
-///   `TypeId`), the types it implements;
+/// * the `gemm` family's kernels are called with `T` equal to `f32` or `f64`
+///   only (checked by `TypeId`), the types they implement;
 /// * with `read_dst = false` the old contents of `c` are never read, so `c`
 ///   may hold anything (it is fully overwritten).
 pub(crate) fn gemm_serial<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>) {
@@ -79,26 +79,103 @@ pub(crate) fn gemm_serial<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: A
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
     // SAFETY: see the function documentation.
     unsafe {
-        gemm::gemm(
+        gemm_typed(m, n, k, c.as_mut_ptr(), c_cs, c_rs, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs);
+    }
+}
+
+/// `dst = lhs · rhs` by the f32 or f64 kernel of the `gemm` family, with the
+/// operand normalisation of `gemm::gemm` (the umbrella crate's entry point,
+/// which would also compile its complex-number kernels): a column-oriented
+/// destination is handled as the transposed product, and negative strides
+/// are turned positive, as the kernels require.
+///
+/// # Safety
+/// The pointers and strides address valid, non-overlapping `m×k`, `k×n` and
+/// `m×n` matrices of `T`, and `T` is `f32` or `f64`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_typed<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_cs: isize,
+    dst_rs: isize,
+    lhs: *const T,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const T,
+    rhs_cs: isize,
+    rhs_rs: isize,
+) {
+    let transpose = dst_cs.abs() < dst_rs.abs();
+    let (m, n, mut dst, mut dst_cs, mut dst_rs, mut lhs, mut lhs_cs, mut lhs_rs, mut rhs, mut rhs_cs, mut rhs_rs) =
+        if transpose {
+            (n, m, dst, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs)
+        } else {
+            (m, n, dst, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs)
+        };
+    if dst_rs < 0 && m > 0 {
+        dst = dst.wrapping_offset((m - 1) as isize * dst_rs);
+        dst_rs = -dst_rs;
+        lhs = lhs.wrapping_offset((m - 1) as isize * lhs_rs);
+        lhs_rs = -lhs_rs;
+    }
+    if dst_cs < 0 && n > 0 {
+        dst = dst.wrapping_offset((n - 1) as isize * dst_cs);
+        dst_cs = -dst_cs;
+        rhs = rhs.wrapping_offset((n - 1) as isize * rhs_cs);
+        rhs_cs = -rhs_cs;
+    }
+    if lhs_cs < 0 && k > 0 {
+        lhs = lhs.wrapping_offset((k - 1) as isize * lhs_cs);
+        lhs_cs = -lhs_cs;
+        rhs = rhs.wrapping_offset((k - 1) as isize * rhs_rs);
+        rhs_rs = -rhs_rs;
+    }
+    let parallelism = gemm_common::Parallelism::None;
+    if TypeId::of::<T>() == TypeId::of::<f64>() {
+        gemm_f64::gemm::f64::get_gemm_fn()(
             m,
             n,
             k,
-            c.as_mut_ptr(),
-            c_cs,
-            c_rs,
+            dst as *mut f64,
+            dst_cs,
+            dst_rs,
             false,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            T::zero(),
-            T::one(),
+            lhs as *const f64,
+            lhs_cs,
+            lhs_rs,
+            rhs as *const f64,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
+        );
+    } else {
+        gemm_f32::gemm::f32::get_gemm_fn()(
+            m,
+            n,
+            k,
+            dst as *mut f32,
+            dst_cs,
+            dst_rs,
+            false,
+            lhs as *const f32,
+            lhs_cs,
+            lhs_rs,
+            rhs as *const f32,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
