@@ -104,7 +104,7 @@ fn end_to_end(c: &mut Criterion) {
     for batch in [1, 4] {
         let x = Array4::from_shape_fn((batch, 3, 64, 64), |(n, k, i, j)| noise(((n * 3 + k) * 64 + i) * 64 + j));
         group.bench_function(format!("small vgg 64x64 batch {batch}"), |b| {
-            b.iter(|| net.explain(&x, 1, &rsp::Method::default()).unwrap())
+            b.iter(|| net.explain(&x, 1, rsp::Method::default()).unwrap())
         });
     }
     group.finish();

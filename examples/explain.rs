@@ -71,7 +71,7 @@ fn predictions(net: &Network<f32>, logits: ArrayView1<f32>) -> String {
 
 /// The default: figures for the first public scenes with the embedded model.
 fn scenes_demo() -> Result<(), RspError> {
-    let net = Network::<f32>::from_safetensors_bytes(MODEL, MODEL_NAME)?;
+    let net = rsp::io::safetensors::from_bytes::<f32>(MODEL, MODEL_NAME)?;
     let scenes = Scenes::load(SCENES)?;
     std::fs::create_dir_all(OUT_DIR).map_err(|source| RspError::Io { path: OUT_DIR.into(), source })?;
     println!("model: {MODEL_NAME}; scenes: {SCENES}");
@@ -170,7 +170,7 @@ fn own_image(o: &Options) -> Result<(), RspError> {
     let (net, shown, default_norm) = match &o.model {
         Some(p) => (Network::<f32>::load(p)?, p.display().to_string(), Normalization::ImageNet),
         None => {
-            (Network::<f32>::from_safetensors_bytes(MODEL, MODEL_NAME)?, MODEL_NAME.to_string(), Normalization::Scenes)
+            (rsp::io::safetensors::from_bytes::<f32>(MODEL, MODEL_NAME)?, MODEL_NAME.to_string(), Normalization::Scenes)
         }
     };
     let norm = o.normalization.unwrap_or(default_norm);

@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The short form: positive and hostile evidence for one class.
         let (positive, hostile) = rsp::attribute(&net, &scene, digit)?;
         // The full call: the comparative start weighs the digit against the others present.
-        let explanation = net.explain(&scene, digit, &Method::Rsp(RspOptions::COMPARATIVE))?;
+        let explanation = net.explain(&scene, digit, Method::Rsp(RspOptions::COMPARATIVE))?;
         let heat = explanation.heatmap(0).expect("one sample");
         let (mut best, mut worst) = ((0, 0), (0, 0));
         for ((i, j), &v) in heat.indexed_iter() {

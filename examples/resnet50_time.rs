@@ -27,7 +27,7 @@ fn main() -> rsp::Result<()> {
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
         let t = Instant::now();
-        let e = net.explain(&image, target, &Method::default())?;
+        let e = net.explain(&image, target, Method::default())?;
         let dt = t.elapsed();
         println!(
             "attribution {run}: {dt:.2?} (start layer #{:?}, Σ start {:.4}, Σ input {:.4})",

@@ -478,7 +478,7 @@ impl<T: Float> Network<T> {
     /// net.push(AdaptiveAvgPool2d::new((1, 1)));
     /// net.push(Flatten);
     /// net.push(w.linear("fc", 4, 2).unwrap());
-    /// assert_eq!(rsp::Source::Node(net.default_start_layer().unwrap()), start);
+    /// assert_eq!(rsp::network::Source::Node(net.default_start_layer().unwrap()), start);
     /// ```
     pub fn residual(&mut self, main: impl FnOnce(&mut Self, Source) -> Result<Source>) -> Result<Source> {
         self.residual_with(main, |_, x| Ok(x))

@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 
 fn vgg_tiny() -> Network<f64> {
-    Network::load_safetensors(data("golden/vgg_tiny.safetensors")).unwrap()
+    rsp::io::safetensors::load(data("golden/vgg_tiny.safetensors")).unwrap()
 }
 
 fn input(shape: (usize, usize, usize, usize)) -> Array4<f64> {
@@ -38,7 +38,7 @@ fn a_target_out_of_range_is_reported_with_the_class_count() {
 #[test]
 fn per_sample_targets_must_match_the_batch() {
     let err = vgg_tiny()
-        .explain(input((2, 3, 32, 32)).view(), Target::PerSample(vec![1]), &RspOptions::default())
+        .explain(input((2, 3, 32, 32)).view(), Target::PerSample(vec![1]), RspOptions::default())
         .unwrap_err();
     assert!(matches!(err, RspError::InvalidArgument(_)), "{err}");
 }
@@ -85,7 +85,7 @@ fn edited(edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>, &mut Ha
 }
 
 fn load(bytes: &[u8]) -> RspError {
-    Network::<f64>::from_safetensors_bytes(bytes, "edited.safetensors").unwrap_err()
+    rsp::io::safetensors::from_bytes::<f64>(bytes, "edited.safetensors").unwrap_err()
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn fields_that_change_a_layer_are_checked_and_harmless_extra_fields_ignored() {
     let grouped = with("\"type\": \"conv2d\"", "\"type\": \"conv2d\", \"groups\": 2");
     assert!(load(&grouped).to_string().contains("groups"));
     let plain = with("\"type\": \"conv2d\"", "\"type\": \"conv2d\", \"dilation\": 1, \"padding_mode\": \"zeros\"");
-    assert!(Network::<f64>::from_safetensors_bytes(&plain, "plain.safetensors").is_ok());
+    assert!(rsp::io::safetensors::from_bytes::<f64>(&plain, "plain.safetensors").is_ok());
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn class_names_must_match_the_logits() {
     let bytes = edited(|_, m| {
         m.insert("classes".into(), "[\"a\", \"b\"]".into());
     });
-    let net = Network::<f64>::from_safetensors_bytes(&bytes, "named.safetensors").unwrap();
+    let net = rsp::io::safetensors::from_bytes::<f64>(&bytes, "named.safetensors").unwrap();
     let err = net.attribute(input((1, 3, 32, 32)).view(), 0).unwrap_err();
     assert!(err.to_string().contains("names 2 classes but computes 10 logits"), "{err}");
 }

@@ -146,7 +146,7 @@ fn small_model_bytes() -> Vec<u8> {
     net.set_input_shape(Some(vec![3, 8, 8]));
     net.set_start_layer(Some(5));
     let path = std::env::temp_dir().join(format!("rsp-fuzz-readers-{}.safetensors", std::process::id()));
-    net.save_safetensors(&path).unwrap();
+    rsp::io::safetensors::save(&net, &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
     bytes
@@ -324,7 +324,7 @@ fn safetensors_case(base: &[u8], seed: u64, tally: &Tally) -> Result<(), TestCas
         }
         bytes
     };
-    let loaded = no_panic("from_safetensors_bytes", || Network::<f32>::from_safetensors_bytes(&bytes, "mutated"))?;
+    let loaded = no_panic("from_safetensors_bytes", || rsp::io::safetensors::from_bytes::<f32>(&bytes, "mutated"))?;
     if let Ok(net) = loaded {
         tally.loaded.fetch_add(1, Ordering::Relaxed);
         attribute_loaded(&net, tally)?;
@@ -335,7 +335,7 @@ fn safetensors_case(base: &[u8], seed: u64, tally: &Tally) -> Result<(), TestCas
 #[test]
 fn mutated_safetensors_models_never_panic() {
     let base = small_model_bytes();
-    assert!(Network::<f32>::from_safetensors_bytes(&base, "base").is_ok());
+    assert!(rsp::io::safetensors::from_bytes::<f32>(&base, "base").is_ok());
     let tally = Tally::default();
     runner(3000).run(&proptest::num::u64::ANY, |seed| safetensors_case(&base, seed, &tally)).unwrap();
     tally.report("safetensors");
@@ -358,7 +358,7 @@ fn safetensors_offsets_summing_past_usize_max_are_an_error() {
     }
     let bytes = join(&Value::Object(header), &[]);
     let err =
-        no_panic("load", || Network::<f32>::from_safetensors_bytes(&bytes, "sum.safetensors")).unwrap().unwrap_err();
+        no_panic("load", || rsp::io::safetensors::from_bytes::<f32>(&bytes, "sum.safetensors")).unwrap().unwrap_err();
     assert!(matches!(err, RspError::Format { .. }), "{err}");
 }
 
@@ -562,7 +562,7 @@ fn mutated_onnx_models_never_panic() {
             }
             let graph = no_panic("parse_onnx_bytes", || parse_onnx_bytes(&bytes, "mutated.onnx"))?;
             if let Ok(graph) = graph {
-                let net = no_panic("from_onnx_graph", || Network::<f32>::from_onnx_graph(&graph, "mutated.onnx"))?;
+                let net = no_panic("from_onnx_graph", || rsp::io::onnx::import::<f32>(&graph, "mutated.onnx"))?;
                 if let Ok(net) = net {
                     tally.loaded.fetch_add(1, Ordering::Relaxed);
                     attribute_loaded(&net, &tally)?;

@@ -6,7 +6,7 @@ mod common;
 
 use common::{data, read_tensors, rel_err};
 use ndarray::{ArrayD, Ix4};
-use rsp::{Float, Network, RspOptions};
+use rsp::{Float, RspOptions};
 
 const CASES: &[&str] = &["vgg_tiny", "vgg_tiny_bn", "avgpool_stride_rect", "vgg16_narrow_224"];
 
@@ -28,7 +28,7 @@ struct Outcome {
 fn run<T: Float>(case: &str) -> Outcome {
     let path = data(&format!("golden/{case}.safetensors"));
     let file = read_tensors(&path);
-    let net = Network::<T>::load_safetensors(&path).unwrap();
+    let net = rsp::io::safetensors::load::<T>(&path).unwrap();
     let target: usize = file.metadata["target"].parse().unwrap();
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
     let opts = RspOptions { keep_layer_relevances: true, ..Default::default() };
@@ -80,7 +80,7 @@ fn the_automatic_start_layer_is_the_reference_one() {
     for case in CASES {
         let path = data(&format!("golden/{case}.safetensors"));
         let file = read_tensors(&path);
-        let mut net = Network::<f64>::load_safetensors(&path).unwrap();
+        let mut net = rsp::io::safetensors::load::<f64>(&path).unwrap();
         net.set_start_layer(None);
         assert_eq!(
             net.default_start_layer().unwrap(),

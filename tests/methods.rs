@@ -251,7 +251,7 @@ fn methods_report_typed_errors() {
         net.explain(x.view(), 3, &Method::Gradient),
         Err(RspError::TargetOutOfRange { target: 3, classes: 3 })
     ));
-    assert!(matches!(net.explain(x.view(), 0, &Method::LrpEpsilon(f64::NAN)), Err(RspError::InvalidArgument(_))));
+    assert!(matches!(net.explain(x.view(), 0, Method::LrpEpsilon(f64::NAN)), Err(RspError::InvalidArgument(_))));
     assert!(matches!(net.explain(x.view(), vec![0, 1], &Method::GradCam), Err(RspError::InvalidArgument(_))));
     let bad = Array4::from_elem((1, 2, 8, 8), 0.0);
     assert!(net.explain(bad.view(), 0, &Method::LrpAlpha1Beta0).is_err());

@@ -339,7 +339,7 @@ fn an_all_zero_input_gives_zero_relevance() {
 fn all_zero_activations_at_the_start_layer_give_zero_relevance() {
     // Zero convolution weights: the start layer's output is all zero.
     let net = small_net(0.0, fc(1.0));
-    let e = net.explain(input(1.0).view(), 1, &RspOptions::default()).unwrap();
+    let e = net.explain(input(1.0).view(), 1, RspOptions::default()).unwrap();
     assert!(e.start_relevance.as_ref().unwrap().iter().all(|&v| v == 0.0));
     assert!(e.relevance.as_ref().unwrap().iter().all(|&v| v == 0.0));
     let (pos, hostile) = net.attribute(input(1.0).view(), 1).unwrap();
@@ -362,7 +362,7 @@ fn a_zero_gradient_gives_zero_relevance() {
 fn a_start_relevance_without_positive_entries_is_scaled_by_its_largest_magnitude() {
     // A classifier with only negative weights: A ⊙ α ≤ 0 everywhere.
     let net = small_net(1.0, -fc(1.0).mapv(f64::abs));
-    let e = net.explain(input(1.0).view(), 0, &RspOptions::default()).unwrap();
+    let e = net.explain(input(1.0).view(), 0, RspOptions::default()).unwrap();
     assert!(all_finite(&e));
     assert!(e.start_relevance.as_ref().unwrap().iter().all(|&v| v <= 0.0));
     let min = e.start_relevance.as_ref().unwrap().iter().copied().fold(0.0, f64::min);
@@ -378,13 +378,13 @@ fn a_start_relevance_without_positive_entries_is_scaled_by_its_largest_magnitude
 fn subnormal_and_huge_inputs_give_finite_results_or_an_overflow_error() {
     let net = small_net(1.0, fc(1.0));
     for scale in [1e-310, 1e-30, 1e30, 1e150] {
-        match net.explain(input(scale).view(), 0, &RspOptions::default()) {
+        match net.explain(input(scale).view(), 0, RspOptions::default()) {
             Ok(e) => assert!(all_finite(&e), "scale {scale}"),
             Err(err) => assert!(matches!(err, RspError::NonFinite { .. }), "scale {scale}: {err}"),
         }
     }
     // In f32, 1e30 overflows in the first convolution's sums of products: a typed error naming the node.
-    let net32 = Network::<f32>::load_safetensors(
+    let net32 = rsp::io::safetensors::load::<f32>(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/vgg_tiny.safetensors"),
     )
     .unwrap();
@@ -440,8 +440,8 @@ fn a_batch_of_several_identical_edge_cases_is_each_sample_alone() {
     let net = small_net(1.0, fc(1.0));
     let mut x = Array4::zeros((3, 3, 4, 4));
     x.index_axis_mut(Axis(0), 1).assign(&input(1.0).index_axis(Axis(0), 0));
-    let e = net.explain(x.view(), 0, &RspOptions::default()).unwrap();
-    let alone = net.explain(input(1.0).view(), 0, &RspOptions::default()).unwrap();
+    let e = net.explain(x.view(), 0, RspOptions::default()).unwrap();
+    let alone = net.explain(input(1.0).view(), 0, RspOptions::default()).unwrap();
     assert_eq!(
         e.relevance.as_ref().unwrap().index_axis(Axis(0), 1),
         alone.relevance.as_ref().unwrap().index_axis(Axis(0), 0)

@@ -1,11 +1,11 @@
 //! Every ONNX export of a golden case gives the golden relevance through
-//! `Network::load_onnx` (float64 within 1e-9, float32 within the golden tolerances).
+//! `Network::load` (`rsp::io::onnx::load`) (float64 within 1e-9, float32 within the golden tolerances).
 
 mod common;
 
 use common::{data, read_tensors, rel_err};
 use ndarray::Ix4;
-use rsp::{Float, Network, RspOptions, Target};
+use rsp::{Float, RspOptions, Target};
 
 const CASES: &[(&str, f64)] = &[
     ("vgg_tiny", 1e-5),
@@ -18,7 +18,7 @@ const CASES: &[(&str, f64)] = &[
 
 fn errors<T: Float>(case: &str) -> (f64, f64) {
     let file = read_tensors(&data(&format!("golden/{case}.safetensors")));
-    let net = Network::<T>::load_onnx(data(&format!("golden/onnx/{case}.onnx"))).unwrap();
+    let net = rsp::io::onnx::load::<T>(data(&format!("golden/onnx/{case}.onnx"))).unwrap();
     let target: Target = match serde_json::from_str::<serde_json::Value>(&file.metadata["target"]).unwrap() {
         serde_json::Value::Array(list) => {
             Target::PerSample(list.iter().map(|v| v.as_u64().unwrap() as usize).collect())
@@ -26,7 +26,7 @@ fn errors<T: Float>(case: &str) -> (f64, f64) {
         v => Target::Single(v.as_u64().unwrap() as usize),
     };
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
-    let e = net.explain(input.view(), target, &RspOptions::default()).unwrap();
+    let e = net.explain(input.view(), target, RspOptions::default()).unwrap();
     let widen = |a: ndarray::ArrayD<T>| a.mapv(|v| v.to_f64_exact());
     (
         rel_err(&widen(e.relevance.clone().unwrap().into_dyn()), &file.tensors["relevance_f64"]),
@@ -56,12 +56,12 @@ fn onnx_imports_match_the_goldens_in_float32() {
 
 #[test]
 fn the_digits_model_is_the_same_through_onnx_and_safetensors() {
-    let a = Network::<f64>::load_onnx(common::repo("data/digits_vgg.onnx")).unwrap();
-    let b = Network::<f64>::load_safetensors(common::repo("data/digits_vgg.safetensors")).unwrap();
+    let a = rsp::io::onnx::load::<f64>(common::repo("data/digits_vgg.onnx")).unwrap();
+    let b = rsp::io::safetensors::load::<f64>(common::repo("data/digits_vgg.safetensors")).unwrap();
     let scenes = read_tensors(&common::repo("data/scenes_public.safetensors"));
     let x = scenes.tensors["input"].slice(ndarray::s![0..2, .., .., ..]).to_owned();
-    let ea = a.explain(x.view(), 3, &RspOptions::default()).unwrap();
-    let eb = b.explain(x.view(), 3, &RspOptions::default()).unwrap();
+    let ea = a.explain(x.view(), 3, RspOptions::default()).unwrap();
+    let eb = b.explain(x.view(), 3, RspOptions::default()).unwrap();
     assert_eq!(ea.start_layer, eb.start_layer);
     assert!(rel_err(&ea.relevance.clone().unwrap().into_dyn(), &eb.relevance.clone().unwrap().into_dyn()) < 1e-12);
 }

@@ -153,17 +153,17 @@ proptest! {
     #[test]
     fn float32_agrees_with_float64(a in arch()) {
         let (net, x) = build(&a, true);
-        let e64 = net.explain(x.view(), 0, &RspOptions::default()).unwrap();
+        let e64 = net.explain(x.view(), 0, RspOptions::default()).unwrap();
         // The same weights in f32: round-trip through a file.
         let dir = std::env::temp_dir().join(format!("rsp-prop-{}", a.seed));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("net.safetensors");
-        net.save_safetensors(&path).unwrap();
-        let net32 = Network::<f32>::load_safetensors(&path).unwrap();
-        let back64 = Network::<f64>::load_safetensors(&path).unwrap();
-        let e64b = back64.explain(x.view(), 0, &RspOptions::default()).unwrap();
+        rsp::io::safetensors::save(&net, &path).unwrap();
+        let net32 = rsp::io::safetensors::load::<f32>(&path).unwrap();
+        let back64 = rsp::io::safetensors::load::<f64>(&path).unwrap();
+        let e64b = back64.explain(x.view(), 0, RspOptions::default()).unwrap();
         prop_assert_eq!(e64.relevance.as_ref().unwrap(), e64b.relevance.as_ref().unwrap(), "saving and loading in f64 is exact");
-        let e32 = net32.explain(x.mapv(|v| v as f32).view(), 0, &RspOptions::default()).unwrap();
+        let e32 = net32.explain(x.mapv(|v| v as f32).view(), 0, RspOptions::default()).unwrap();
         let scale = max_abs(e64.relevance.as_ref().unwrap().iter().copied());
         let diff = max_abs(e32.relevance.as_ref().unwrap().iter().zip(e64.relevance.as_ref().unwrap()).map(|(&a, &b)| a as f64 - b));
         prop_assert!(diff <= 1e-3 * scale, "f32 differs from f64 by {diff} (scale {scale})");
@@ -175,7 +175,7 @@ proptest! {
         let (net, x) = build(&a, false);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| net.explain(x.view(), 1, &RspOptions::default()).unwrap().relevance)
+            pool.install(|| net.explain(x.view(), 1, RspOptions::default()).unwrap().relevance)
         };
         let one = run(1);
         prop_assert_eq!(&one, &run(2));

@@ -30,11 +30,11 @@ fn widen<T: Float>(a: &ArrayD<T>) -> ArrayD<f64> {
 fn run_resnet<T: Float>(case: &str) -> Outcome {
     let path = data(&format!("golden/{case}.safetensors"));
     let file = read_tensors(&path);
-    let net = Network::<T>::load_safetensors(&path).unwrap();
+    let net = rsp::io::safetensors::load::<T>(&path).unwrap();
     let targets: Vec<usize> = serde_json::from_str(&file.metadata["target"]).unwrap();
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
     assert_eq!(targets.len(), input.shape()[0]);
-    let e = net.explain(input.view(), targets, &RspOptions::default()).unwrap();
+    let e = net.explain(input.view(), targets, RspOptions::default()).unwrap();
     Outcome {
         relevance: rel_err(&widen(&e.relevance.clone().unwrap().into_dyn()), &file.tensors["relevance_f64"]),
         logits: rel_err(&widen(&e.logits.into_dyn()), &file.tensors["logits_f64"]),
@@ -67,7 +67,7 @@ fn resnet_float32_matches_the_golden_files_within_1e4() {
 #[test]
 fn resnet_golden_files_build_the_expected_graph() {
     let path = data("golden/resnet_bottleneck_tiny.safetensors");
-    let net = Network::<f64>::load_safetensors(&path).unwrap();
+    let net = rsp::io::safetensors::load::<f64>(&path).unwrap();
     // stem 4 + layer1.0 (8 main + 2 downsample + add + relu) + 2 × 12 or 10 + pool, flatten, fc
     let adds: Vec<usize> = (0..net.len()).filter(|&k| matches!(net.nodes()[k].op(), NodeOp::Add)).collect();
     assert_eq!(adds.len(), 3);
@@ -106,7 +106,7 @@ fn the_torchvision_loader_reads_a_golden_file_by_architecture_name() {
         }
     );
     let a = config.build::<f64>(&WeightSource::File(&weights)).unwrap();
-    let b = Network::<f64>::load_safetensors(&path).unwrap();
+    let b = rsp::io::safetensors::load::<f64>(&path).unwrap();
     let x = read_tensors(&path).tensors["input"].clone().into_dimensionality::<Ix4>().unwrap();
     assert_eq!(a.forward(x.view()).unwrap(), b.forward(x.view()).unwrap());
 }
@@ -136,7 +136,7 @@ fn bad_resnet_files_give_typed_errors() {
     assert!(matches!(ResNetConfig::from_metadata(&m, "edited"), Err(RspError::Format { .. })));
     // A file cut short is not a safetensors file.
     assert!(matches!(
-        Network::<f32>::from_safetensors_bytes(&bytes[..bytes.len() / 2], "cut"),
+        rsp::io::safetensors::from_bytes::<f32>(&bytes[..bytes.len() / 2], "cut"),
         Err(RspError::Format { .. })
     ));
     // A missing tensor is named.
@@ -183,7 +183,7 @@ fn vgg_builder_matches_the_vgg_golden_files() {
         assert_eq!(start, file.metadata["start_layer"].parse::<usize>().unwrap());
         let target: usize = file.metadata["target"].parse().unwrap();
         let x = file.tensors["input"].clone().into_dimensionality::<Ix4>().unwrap();
-        let e = net.explain(x.view(), target, &RspOptions::default()).unwrap();
+        let e = net.explain(x.view(), target, RspOptions::default()).unwrap();
         let err = rel_err(&e.relevance.clone().unwrap().into_dyn(), &file.tensors["relevance_f64"]);
         println!("{case} via VggConfig f64: relevance {err:.2e}");
         assert!(err <= 1e-9, "{case}: {err:.3e}");
@@ -290,7 +290,7 @@ proptest! {
         let widths: Vec<usize> = (0..layers.len()).map(|i| width + 2 * i).collect();
         let net = positive_resnet(block, layers, widths, seed);
         let x = positive_input(seed, 1, hw);
-        let e = net.explain(x.view(), target, &RspOptions::default()).unwrap();
+        let e = net.explain(x.view(), target, RspOptions::default()).unwrap();
         let start: f64 = e.start_relevance.as_ref().unwrap().sum();
         let input: f64 = e.relevance.as_ref().unwrap().sum();
         let scale = e.start_relevance.as_ref().unwrap().iter().fold(0.0f64, |m, v| m.max(v.abs())).max(start.abs());
@@ -306,10 +306,10 @@ fn a_batch_equals_its_samples_bitwise() {
         let net = config.build::<f32>(&WeightSource::HeNormal { seed: 11 }).unwrap();
         let x = positive_input(5, 3, 33).mapv(|v| v as f32 - 0.5);
         let targets = vec![0, 6, 3];
-        let batch = net.explain(x.view(), targets.clone(), &RspOptions::default()).unwrap();
+        let batch = net.explain(x.view(), targets.clone(), RspOptions::default()).unwrap();
         for (i, &t) in targets.iter().enumerate() {
             let one = x.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
-            let single = net.explain(one.view(), t, &RspOptions::default()).unwrap();
+            let single = net.explain(one.view(), t, RspOptions::default()).unwrap();
             assert_eq!(
                 batch.relevance.as_ref().unwrap().index_axis(Axis(0), i),
                 single.relevance.as_ref().unwrap().index_axis(Axis(0), 0)
@@ -380,10 +380,10 @@ fn a_torchvision_state_dict_file_loads_by_name_and_by_metadata() {
     let original = config.build::<f32>(&WeightSource::HeNormal { seed: 9 }).unwrap();
     let path = dir.join(format!("rsp-test-bottleneck-{}.safetensors", std::process::id()));
     save_like_torchvision(&original, &path, Some(config.to_metadata()));
-    let loaded = Network::<f32>::load_safetensors(&path);
+    let loaded = rsp::io::safetensors::load::<f32>(&path);
     std::fs::remove_file(&path).ok();
     let loaded = loaded.unwrap();
-    let a = original.explain(x.view(), 2, &RspOptions::default()).unwrap();
-    let b = loaded.explain(x.view(), 2, &RspOptions::default()).unwrap();
+    let a = original.explain(x.view(), 2, RspOptions::default()).unwrap();
+    let b = loaded.explain(x.view(), 2, RspOptions::default()).unwrap();
     assert_eq!(a.relevance, b.relevance);
 }

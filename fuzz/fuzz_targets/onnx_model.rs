@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(graph) = parse_onnx_bytes(data, "fuzz.onnx") else {
         return;
     };
-    let Ok(net) = Network::<f32>::from_onnx_graph(&graph, "fuzz.onnx") else {
+    let Ok(net) = rsp::io::onnx::import::<f32>(&graph, "fuzz.onnx") else {
         return;
     };
     let Some(shape) = net.input_shape().map(<[usize]>::to_vec) else {

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use rsp::Network;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(net) = Network::<f32>::from_safetensors_bytes(data, "fuzz.safetensors") {
+    if let Ok(net) = rsp::io::safetensors::from_bytes::<f32>(data, "fuzz.safetensors") {
         let shape = net
             .input_shape()
             .map(<[usize]>::to_vec)

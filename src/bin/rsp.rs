@@ -195,7 +195,7 @@ fn attribute<T: Float>(
         (Start::Comparative, None, Some(k)) => StartRule::Comparative(HostileClasses::TopK(k)),
         (Start::Comparative, None, None) => StartRule::Comparative(HostileClasses::PredictedPresent),
     };
-    let e = net.explain(&x, target, &Method::Rsp(RspOptions { start, ..Default::default() }))?;
+    let e = net.explain(&x, target, Method::Rsp(RspOptions { start, ..Default::default() }))?;
     let relevance = e.relevance.ok_or_else(|| RspError::InvalidArgument("RSP returned no input relevance".into()))?;
     write_npy(out, &relevance.into_dyn())
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 impl<T: Float> Network<T> {
     /// Loads a model file, choosing the reader by extension: `.onnx` for
     /// ONNX (feature `onnx`), anything else as safetensors (the `layers`
-    /// format or ResNet metadata, [`Network::load_safetensors`]).
+    /// format or ResNet metadata, [`safetensors::load`]).
     ///
     /// ```no_run
     /// let net = rsp::Network::<f64>::load("data/digits_vgg.safetensors").unwrap();
@@ -26,13 +26,13 @@ impl<T: Float> Network<T> {
         let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
         if is_onnx {
             #[cfg(feature = "onnx")]
-            return Self::load_onnx(path);
+            return onnx::load(path);
             #[cfg(not(feature = "onnx"))]
             return Err(crate::RspError::InvalidArgument(format!(
                 "{}: reading ONNX models needs the crate's `onnx` feature",
                 path.display()
             )));
         }
-        Self::load_safetensors(path)
+        safetensors::load(path)
     }
 }

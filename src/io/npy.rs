@@ -3,8 +3,8 @@
 //! The file is read into memory once and its header checked against its real
 //! size, so a header that claims more data than the file holds is an error,
 //! never a huge allocation. Headers are limited to
-//! [`MAX_NPY_HEADER_BYTES`](crate::limits::MAX_NPY_HEADER_BYTES) bytes and
-//! [`MAX_NPY_HEADER_DEPTH`](crate::limits::MAX_NPY_HEADER_DEPTH) nested brackets.
+//! [`crate::limits::MAX_NPY_HEADER_BYTES`] bytes and
+//! [`crate::limits::MAX_NPY_HEADER_DEPTH`] nested brackets.
 
 use crate::error::{Result, RspError};
 use crate::float::Float;

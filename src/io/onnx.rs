@@ -45,6 +45,7 @@ use crate::error::{Result, RspError};
 #[allow(dead_code, missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 mod proto;
 
+pub use super::onnx_import::{import, load};
 use proto::attribute_proto::AttributeType;
 use proto::tensor_proto::{DataLocation, DataType};
 

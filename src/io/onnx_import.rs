@@ -259,61 +259,58 @@ impl<'g, T: Float> Importer<'g, T> {
     }
 }
 
-impl<T: Float> Network<T> {
-    /// Loads an ONNX model (see [`crate::io::onnx`] for what is accepted).
-    ///
-    /// ```
-    /// let net = rsp::Network::<f32>::load_onnx("data/digits_vgg.onnx").unwrap();
-    /// // The ReLU after the last convolution (its 64×8×8 output feeds the last max-pool, node 17).
-    /// assert_eq!(net.default_start_layer().unwrap(), 16);
-    /// ```
-    pub fn load_onnx(path: impl AsRef<Path>) -> Result<Self> {
-        let graph = read_onnx(path.as_ref())?;
-        Self::from_onnx_graph(&graph, &path.as_ref().display().to_string())
-    }
+/// Loads an ONNX model (see [`crate::io::onnx`] for what is accepted).
+///
+/// ```
+/// let net = rsp::io::onnx::load::<f32>("data/digits_vgg.onnx").unwrap();
+/// // The ReLU after the last convolution (its 64×8×8 output feeds the last max-pool, node 17).
+/// assert_eq!(net.default_start_layer().unwrap(), 16);
+/// ```
+pub fn load<T: Float>(path: impl AsRef<Path>) -> Result<Network<T>> {
+    let graph = read_onnx(path.as_ref())?;
+    import(&graph, &path.as_ref().display().to_string())
+}
 
-    /// Builds a network from a parsed ONNX graph; `origin` names it in errors.
-    pub fn from_onnx_graph(graph: &OnnxGraph, origin: &str) -> Result<Self> {
-        let mut imp =
-            Importer { graph, origin, values: HashMap::new(), net: Network::new(), reshape_checks: Vec::new() };
-        for (name, a) in &graph.initializers {
-            imp.values.insert(name.clone(), Value::Const(OnnxTensor::Float(a.clone())));
-        }
-        for (name, a) in &graph.int_initializers {
-            imp.values.insert(name.clone(), Value::Const(OnnxTensor::Int(a.clone())));
-        }
-        imp.values.insert(graph.input.name.clone(), Value::Data(Source::Input));
-        for node in &imp.graph.nodes {
-            imp.map_node(node)?;
-        }
-        match imp.values.get(&graph.output) {
-            Some(Value::Data(s)) if *s == imp.net.last() && !imp.net.is_empty() => {}
-            _ => {
-                return Err(RspError::Model(format!(
-                    "{origin}: the graph output `{}` must be the last computed node",
-                    graph.output
-                )))
-            }
-        }
-        let dims = &graph.input.dims;
-        if dims.len() != 4 {
-            return Err(RspError::Model(format!(
-                "{origin}: the input must be 4-D (N, C, H, W), found rank {}",
-                dims.len()
-            )));
-        }
-        if let [Some(c), Some(h), Some(w)] = [dims[1], dims[2], dims[3]] {
-            let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {e}")))?;
-            for &(k, features) in &imp.reshape_checks {
-                if features > 0 && shapes[k] != [features as usize] {
-                    return Err(RspError::Model(format!(
-                        "{origin}: reshape node #{k} asks for {features} features, its input has {:?}",
-                        shapes[k]
-                    )));
-                }
-            }
-            imp.net.set_input_shape(Some(vec![c, h, w]));
-        }
-        Ok(imp.net)
+/// Builds a network from a parsed ONNX graph; `origin` names it in errors.
+pub fn import<T: Float>(graph: &OnnxGraph, origin: &str) -> Result<Network<T>> {
+    let mut imp = Importer { graph, origin, values: HashMap::new(), net: Network::new(), reshape_checks: Vec::new() };
+    for (name, a) in &graph.initializers {
+        imp.values.insert(name.clone(), Value::Const(OnnxTensor::Float(a.clone())));
     }
+    for (name, a) in &graph.int_initializers {
+        imp.values.insert(name.clone(), Value::Const(OnnxTensor::Int(a.clone())));
+    }
+    imp.values.insert(graph.input.name.clone(), Value::Data(Source::Input));
+    for node in &imp.graph.nodes {
+        imp.map_node(node)?;
+    }
+    match imp.values.get(&graph.output) {
+        Some(Value::Data(s)) if *s == imp.net.last() && !imp.net.is_empty() => {}
+        _ => {
+            return Err(RspError::Model(format!(
+                "{origin}: the graph output `{}` must be the last computed node",
+                graph.output
+            )))
+        }
+    }
+    let dims = &graph.input.dims;
+    if dims.len() != 4 {
+        return Err(RspError::Model(format!(
+            "{origin}: the input must be 4-D (N, C, H, W), found rank {}",
+            dims.len()
+        )));
+    }
+    if let [Some(c), Some(h), Some(w)] = [dims[1], dims[2], dims[3]] {
+        let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {e}")))?;
+        for &(k, features) in &imp.reshape_checks {
+            if features > 0 && shapes[k] != [features as usize] {
+                return Err(RspError::Model(format!(
+                    "{origin}: reshape node #{k} asks for {features} features, its input has {:?}",
+                    shapes[k]
+                )));
+            }
+        }
+        imp.net.set_input_shape(Some(vec![c, h, w]));
+    }
+    Ok(imp.net)
 }

@@ -168,7 +168,7 @@ fn default_eps() -> f64 {
 /// let fc = Linear::new("fc", ndarray::arr2(&[[1.0f32, 2.0]]), None).unwrap();
 /// let net = rsp::Network::<f32>::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f32>>, Box::new(fc)]);
 /// let path = std::env::temp_dir().join("rsp-doc-weights.safetensors");
-/// net.save_safetensors(&path).unwrap();
+/// rsp::io::safetensors::save(&net, &path).unwrap();
 /// let bytes = std::fs::read(&path).unwrap();
 /// let (weights, _metadata) = rsp::io::safetensors::Weights::parse(&bytes, "doc").unwrap();
 /// assert_eq!(weights.shape_of("fc.weight"), Some(vec![1, 2]));
@@ -448,55 +448,6 @@ fn spec_of<T: Float>(layer: &dyn Layer<T>) -> Option<LayerSpec> {
 }
 
 impl<T: Float> Network<T> {
-    /// Loads a model from a safetensors file: weights under PyTorch
-    /// `state_dict` names, the architecture in the `layers` metadata (see
-    /// `docs/model-format.md`), or a torchvision ResNet described by the
-    /// metadata `arch` = `resnet`, `block`, `layers`, `widths`, `stem_width`,
-    /// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]).
-    ///
-    /// ```no_run
-    /// let net = rsp::Network::<f32>::load_safetensors("data/digits_vgg.safetensors").unwrap();
-    /// println!("{net:?}");
-    /// ```
-    pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
-        Self::from_safetensors_bytes(&bytes, &shown)
-    }
-
-    /// [`Network::load_safetensors`] from bytes in memory; `origin` names them in errors.
-    pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
-        let (weights, metadata) = open_file(bytes, origin)?;
-        if metadata.get("arch").map(String::as_str) == Some("resnet") {
-            let config = ResNetConfig::from_metadata(&metadata, origin)?;
-            let mut net = config.build(&WeightSource::File(&weights))?;
-            apply_common_metadata(&mut net, &metadata, origin)?;
-            return Ok(net);
-        }
-        let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?.ok_or_else(|| {
-            RspError::format(origin, "no `layers` metadata: the file does not describe an architecture")
-        })?;
-        if specs.len() > crate::limits::MAX_LAYERS {
-            return Err(RspError::format(
-                origin,
-                format!("{} layers, more than the limit of {}", specs.len(), crate::limits::MAX_LAYERS),
-            ));
-        }
-        let mut net = Network::new();
-        for (k, value) in specs.into_iter().enumerate() {
-            let spec: LayerSpec = serde_json::from_value(value.clone())
-                .map_err(|e| RspError::Model(format!("layer {k} ({value}): {e}")))?;
-            let layer = build_layer::<T>(&spec, &weights).map_err(|e| match e {
-                RspError::Model(m) => RspError::Model(format!("layer {k}: {m}")),
-                other => other,
-            })?;
-            net.push_boxed(layer, net.last());
-        }
-        apply_common_metadata(&mut net, &metadata, origin)?;
-        Ok(net)
-    }
-
     /// Loads a torchvision model saved as a safetensors `state_dict` (see
     /// `docs/torchvision.md`); `arch` names the architecture as
     /// [`Architecture::from_name`](crate::models::Architecture::from_name) does (`"resnet50"`, `"vgg16_bn"`, ...).
@@ -508,95 +459,141 @@ impl<T: Float> Network<T> {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
-        Self::torchvision_from_bytes(&bytes, arch, &shown)
-    }
-
-    /// [`Network::load_torchvision`] from bytes in memory; `origin` names them in errors.
-    pub fn torchvision_from_bytes(bytes: &[u8], arch: &str, origin: &str) -> Result<Self> {
-        let architecture = Architecture::from_name(arch)?;
-        let (weights, _) = Weights::parse(bytes, origin)?;
-        architecture.build(&WeightSource::File(&weights))
-    }
-
-    /// Writes the network in the format [`Network::load_safetensors`] reads
-    /// (weights in `T`). Works for chains of the built-in layers.
-    ///
-    /// ```
-    /// # use rsp::layers::{Flatten, Layer, Linear};
-    /// let fc = Linear::new("fc", ndarray::arr2(&[[1.0f32, 2.0]]), None).unwrap();
-    /// let net = rsp::Network::<f32>::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f32>>, Box::new(fc)]);
-    /// let path = std::env::temp_dir().join("rsp-doc-save.safetensors");
-    /// net.save_safetensors(&path).unwrap();
-    /// let back = rsp::Network::<f32>::load_safetensors(&path).unwrap();
-    /// assert_eq!(back.len(), 2);
-    /// ```
-    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let shown = path.display().to_string();
-        let mut specs = Vec::new();
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let mut put = |name: String, a: ndarray::ArrayViewD<T>| {
-            let bytes: Vec<u8> = a.iter().flat_map(|v| to_le_bytes(*v)).collect();
-            tensors.push((name, a.shape().to_vec(), bytes));
-        };
-        for (k, node) in self.nodes().iter().enumerate() {
-            let layer = match (&node.op, node.inputs.as_slice()) {
-                (NodeOp::Layer(l), [src]) if *src == if k == 0 { Source::Input } else { Source::Node(k - 1) } => l,
-                _ => {
-                    return Err(RspError::model(format!(
-                        "node #{k} is not part of a chain; the layers format only describes chains"
-                    )))
-                }
-            };
-            let spec = spec_of(layer.as_ref()).ok_or_else(|| {
-                RspError::model(format!("node #{k} ({}) has no entry in the layers format", layer.describe()))
-            })?;
-            let any: &dyn std::any::Any = layer.as_ref();
-            if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
-                put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
-                if let Some(b) = c.bias() {
-                    put(format!("{}.bias", c.name()), b.view().into_dyn());
-                }
-            } else if let Some(l) = any.downcast_ref::<Linear<T>>() {
-                put(format!("{}.weight", l.name()), l.weight().view().into_dyn());
-                if let Some(b) = l.bias() {
-                    put(format!("{}.bias", l.name()), b.view().into_dyn());
-                }
-            } else if let Some(b) = any.downcast_ref::<BatchNorm2d<T>>() {
-                let (g, beta, m, v, _) = b.parameters();
-                for (suffix, t) in [("weight", g), ("bias", beta), ("running_mean", m), ("running_var", v)] {
-                    put(format!("{}.{suffix}", b.name()), t.view().into_dyn());
-                }
-            }
-            specs.push(spec);
-        }
-        let dtype = if T::NAME == "f32" { Dtype::F32 } else { Dtype::F64 };
-        let views = tensors
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(dtype, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| RspError::model(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut metadata = HashMap::new();
-        metadata.insert("layers".to_string(), serde_json::to_string(&specs).expect("serialisable"));
-        if let Some(s) = self.start_layer_setting() {
-            metadata.insert("start_layer".to_string(), s.to_string());
-        }
-        if let Some(names) = self.class_names() {
-            metadata.insert("classes".to_string(), serde_json::to_string(names).expect("serialisable"));
-        }
-        if let Some(shape) = self.input_shape() {
-            let mut full = vec![1];
-            full.extend_from_slice(shape);
-            metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
-        }
-        ::safetensors::serialize_to_file(views, Some(metadata), path)
-            .map_err(|e| RspError::format(shown, e.to_string()))
+        torchvision_from_bytes(&bytes, arch, &shown)
     }
 }
 
+/// Loads a model from a safetensors file: weights under PyTorch
+/// `state_dict` names, the architecture in the `layers` metadata (see
+/// `docs/model-format.md`), or a torchvision ResNet described by the
+/// metadata `arch` = `resnet`, `block`, `layers`, `widths`, `stem_width`,
+/// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]).
+///
+/// ```no_run
+/// let net = rsp::io::safetensors::load::<f32>("data/digits_vgg.safetensors").unwrap();
+/// println!("{net:?}");
+/// ```
+pub fn load<T: Float>(path: impl AsRef<Path>) -> Result<Network<T>> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
+    from_bytes(&bytes, &shown)
+}
+
+/// [`load`] from bytes in memory; `origin` names them in errors.
+pub fn from_bytes<T: Float>(bytes: &[u8], origin: &str) -> Result<Network<T>> {
+    let (weights, metadata) = open_file(bytes, origin)?;
+    if metadata.get("arch").map(String::as_str) == Some("resnet") {
+        let config = ResNetConfig::from_metadata(&metadata, origin)?;
+        let mut net = config.build(&WeightSource::File(&weights))?;
+        apply_common_metadata(&mut net, &metadata, origin)?;
+        return Ok(net);
+    }
+    let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?
+        .ok_or_else(|| RspError::format(origin, "no `layers` metadata: the file does not describe an architecture"))?;
+    if specs.len() > crate::limits::MAX_LAYERS {
+        return Err(RspError::format(
+            origin,
+            format!("{} layers, more than the limit of {}", specs.len(), crate::limits::MAX_LAYERS),
+        ));
+    }
+    let mut net = Network::new();
+    for (k, value) in specs.into_iter().enumerate() {
+        let spec: LayerSpec =
+            serde_json::from_value(value.clone()).map_err(|e| RspError::Model(format!("layer {k} ({value}): {e}")))?;
+        let layer = build_layer::<T>(&spec, &weights).map_err(|e| match e {
+            RspError::Model(m) => RspError::Model(format!("layer {k}: {m}")),
+            other => other,
+        })?;
+        net.push_boxed(layer, net.last());
+    }
+    apply_common_metadata(&mut net, &metadata, origin)?;
+    Ok(net)
+}
+
+/// [`Network::load_torchvision`] from bytes in memory; `origin` names them in errors.
+pub fn torchvision_from_bytes<T: Float>(bytes: &[u8], arch: &str, origin: &str) -> Result<Network<T>> {
+    let architecture = Architecture::from_name(arch)?;
+    let (weights, _) = Weights::parse(bytes, origin)?;
+    architecture.build(&WeightSource::File(&weights))
+}
+
+/// Writes `net` in the format [`load`] reads
+/// (weights in `T`). Works for chains of the built-in layers.
+///
+/// ```
+/// # use rsp::layers::{Flatten, Layer, Linear};
+/// let fc = Linear::new("fc", ndarray::arr2(&[[1.0f32, 2.0]]), None).unwrap();
+/// let net = rsp::Network::<f32>::sequential(vec![Box::new(Flatten) as Box<dyn Layer<f32>>, Box::new(fc)]);
+/// let path = std::env::temp_dir().join("rsp-doc-save.safetensors");
+/// rsp::io::safetensors::save(&net, &path).unwrap();
+/// let back = rsp::io::safetensors::load::<f32>(&path).unwrap();
+/// assert_eq!(back.len(), 2);
+/// ```
+pub fn save<T: Float>(net: &Network<T>, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    let mut specs = Vec::new();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut put = |name: String, a: ndarray::ArrayViewD<T>| {
+        let bytes: Vec<u8> = a.iter().flat_map(|v| to_le_bytes(*v)).collect();
+        tensors.push((name, a.shape().to_vec(), bytes));
+    };
+    for (k, node) in net.nodes().iter().enumerate() {
+        let layer = match (&node.op, node.inputs.as_slice()) {
+            (NodeOp::Layer(l), [src]) if *src == if k == 0 { Source::Input } else { Source::Node(k - 1) } => l,
+            _ => {
+                return Err(RspError::model(format!(
+                    "node #{k} is not part of a chain; the layers format only describes chains"
+                )))
+            }
+        };
+        let spec = spec_of(layer.as_ref()).ok_or_else(|| {
+            RspError::model(format!("node #{k} ({}) has no entry in the layers format", layer.describe()))
+        })?;
+        let any: &dyn std::any::Any = layer.as_ref();
+        if let Some(c) = any.downcast_ref::<Conv2d<T>>() {
+            put(format!("{}.weight", c.name()), c.weight().view().into_dyn());
+            if let Some(b) = c.bias() {
+                put(format!("{}.bias", c.name()), b.view().into_dyn());
+            }
+        } else if let Some(l) = any.downcast_ref::<Linear<T>>() {
+            put(format!("{}.weight", l.name()), l.weight().view().into_dyn());
+            if let Some(b) = l.bias() {
+                put(format!("{}.bias", l.name()), b.view().into_dyn());
+            }
+        } else if let Some(b) = any.downcast_ref::<BatchNorm2d<T>>() {
+            let (g, beta, m, v, _) = b.parameters();
+            for (suffix, t) in [("weight", g), ("bias", beta), ("running_mean", m), ("running_var", v)] {
+                put(format!("{}.{suffix}", b.name()), t.view().into_dyn());
+            }
+        }
+        specs.push(spec);
+    }
+    let dtype = if T::NAME == "f32" { Dtype::F32 } else { Dtype::F64 };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| RspError::model(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata = HashMap::new();
+    metadata.insert("layers".to_string(), serde_json::to_string(&specs).expect("serialisable"));
+    if let Some(s) = net.start_layer_setting() {
+        metadata.insert("start_layer".to_string(), s.to_string());
+    }
+    if let Some(names) = net.class_names() {
+        metadata.insert("classes".to_string(), serde_json::to_string(names).expect("serialisable"));
+    }
+    if let Some(shape) = net.input_shape() {
+        let mut full = vec![1];
+        full.extend_from_slice(shape);
+        metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
+    }
+    ::safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| RspError::format(shown, e.to_string()))
+}
 fn to_le_bytes<T: Float>(v: T) -> Vec<u8> {
     if T::NAME == "f32" {
         (v.to_f64_exact() as f32).to_le_bytes().to_vec()

@@ -12,7 +12,7 @@
 //! | residual `Add` (a graph node, not a layer) | split in proportion to clamped inputs | `add.rs` |
 //!
 //! Each file also holds the layer's **LRP** rule ([`Layer::lrp_backward`],
-//! for the baselines LRP-ε and LRP-α1β0 of [`crate::methods`]): the ε- or
+//! for the baselines LRP-ε and LRP-α1β0 of [`crate::attribution`]): the ε- or
 //! α1β0-rule on convolutions and linear layers (the z^B rule on a convolution
 //! that reads the network input), winner-take-all for max pooling, in
 //! proportion to the inputs for average pooling and the residual sum, and the
