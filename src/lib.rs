@@ -92,3 +92,16 @@ pub use network::Network;
 /// The method page: RSP's rules and constants, in our words (`docs/method.md`).
 #[doc = include_str!("../docs/method.md")]
 pub mod method_page {}
+
+/// The project's documentation pages (`docs/*.md`), readable here and on docs.rs.
+pub mod docs {
+    /// The baselines next to RSP: their formulas and how they are called (`docs/methods.md`).
+    #[doc = include_str!("../docs/methods.md")]
+    pub mod methods {}
+    /// Modules and the data flow of one attribution (`docs/architecture.md`).
+    #[doc = include_str!("../docs/architecture.md")]
+    pub mod architecture {}
+    /// Model files: the `layers` format, ResNet metadata, ONNX (`docs/model-format.md`).
+    #[doc = include_str!("../docs/model-format.md")]
+    pub mod model_format {}
+}

@@ -90,7 +90,7 @@ impl<T: Float> Node<T> {
 /// ```
 /// # use rsp::layers::{Conv2d, Relu};
 /// # use rsp::backend::ConvGeometry;
-/// # use rsp::{Network, Source};
+/// # use rsp::network::{Network, Source};
 /// # use ndarray::Array4;
 /// let mut net = Network::<f32>::new();
 /// let x = net.push(Relu);

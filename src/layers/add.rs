@@ -15,8 +15,8 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 /// Relevance of the two summands of `a + b` given the relevance `r` of the sum.
 ///
 /// ```
-/// use rsp::layers::add::add_rule;
-/// use ndarray::arr1;
+/// use rsp::layers::add_rule;
+/// use rsp::ndarray::arr1;
 /// let (ra, rb) = add_rule(arr1(&[3.0f64, -1.0]).into_dyn().view(), arr1(&[1.0, 2.0]).into_dyn().view(),
 ///                         arr1(&[4.0, 1.0]).into_dyn().view());
 /// assert!((ra[0] - 3.0).abs() < 1e-8 && (rb[0] - 1.0).abs() < 1e-8); // 3:1
@@ -41,17 +41,7 @@ pub fn add_rule<T: Float>(a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) 
 /// `R_a = a ⊙ S`, `R_b = b ⊙ S`; α1β0: `S = R ⊘ (a⁺ + b⁺)`, `R_a = a⁺ ⊙ S`,
 /// `R_b = b⁺ ⊙ S`.
 ///
-/// ```
-/// use rsp::layers::{add::add_lrp_rule, LrpRule};
-/// use ndarray::arr1;
-/// let (a, b, r) = (arr1(&[3.0, -1.0]).into_dyn(), arr1(&[1.0, 2.0]).into_dyn(), arr1(&[4.0, 1.0]).into_dyn());
-/// let (ra, rb) = add_lrp_rule(a.view(), b.view(), r.view(), LrpRule::Epsilon(0.0));
-/// assert_eq!((ra[0], rb[0]), (3.0, 1.0));
-/// assert_eq!((ra[1], rb[1]), (-1.0, 2.0)); // a negative input takes negative relevance
-/// let (ra, rb) = add_lrp_rule(a.view(), b.view(), r.view(), LrpRule::Alpha1Beta0);
-/// assert_eq!((ra[1], rb[1]), (0.0, 1.0));
-/// ```
-pub fn add_lrp_rule<T: Float>(
+pub(crate) fn add_lrp_rule<T: Float>(
     a: ArrayViewD<T>,
     b: ArrayViewD<T>,
     r: ArrayViewD<T>,
@@ -69,4 +59,20 @@ pub fn add_lrp_rule<T: Float>(
         *rb = bt * s;
     });
     (ra, rb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::arr1;
+
+    #[test]
+    fn lrp_shares_the_sum_in_proportion_to_the_inputs() {
+        let (a, b, r) = (arr1(&[3.0, -1.0]).into_dyn(), arr1(&[1.0, 2.0]).into_dyn(), arr1(&[4.0, 1.0]).into_dyn());
+        let (ra, rb) = add_lrp_rule(a.view(), b.view(), r.view(), LrpRule::Epsilon(0.0));
+        assert_eq!((ra[0], rb[0]), (3.0, 1.0));
+        assert_eq!((ra[1], rb[1]), (-1.0, 2.0)); // a negative input takes negative relevance
+        let (ra, rb) = add_lrp_rule(a.view(), b.view(), r.view(), LrpRule::Alpha1Beta0);
+        assert_eq!((ra[1], rb[1]), (0.0, 1.0));
+    }
 }

@@ -19,17 +19,7 @@ use ndarray::{Array3, ArrayView3, Zip};
 /// `x` is the layer's input sample (`C×H×W`), `r` the relevance at its output
 /// (`O×Ho×Wo`); `kernel_hw` and `geom` describe the convolution.
 ///
-/// ```
-/// use rsp::backend::{ConvGeometry, CpuBackend};
-/// use rsp::layers::sectional::sectional_rule;
-/// use ndarray::Array3;
-/// let x = Array3::from_shape_fn((2, 4, 4), |(c, i, j)| (c + i + j) as f64 * 0.1);
-/// let r = Array3::from_shape_fn((3, 4, 4), |(o, i, j)| (o as f64 - 1.0) * 0.2 + (i * j) as f64 * 0.01);
-/// let rin = sectional_rule(&CpuBackend, x.view(), r.view(), &ConvGeometry::square(1, 1), (3, 3));
-/// // The total relevance is conserved.
-/// assert!((rin.sum() - r.sum()).abs() < 1e-12);
-/// ```
-pub fn sectional_rule<T: Float>(
+pub(crate) fn sectional_rule<T: Float>(
     backend: &dyn Backend<T>,
     x: ArrayView3<T>,
     r: ArrayView3<T>,
@@ -53,4 +43,18 @@ pub fn sectional_rule<T: Float>(
         }
     });
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuBackend;
+
+    #[test]
+    fn the_sectional_rule_conserves_relevance() {
+        let x = Array3::from_shape_fn((2, 4, 4), |(c, i, j)| (c + i + j) as f64 * 0.1);
+        let r = Array3::from_shape_fn((3, 4, 4), |(o, i, j)| (o as f64 - 1.0) * 0.2 + (i * j) as f64 * 0.01);
+        let rin = sectional_rule(&CpuBackend, x.view(), r.view(), &ConvGeometry::square(1, 1), (3, 3));
+        assert!((rin.sum() - r.sum()).abs() < 1e-12);
+    }
 }
