@@ -11,10 +11,10 @@
 //! **Why `gemm` and not `matrixmultiply`** (ndarray's `general_mat_mul`): on
 //! most VGG16 shapes `gemm` is faster on this machine kind (it has AVX-512
 //! kernels, `matrixmultiply` stops at AVX2). The exception is a product whose
-//! reduction is far longer than both output sides (the weight gradient of the
-//! first layers: 128×576 outputs over 50176 positions), where `gemm` is ~1.6×
-//! slower; there `matrixmultiply` is used. See `benches/gemm.rs` and
-//! `docs/performance.md`.
+//! reduction is far longer than both output sides (the weight gradient of
+//! conv1_2: 128×576 outputs over 50176 positions), where the two are even or
+//! `matrixmultiply` is ahead (by up to 1.18× on 2 threads); there
+//! `matrixmultiply` is used. See `benches/gemm.rs` and `docs/performance.md`.
 
 use crate::float::Float;
 use ndarray::linalg::general_mat_mul;
@@ -26,7 +26,8 @@ use std::any::TypeId;
 const SERIAL_WORK: usize = 1 << 18;
 
 /// Reductions at least this many times longer than both output sides go to
-/// `matrixmultiply` (measured: `gemm` loses at ratio 87, wins at 11).
+/// `matrixmultiply` (`benches/gemm.rs`, 2026-11-26: at ratio 87 the kernels are
+/// even or `matrixmultiply` leads by ≤ 1.18×; at 22 and 11 `gemm` leads by 1.15–1.35×).
 const LONG_REDUCTION: usize = 32;
 
 /// The kernel that computes each output block of a product.
