@@ -1,73 +1,72 @@
-//! `gemm` (the crate the CPU backend uses) against `matrixmultiply` (through
-//! ndarray's `general_mat_mul`) on the products VGG16's RSP needs, both cut
-//! into the same thread-count-independent output blocks and run with rayon.
+//! The two matrix-product kernels of the CPU backend, each called directly
+//! (`rsp::backend::matmul_with_kernel`: the backend's own output blocking,
+//! every block computed by the named kernel, whatever the backend would
+//! route the shape to): the `gemm` crate against `matrixmultiply`, on the
+//! products VGG16's RSP needs and on weight-gradient shapes around the routing
+//! threshold (`Kernel::for_shape`: `k ≥ 32·max(m, n)` goes to `matrixmultiply`).
+//!
+//! Every product runs inside an explicit rayon pool: of 1 thread (group
+//! `gemm_f32_1thread`) and of 2 threads (`gemm_f32_2threads`).
 //!
 //! `cargo bench --bench gemm`; criterion reports time, the throughput line
-//! reads as GFLOP/s (one "element" = one flop).
+//! reads as GFLOP/s (one "element" = one flop). A shorter run:
+//! `cargo bench --bench gemm -- --warm-up-time 0.5 --measurement-time 2`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ndarray::linalg::general_mat_mul;
-use ndarray::parallel::prelude::*;
-use ndarray::{s, Array2, ArrayView2, Axis};
-use rsp::backend::{Backend, CpuBackend};
+use ndarray::{Array2, ArrayView2};
+use rsp::backend::{matmul_with_kernel, Kernel};
 use std::time::Duration;
 
-/// The same blocking as the backend (16/8/4/2 blocks of ≥ 128 along the
-/// larger output dimension), with `matrixmultiply` in each block.
-fn matrixmultiply_blocked(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
-    let (m, n) = (a.nrows(), b.ncols());
-    let mut c = Array2::zeros((m, n));
-    let block_len = |len: usize| {
-        let mut parts = 16;
-        while parts > 1 && len / parts < 128 {
-            parts /= 2;
-        }
-        len.div_ceil(parts)
-    };
-    if n >= m {
-        let block = block_len(n);
-        c.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
-            let bb = b.slice(s![.., i * block..i * block + cb.ncols()]);
-            general_mat_mul(1.0, &a, &bb, 0.0, &mut cb);
-        });
+/// (name, m, k, n, b transposed).
+type Shape = (&'static str, usize, usize, usize, bool);
+
+/// The conv forward / A = G·cols of layer 1.2, its stacked weight gradient
+/// [R⁺;R⁻]·colsᵀ and its back product Gᵀ·S, and the conv 5.x products.
+const VGG16: &[Shape] = &[
+    ("conv1_2 fwd", 64, 576, 50176, false),
+    ("conv1_2 wgrad", 128, 50176, 576, true),
+    ("conv1_2 back", 576, 128, 50176, false),
+    ("conv5 fwd", 512, 4608, 196, false),
+    ("conv5 wgrad", 1024, 196, 4608, true),
+    ("conv5 back", 4608, 1024, 196, false),
+];
+
+/// Weight gradients [R⁺;R⁻]·colsᵀ of the other VGG16 layers whose reduction
+/// (the positions) is longer than both output sides: k / max(m, n) = 22
+/// (conv2_1) and 11 (conv2_2); conv1_2's above is 87. From conv3 on the ratio
+/// is below 3, and the input layer (conv1_1) takes the z^B rule, no weight gradient.
+const WGRAD: &[Shape] = &[("conv2_1 wgrad", 256, 12544, 576, true), ("conv2_2 wgrad", 256, 12544, 1152, true)];
+
+fn operands(m: usize, k: usize, n: usize, transposed: bool) -> (Array2<f32>, Array2<f32>) {
+    let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 17) as f32 * 0.1 - 0.8);
+    let b = if transposed {
+        Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6)
     } else {
-        let block = block_len(m);
-        c.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(i, mut cb)| {
-            let ab = a.slice(s![i * block..i * block + cb.nrows(), ..]);
-            general_mat_mul(1.0, &ab, &b, 0.0, &mut cb);
-        });
+        Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6)
+    };
+    (a, b)
+}
+
+fn group(c: &mut Criterion, name: &str, threads: usize, shapes: &[Shape]) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for &(name, m, k, n, transposed) in shapes {
+        let (a, b_store) = operands(m, k, n, transposed);
+        let b: ArrayView2<f32> = if transposed { b_store.t() } else { b_store.view() };
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        for (label, kernel) in [("gemm", Kernel::Gemm), ("matrixmultiply", Kernel::MatrixMultiply)] {
+            group.bench_function(BenchmarkId::new(label, name), |bench| {
+                pool.install(|| bench.iter(|| matmul_with_kernel(kernel, a.view(), b)))
+            });
+        }
     }
-    c
+    group.finish();
 }
 
 fn bench(c: &mut Criterion) {
-    // (name, m, k, n, b transposed): the conv forward / A = G·cols of layer
-    // 1.2, its stacked weight gradient [R⁺;R⁻]·colsᵀ, and conv 5.x products.
-    let shapes = [
-        ("conv1_2 fwd", 64, 576, 50176, false),
-        ("conv1_2 wgrad", 128, 50176, 576, true),
-        ("conv1_2 back", 576, 128, 50176, false),
-        ("conv5 fwd", 512, 4608, 196, false),
-        ("conv5 wgrad", 1024, 196, 4608, true),
-        ("conv5 back", 4608, 1024, 196, false),
-    ];
-    let mut group = c.benchmark_group("gemm_f32");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    for (name, m, k, n, transposed) in shapes {
-        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 17) as f32 * 0.1 - 0.8);
-        let b_store = if transposed {
-            Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6)
-        } else {
-            Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6)
-        };
-        let b = if transposed { b_store.t() } else { b_store.view() };
-        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_function(BenchmarkId::new("gemm", name), |bench| bench.iter(|| CpuBackend.matmul(a.view(), b)));
-        group.bench_function(BenchmarkId::new("matrixmultiply", name), |bench| {
-            bench.iter(|| matrixmultiply_blocked(a.view(), b))
-        });
-    }
-    group.finish();
+    group(c, "gemm_f32_1thread", 1, &[VGG16, WGRAD].concat());
+    group(c, "gemm_f32_2threads", 2, &[VGG16, WGRAD].concat());
 }
 
 criterion_group!(benches, bench);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data, read_tensors, rel_err};
+use common::{data, read_tensors, rel_err, F32_TOL, F64_ONNX_BN_TOL, F64_TOL};
 use ndarray::{concatenate, ArrayD, Axis};
 use rsp::io::npy::{read_npy, write_npy};
 use std::path::{Path, PathBuf};
@@ -54,13 +54,13 @@ fn attribute_matches_the_golden_in_f64_and_f32() {
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let r: ArrayD<f64> = read_npy(&out).unwrap();
-        assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= 1e-9, "{case} f64");
+        assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= F64_TOL, "{case} f64");
         let o = rsp(&["attribute", "--model", s(&model), "--input", s(&input), "--target", target, "--out", s(&out)]);
         assert!(o.status.success());
         let bytes = std::fs::read(&out).unwrap();
         assert!(String::from_utf8_lossy(&bytes[..128]).contains("<f4"), "f32 output by default");
         let r: ArrayD<f64> = read_npy(&out).unwrap();
-        assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= 1e-5, "{case} f32");
+        assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= F32_TOL, "{case} f32");
     }
 }
 
@@ -87,7 +87,7 @@ fn attribute_reads_onnx_and_per_sample_targets() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: ArrayD<f64> = read_npy(&out).unwrap();
-    assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= 1e-9);
+    assert!(rel_err(&r, &file.tensors["relevance_f64"]) <= F64_ONNX_BN_TOL);
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn a_comma_list_gives_one_target_per_sample() {
     assert_eq!(r.shape(), &[2, 3, 32, 32]);
     // The golden target is 0: the first sample is the golden; the second (class 5) differs.
     let first = r.index_axis(Axis(0), 0).to_owned().insert_axis(Axis(0));
-    assert!(rel_err(&first, &file.tensors["relevance_f64"]) <= 1e-9);
+    assert!(rel_err(&first, &file.tensors["relevance_f64"]) <= F64_TOL);
     assert_ne!(r.index_axis(Axis(0), 0), r.index_axis(Axis(0), 1));
 }
 

@@ -139,7 +139,11 @@ fn every_kind_of_bad_input_is_one_line_and_a_failure() {
         ("int64 npy", with_input("int64.npy"), "float32 or float64"),
         ("truncated npy", with_input("truncated.npy"), "malformed"),
         ("2-D input", with_input("rank2.npy"), "(N, C, H, W)"),
-        ("wrong channel count", with_input("channels.npy"), "3"),
+        (
+            "wrong channel count",
+            with_input("channels.npy"),
+            "expected N×3×H×W (the model's input channels), found [1, 4, 64, 64]",
+        ),
         ("input too small for the kernels", with_input("small.npy"), "does not fit"),
         ("empty batch", with_input("empty_batch.npy"), "empty"),
         ("NaN input", with_input("nan.npy"), "non-finite"),

@@ -119,13 +119,15 @@ fn the_golden_bottleneck_resnet_is_bit_reproducible() {
     let bytes = std::fs::read(repo(golden)).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let targets: Vec<usize> = serde_json::from_str(&header.metadata().as_ref().unwrap()["target"]).unwrap();
-    // The ONNX export of the same network (the safetensors ResNet metadata is
-    // read too where this build supports it).
-    let mut nets =
-        vec![("onnx", Network::<f64>::load(repo("tests/data/golden/onnx/resnet_bottleneck_tiny.onnx")).unwrap())];
-    if let Ok(net) = Network::<f64>::load(repo(golden)) {
-        nets.push(("safetensors", net));
-    }
+    // The network from both routes: its safetensors file and its ONNX export.
+    let nets = [
+        ("safetensors", Network::<f64>::load(repo(golden)).expect("the golden ResNet loads from safetensors")),
+        (
+            "onnx",
+            Network::<f64>::load(repo("tests/data/golden/onnx/resnet_bottleneck_tiny.onnx"))
+                .expect("the golden ResNet loads from ONNX"),
+        ),
+    ];
     for (format, net) in nets {
         let what = format!("resnet_bottleneck_tiny ({format})");
         assert_deterministic(&what, &net, &x, Target::PerSample(targets.clone()), &RspOptions::default());

@@ -20,7 +20,10 @@ fn input(shape: (usize, usize, usize, usize)) -> Array4<f64> {
 fn wrong_channels_are_a_shape_error() {
     let err = vgg_tiny().attribute(input((1, 4, 32, 32)).view(), 0).unwrap_err();
     assert!(matches!(err, RspError::Shape { .. } | RspError::InvalidArgument(_)), "{err}");
-    assert!(err.to_string().contains('3'), "{err}");
+    // The message names what was expected (3 channels, as the model's input channels) and what was found.
+    let message = err.to_string();
+    assert!(message.contains("N×3×H×W") && message.contains("input channels"), "{err}");
+    assert!(message.contains("[1, 4, 32, 32]"), "{err}");
 }
 
 #[test]

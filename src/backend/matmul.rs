@@ -11,10 +11,10 @@
 //! **Why `gemm` and not `matrixmultiply`** (ndarray's `general_mat_mul`): on
 //! most VGG16 shapes `gemm` is faster on this machine kind (it has AVX-512
 //! kernels, `matrixmultiply` stops at AVX2). The exception is a product whose
-//! reduction is far longer than both output sides (the weight gradient of the
-//! first layers: 128×576 outputs over 50176 positions), where `gemm` is ~1.6×
-//! slower; there `matrixmultiply` is used. See `benches/gemm.rs` and
-//! `docs/performance.md`.
+//! reduction is far longer than both output sides (the weight gradient of
+//! conv1_2: 128×576 outputs over 50176 positions), where the two are even or
+//! `matrixmultiply` is ahead (by up to 1.18× on 2 threads); there
+//! `matrixmultiply` is used. See `benches/gemm.rs` and `docs/performance.md`.
 
 use crate::float::Float;
 use ndarray::linalg::general_mat_mul;
@@ -26,21 +26,36 @@ use std::any::TypeId;
 const SERIAL_WORK: usize = 1 << 18;
 
 /// Reductions at least this many times longer than both output sides go to
-/// `matrixmultiply` (measured: `gemm` loses at ratio 87, wins at 11).
+/// `matrixmultiply` (`benches/gemm.rs`, 2026-11-26: at ratio 87 the kernels are
+/// even or `matrixmultiply` leads by ≤ 1.18×; at 22 and 11 `gemm` leads by 1.15–1.35×).
 const LONG_REDUCTION: usize = 32;
 
-/// Which kernel computes a product of `m×k` by `k×n` (chosen from the whole
-/// product's shape, so all its blocks use the same one).
-fn use_matrixmultiply(m: usize, k: usize, n: usize) -> bool {
-    k >= LONG_REDUCTION * m.max(n)
+/// The kernel that computes each output block of a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The `gemm` crate (AVX-512 / AVX2+FMA kernels chosen at run time).
+    Gemm,
+    /// `matrixmultiply`, through ndarray's `general_mat_mul`.
+    MatrixMultiply,
+}
+
+impl Kernel {
+    /// The kernel [`super::CpuBackend`] uses for a product of `m×k` by `k×n`
+    /// (chosen from the whole product's shape, so all its blocks use the same one).
+    pub fn for_shape(m: usize, k: usize, n: usize) -> Kernel {
+        if k >= LONG_REDUCTION * m.max(n) {
+            Kernel::MatrixMultiply
+        } else {
+            Kernel::Gemm
+        }
+    }
 }
 
 /// `c = a · b` on the calling thread with the kernel of choice.
-fn block_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>, matrixmultiply: bool) {
-    if matrixmultiply {
-        general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
-    } else {
-        gemm_serial(a, b, c);
+fn block_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>, kernel: Kernel) {
+    match kernel {
+        Kernel::MatrixMultiply => general_mat_mul(T::one(), &a, &b, T::zero(), &mut c),
+        Kernel::Gemm => gemm_serial(a, b, c),
     }
 }
 
@@ -194,25 +209,30 @@ pub(crate) fn block_len(len: usize) -> usize {
 /// `c = a · b` (overwriting `c`), parallel over blocks of the larger output
 /// dimension; see the module documentation for why the bits do not depend on
 /// the number of threads.
-pub(crate) fn gemm_into<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>) {
+pub(crate) fn gemm_into<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, c: ArrayViewMut2<T>) {
+    let (m, k) = a.dim();
+    blocked_product(a, b, c, Kernel::for_shape(m, k, b.ncols()));
+}
+
+/// `c = a · b` in the backend's output blocks, every block by `kernel`.
+fn blocked_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>, kernel: Kernel) {
     let (m, k) = a.dim();
     let n = b.ncols();
-    let mm = use_matrixmultiply(m, k, n);
     if m.saturating_mul(n).saturating_mul(k) < SERIAL_WORK {
-        block_product(a, b, c, mm);
+        block_product(a, b, c, kernel);
         return;
     }
     if n >= m {
         let block = block_len(n);
         c.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, cb)| {
             let bb = b.slice(s![.., i * block..i * block + cb.ncols()]);
-            block_product(a, bb, cb, mm);
+            block_product(a, bb, cb, kernel);
         });
     } else {
         let block = block_len(m);
         c.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(i, cb)| {
             let ab = a.slice(s![i * block..i * block + cb.nrows(), ..]);
-            block_product(ab, b, cb, mm);
+            block_product(ab, b, cb, kernel);
         });
     }
 }
@@ -221,6 +241,29 @@ pub(crate) fn gemm_into<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: Arr
 pub(crate) fn gemm<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
     gemm_into(a, b, c.view_mut());
+    c
+}
+
+/// `a · b` exactly as [`super::CpuBackend`] computes it (the same
+/// thread-count-independent output blocks, run in the current rayon pool)
+/// but with every block computed by `kernel`, whatever the shape: what
+/// `benches/gemm.rs` compares to choose [`Kernel::for_shape`]'s threshold.
+///
+/// ```
+/// use rsp::backend::{matmul_with_kernel, Kernel};
+/// let a = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+/// let b = ndarray::arr2(&[[1.0f32, 0.0], [0.0, 1.0]]);
+/// for kernel in [Kernel::Gemm, Kernel::MatrixMultiply] {
+///     assert_eq!(matmul_with_kernel(kernel, a.view(), b.view()), a);
+/// }
+/// ```
+///
+/// # Panics
+/// If the inner dimensions differ.
+pub fn matmul_with_kernel<T: Float>(kernel: Kernel, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
+    assert_eq!(a.ncols(), b.nrows(), "matmul_with_kernel: inner dimensions differ");
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    blocked_product(a, b, c.view_mut(), kernel);
     c
 }
 

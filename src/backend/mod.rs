@@ -19,6 +19,7 @@ mod reference;
 mod workspace;
 
 pub use cpu::CpuBackend;
+pub use matmul::{matmul_with_kernel, Kernel};
 pub use pooling::PoolWindows;
 pub use reference::ReferenceBackend;
 

@@ -7,6 +7,21 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// Parity tolerance (relative max-norm) of float64 results against the
+/// reference's float64 output: the worst error achieved is 2.4e-15
+/// (`vgg16_narrow_224`'s start relevance), so this leaves a margin of 40× while
+/// staying far below the method's 1e-9 stabilisers (a misplaced one fails).
+pub const F64_TOL: f64 = 1e-13;
+
+/// Float64 through ONNX on graphs with batch norm: the exporter stores ε as the
+/// float32 nearest 1e-5 (relative difference 2.5e-8), which moves results by up
+/// to 9.1e-13 (`resnet_bottleneck_tiny`'s logits); a margin of 10×.
+pub const F64_ONNX_BN_TOL: f64 = 1e-11;
+
+/// Float32 results against the reference's float64 output: the worst error
+/// achieved is 9.7e-7 (`vgg16_narrow_224`'s start relevance), a margin of 10×.
+pub const F32_TOL: f64 = 1e-5;
+
 /// Path of a file under `tests/data/`.
 pub fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
