@@ -32,3 +32,6 @@ pub const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
 
 /// Deepest nesting of brackets in a `.npy` header (a real header nests 2 deep).
 pub const MAX_NPY_HEADER_DEPTH: usize = 16;
+
+/// Largest rank of a `.npy` array (numpy's own limit before version 2 was 32).
+pub const MAX_NPY_RANK: usize = 32;

@@ -264,7 +264,11 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     );
     println!("method: {method} ({})", T::NAME);
     println!("pointing game:         {:.4}", report.pointing_game);
-    println!("hostile pointing game: {:.4}", report.hostile_pointing_game);
+    if report.hostile_pairs == 0 {
+        println!("hostile pointing game: n/a (no scene with ≥ 2 objects)");
+    } else {
+        println!("hostile pointing game: {:.4}", report.hostile_pointing_game);
+    }
     println!("mIoU:                  {:.4}", report.miou);
     println!("time: {elapsed:.2} s");
     if args.sensitivity {

@@ -246,9 +246,16 @@ pub(crate) fn open_file<'a>(bytes: &'a [u8], origin: &str) -> Result<(Weights<'a
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = SafeTensors::deserialize(bytes)
-        .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+    let tensors = deserialize(bytes, origin)?;
     Ok((Weights { tensors, origin: origin.to_string() }, metadata))
+}
+
+/// Opens any safetensors file (model or data) through the `safetensors`
+/// crate, after the offset check that keeps the crate's own arithmetic from
+/// overflowing.
+pub(crate) fn deserialize<'a>(bytes: &'a [u8], origin: &str) -> Result<SafeTensors<'a>> {
+    check_offsets(bytes).map_err(|reason| RspError::format(origin, format!("not a safetensors file: {reason}")))?;
+    SafeTensors::deserialize(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))
 }
 
 /// Refuses tensor data offsets beyond the end of the file before the
