@@ -5,6 +5,7 @@
 use crate::backend::ConvGeometry;
 use crate::error::{Result, RspError};
 use crate::float::Float;
+use crate::limits::MAX_SAFETENSORS_HEADER_BYTES;
 use crate::layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu,
 };
@@ -259,9 +260,16 @@ pub(crate) fn deserialize<'a>(bytes: &'a [u8], origin: &str) -> Result<SafeTenso
 }
 
 /// Refuses tensor data offsets beyond the end of the file before the
-/// safetensors crate sums them (a sum near `usize::MAX` overflows there).
+/// safetensors crate sums them (a sum near `usize::MAX` overflows there), and
+/// headers over [`MAX_SAFETENSORS_HEADER_BYTES`]: parsing JSON expands it up
+/// to ~16-fold (a 2-byte `0,` becomes a 32-byte value).
 fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
     let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else { return Ok(()) };
+    if n > MAX_SAFETENSORS_HEADER_BYTES as u64 {
+        return Err(format!(
+            "the header declares {n} bytes, more than the limit of {MAX_SAFETENSORS_HEADER_BYTES} (rsp::limits)"
+        ));
+    }
     let Some(header) = usize::try_from(n).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?)) else {
         return Ok(());
     };
