@@ -44,9 +44,9 @@ pub const MAX_NPY_RANK: usize = 32;
 pub const ONNX_DECODE_FACTOR: u64 = 4;
 
 /// Memory any ONNX file may need for decoding on top of
-/// [`ONNX_DECODE_FACTOR`] times its size (64 MiB: the structs of a graph of
-/// 100,000 nodes).
-pub const ONNX_DECODE_ALLOWANCE: u64 = 64 << 20;
+/// [`ONNX_DECODE_FACTOR`] times its size (256 MiB: the structs of a graph of
+/// 100,000 nodes with a few attributes each, ~2.5 kB per node).
+pub const ONNX_DECODE_ALLOWANCE: u64 = 256 << 20;
 
 /// Largest JSON header of a safetensors file (model or scenes), in bytes.
 /// Real headers take a few kB per hundred tensors; 16 MiB also holds the
