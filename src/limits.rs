@@ -53,3 +53,8 @@ pub const ONNX_DECODE_ALLOWANCE: u64 = 256 << 20;
 /// `layers` metadata of [`MAX_LAYERS`] layers. Parsing needs at most ~32×
 /// the header.
 pub const MAX_SAFETENSORS_HEADER_BYTES: usize = 16 << 20;
+
+/// Longest text field an error message shows, in characters (the start and
+/// the end are kept): what a message quotes from a file stays readable
+/// however large the file makes it.
+pub const MAX_MESSAGE_FIELD_CHARS: usize = 480;

@@ -240,3 +240,54 @@ fn scenes_offsets_past_the_end_are_refused_before_the_safetensors_crate_sums_the
         assert!(reason.contains("data offsets beyond the file"), "{offsets}: {reason}");
     }
 }
+
+// -------------------------------------------------------------------- onnx
+
+fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7F) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A ModelProto (opset 13) whose graph is `graph`, encoded by hand.
+fn onnx_model(graph: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x42, 2, 0x10, 13]; // opset_import { version: 13 }
+    m.push(0x3A); // graph
+    m.extend(varint(graph.len()));
+    m.extend_from_slice(graph);
+    m
+}
+
+#[test]
+fn onnx_files_that_would_expand_in_memory_are_refused_before_decoding() {
+    // 5 million empty initializers (10 MB): decoding would take ~1.7 GB.
+    let empty = onnx_model(&[0x2A, 0x00].repeat(5_000_000));
+    let err = rsp::io::onnx::parse_onnx_bytes(&empty, "empty.onnx").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RspError::Format { .. }), "{text}");
+    assert!(text.contains("decoding its 10000008 bytes would need about"), "{text}");
+    assert!(text.contains("4 × the file size + 256 MiB"), "{text}");
+
+    // One tensor of 40 million packed int64 zeros: 40 MB on the wire, 320 MB as i64 (+ growth).
+    let n = 40_000_000;
+    let mut tensor = vec![0x3A];
+    tensor.extend(varint(n));
+    tensor.extend(std::iter::repeat_n(0u8, n));
+    let mut graph = vec![0x2A];
+    graph.extend(varint(tensor.len()));
+    graph.extend(tensor);
+    let err = rsp::io::onnx::parse_onnx_bytes(&onnx_model(&graph), "ints.onnx").unwrap_err();
+    assert!(err.to_string().contains("would need about"), "{err}");
+
+    // The same structure at a small count is decoded (and then refused for what it is).
+    let few = onnx_model(&[0x2A, 0x00].repeat(10));
+    let err = rsp::io::onnx::parse_onnx_bytes(&few, "few.onnx").unwrap_err();
+    assert!(err.to_string().contains("an initializer has no name"), "{err}");
+}

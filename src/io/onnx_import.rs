@@ -95,7 +95,7 @@ impl<'g, T: Float> Importer<'g, T> {
     fn linear(&mut self, node: &'g OnnxNode, weight: Array2<T>, bias: Option<Array1<T>>) -> Result<()> {
         let x = self.data(node, 0)?;
         let biasless = bias.is_none();
-        let layer = Linear::new(node.name.clone(), weight, bias).map_err(|e| self.err(node, e))?;
+        let layer = Linear::new(node.name.clone(), weight, bias).map_err(|e| self.err(node, e.detail()))?;
         self.push(node, NodeOp::Layer(Box::new(layer)), vec![x])?;
         if biasless {
             self.biasless_linear = node.outputs.first().map(|o| (self.net.len() - 1, o.as_str()));
@@ -118,7 +118,7 @@ impl<'g, T: Float> Importer<'g, T> {
                 let bias = if node.inputs.len() > 2 { Some(self.vector(node, 2, "bias", out)?) } else { None };
                 let geometry = ConvGeometry { stride: *strides, padding: *pads };
                 let w = w.into_dimensionality::<Ix4>().expect("checked rank");
-                let conv = Conv2d::new(node.name.clone(), w, bias, geometry).map_err(|e| self.err(node, e))?;
+                let conv = Conv2d::new(node.name.clone(), w, bias, geometry).map_err(|e| self.err(node, e.detail()))?;
                 self.push(node, NodeOp::Layer(Box::new(conv)), vec![x])
             }
             OnnxOp::Relu => {
@@ -157,7 +157,7 @@ impl<'g, T: Float> Importer<'g, T> {
                     self.vector(node, 4, "var", c)?,
                     T::of(*epsilon),
                 )
-                .map_err(|e| self.err(node, e))?;
+                .map_err(|e| self.err(node, e.detail()))?;
                 self.push(node, NodeOp::Layer(Box::new(bn)), vec![x])
             }
             OnnxOp::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -325,7 +325,7 @@ impl<'g, T: Float> Importer<'g, T> {
                     return Err(RspError::NonFinite { tensor: format!("bias of ONNX node `{}`", node.name), index });
                 }
                 let fused = Linear::new(crate::layers::Layer::<T>::name(&l).to_string(), l.weight().clone(), Some(bias))
-                    .map_err(|e| self.err(node, e))?;
+                    .map_err(|e| self.err(node, e.detail()))?;
                 let src = self.net.nodes()[k].inputs[0];
                 self.net.replace_last(Box::new(fused), src);
                 self.biasless_linear = None;
@@ -391,7 +391,7 @@ impl<T: Float> Network<T> {
             )));
         }
         if let [Some(c), Some(h), Some(w)] = [dims[1], dims[2], dims[3]] {
-            let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {e}")))?;
+            let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {}", e.detail())))?;
             for &(k, features) in &imp.reshape_checks {
                 if shapes[k] != [features] {
                     return Err(RspError::Model(format!(

@@ -456,7 +456,10 @@ impl<T: Float> Network<T> {
     /// `state_dict` names, the architecture in the `layers` metadata (see
     /// `docs/model-format.md`), or a torchvision ResNet described by the
     /// metadata `arch` = `resnet`, `block`, `layers`, `widths`, `stem_width`,
-    /// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]).
+    /// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]), or
+    /// a torchvision `state_dict` whose metadata `arch` names the
+    /// architecture as [`crate::models::Architecture::from_name`] does
+    /// (`vgg16`, `vgg16_bn`, `resnet50`, ...).
     ///
     /// ```no_run
     /// let net = rsp::Network::<f32>::load_safetensors("data/digits_vgg.safetensors").unwrap();
@@ -472,14 +475,30 @@ impl<T: Float> Network<T> {
     /// [`Network::load_safetensors`] from bytes in memory; `origin` names them in errors.
     pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let (weights, metadata) = open_file(bytes, origin)?;
-        if metadata.get("arch").map(String::as_str) == Some("resnet") {
-            let config = crate::models::ResNetConfig::from_metadata(&metadata, origin)?;
-            let mut net = config.build(&crate::models::WeightSource::File(&weights))?;
-            apply_common_metadata(&mut net, &metadata, origin)?;
-            return Ok(net);
+        match metadata.get("arch").map(String::as_str) {
+            Some("resnet") => {
+                let config = crate::models::ResNetConfig::from_metadata(&metadata, origin)?;
+                let mut net = config.build(&crate::models::WeightSource::File(&weights))?;
+                apply_common_metadata(&mut net, &metadata, origin)?;
+                return Ok(net);
+            }
+            // A torchvision architecture by name (`vgg16`, `resnet50`, ...).
+            Some(name) if !metadata.contains_key("layers") => {
+                let architecture = crate::models::Architecture::from_name(name).map_err(|e| {
+                    RspError::Model(format!("{origin}: metadata `arch` = `{name}`: {}", e.detail()))
+                })?;
+                let mut net = architecture.build(&crate::models::WeightSource::File(&weights))?;
+                apply_common_metadata(&mut net, &metadata, origin)?;
+                return Ok(net);
+            }
+            _ => {}
         }
         let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?.ok_or_else(|| {
-            RspError::format(origin, "no `layers` metadata: the file does not describe an architecture")
+            RspError::format(
+                origin,
+                "no `layers` or `arch` metadata: the file does not describe an architecture \
+                 (for a torchvision state_dict, name it: `--arch vgg16` on the CLI, `Network::load_torchvision`)",
+            )
         })?;
         if specs.len() > crate::limits::MAX_LAYERS {
             return Err(RspError::format(
