@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::borrow::Cow;
 use thiserror::Error;
 
 /// Everything that can go wrong in `rsp`, with messages that say what was
@@ -8,7 +9,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum RspError {
     /// A tensor does not have the shape a layer or call expects.
-    #[error("shape mismatch in {context}: expected {expected}, found {found:?}")]
+    #[error("shape mismatch in {}: expected {}, found {}", capped(.context), capped(.expected), shape_text(.found))]
     Shape {
         /// Where the mismatch was found (layer, argument or tensor name).
         context: String,
@@ -26,7 +27,7 @@ pub enum RspError {
         classes: usize,
     },
     /// A tensor contains NaN or infinite values.
-    #[error("{tensor} contains a non-finite value (NaN or infinity) at flat index {index}")]
+    #[error("{} contains a non-finite value (NaN or infinity) at flat index {index}", capped(.tensor))]
     NonFinite {
         /// Name of the tensor.
         tensor: String,
@@ -34,16 +35,16 @@ pub enum RspError {
         index: usize,
     },
     /// An argument is invalid (empty batch, wrong number of targets, ...).
-    #[error("invalid argument: {0}")]
+    #[error("invalid argument: {}", capped(.0))]
     InvalidArgument(String),
     /// The network description is inconsistent or unsupported.
-    #[error("invalid model: {0}")]
+    #[error("invalid model: {}", capped(.0))]
     Model(String),
     /// A weight tensor the model needs is not in the file.
-    #[error("missing weight tensor `{0}`")]
+    #[error("missing weight tensor `{}`", capped(.0))]
     MissingWeight(String),
     /// A model or data file is malformed.
-    #[error("malformed file {path}: {reason}")]
+    #[error("malformed file {}: {}", capped(.path), capped(.reason))]
     Format {
         /// The file (or `<memory>`).
         path: String,
@@ -51,7 +52,7 @@ pub enum RspError {
         reason: String,
     },
     /// Reading or writing a file failed.
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {}: {source}", capped(.path))]
     Io {
         /// The file.
         path: String,
@@ -59,6 +60,37 @@ pub enum RspError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Every text field of a message is cut to
+/// [`MAX_MESSAGE_FIELD_CHARS`](crate::limits::MAX_MESSAGE_FIELD_CHARS)
+/// characters here, in one place, keeping its start and its end: a message
+/// may quote a file's header or a JSON entry, which a hostile file makes
+/// megabytes long.
+fn capped(text: &str) -> Cow<'_, str> {
+    let max = crate::limits::MAX_MESSAGE_FIELD_CHARS;
+    let count = text.chars().count();
+    if count <= max {
+        return Cow::Borrowed(text);
+    }
+    let (head, tail) = (max * 3 / 4, max / 4);
+    let head_end = text.char_indices().nth(head).map_or(text.len(), |(i, _)| i);
+    let tail_start = text.char_indices().nth(count - tail).map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!(
+        "{} … [{} characters left out] … {}",
+        &text[..head_end],
+        count - head - tail,
+        &text[tail_start..]
+    ))
+}
+
+/// A shape for a message: up to 16 dimensions, then the rank.
+fn shape_text(shape: &[usize]) -> String {
+    if shape.len() <= 16 {
+        format!("{shape:?}")
+    } else {
+        format!("{:?} … (rank {})", &shape[..8], shape.len())
+    }
 }
 
 /// Shorthand for `Result<T, RspError>`.
@@ -73,6 +105,14 @@ impl RspError {
     }
     pub(crate) fn format(path: impl Into<String>, reason: impl Into<String>) -> Self {
         RspError::Format { path: path.into(), reason: reason.into() }
+    }
+    /// The message without the kind's own prefix (`invalid model: `), for
+    /// quoting inside another error of the same kind.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            RspError::Model(m) | RspError::InvalidArgument(m) => capped(m).into_owned(),
+            other => other.to_string(),
+        }
     }
 }
 

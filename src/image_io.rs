@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{ImageError, ImageReader, Rgb, RgbImage};
+use image::{ImageError, ImageFormat, ImageReader, Rgb, RgbImage};
 use ndarray::{Array4, ArrayView3};
 
 use crate::error::{Result, RspError};
@@ -87,7 +87,7 @@ impl Normalization {
 ///
 /// # Errors
 /// [`RspError::Io`] if the file cannot be read, [`RspError::Format`] if it is
-/// not a decodable image, [`RspError::InvalidArgument`] for a zero target size
+/// not a decodable image or is truncated or corrupt, [`RspError::InvalidArgument`] for a zero target size
 /// or unusable normalisation statistics.
 ///
 /// ```
@@ -111,14 +111,8 @@ pub fn load_image(path: &Path, size: Option<(u32, u32)>, norm: &Normalization) -
         }
     }
     let shown = path.display().to_string();
-    let io_err = |source: std::io::Error| RspError::Io { path: shown.clone(), source };
-    let reader = ImageReader::open(path).map_err(io_err)?;
-    // Trust the bytes over the extension: files are often misnamed.
-    let reader = reader.with_guessed_format().map_err(io_err)?;
-    let decoded = reader.decode().map_err(|e| match e {
-        ImageError::IoError(source) => RspError::Io { path: shown.clone(), source },
-        other => RspError::format(shown.clone(), other.to_string()),
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
+    let decoded = decode_image(&bytes).map_err(|reason| RspError::format(shown, reason))?;
     let mut rgb = decoded.to_rgb8();
     if let Some((h, w)) = size {
         if rgb.dimensions() != (w, h) {
@@ -126,6 +120,46 @@ pub fn load_image(path: &Path, size: Option<(u32, u32)>, norm: &Normalization) -
         }
     }
     Ok(image_to_tensor(&rgb, norm))
+}
+
+/// Decodes PNG or JPEG bytes, refusing a truncated or corrupt file: every
+/// decoder error (a read past the end included) is the file's fault, and a
+/// JPEG must end its compressed data with an end-of-image marker (the JPEG
+/// decoder fills missing rows in silently).
+fn decode_image(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
+    // Trust the bytes over the extension: files are often misnamed.
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("not a readable image ({e})"))?;
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_has_end_marker(bytes) {
+        return Err("truncated JPEG: the compressed data has no end-of-image marker".into());
+    }
+    reader.decode().map_err(|e| match e {
+        ImageError::IoError(e) => format!("truncated or corrupt image ({e})"),
+        other => format!("corrupt or unsupported image ({other})"),
+    })
+}
+
+/// Whether a JPEG's compressed data end with an EOI marker (`FF D9`). The
+/// segments before the first scan are skipped by their lengths (an EXIF
+/// thumbnail holds its own EOI); inside scan data a literal `FF` is always
+/// followed by `00` or a marker, so the first `FF D9` after it is the end.
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let mut at = 2; // after SOI
+    loop {
+        match bytes.get(at..at + 4) {
+            Some([0xFF, 0xDA, hi, lo]) => {
+                at += 2 + usize::from(u16::from_be_bytes([*hi, *lo]));
+                break;
+            }
+            Some([0xFF, 0xFF, ..]) => at += 1, // fill byte
+            Some([0xFF, marker, hi, lo]) if *marker != 0 => {
+                at += 2 + usize::from(u16::from_be_bytes([*hi, *lo]));
+            }
+            _ => return false,
+        }
+    }
+    bytes.get(at..).is_some_and(|scan| scan.windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 /// Converts an RGB image to a `(1, 3, H, W)` tensor: bytes are scaled to

@@ -45,3 +45,29 @@ pub const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
 
 /// Deepest nesting of brackets in a `.npy` header (a real header nests 2 deep).
 pub const MAX_NPY_HEADER_DEPTH: usize = 16;
+
+/// Largest rank of a `.npy` array (numpy's own limit before version 2 was 32).
+pub const MAX_NPY_RANK: usize = 32;
+
+/// Decoding an ONNX file may need at most this many bytes of memory per byte
+/// of the file, plus [`ONNX_DECODE_ALLOWANCE`]: the reader bounds what the
+/// protobuf decoder will allocate from the wire format before decoding, and
+/// refuses files that would expand more (e.g. millions of empty tensors, or
+/// long runs of packed varints). Real models decode to about their own size.
+pub const ONNX_DECODE_FACTOR: u64 = 4;
+
+/// Memory any ONNX file may need for decoding on top of
+/// [`ONNX_DECODE_FACTOR`] times its size (256 MiB: the structs of a graph of
+/// 100,000 nodes with a few attributes each, ~2.5 kB per node).
+pub const ONNX_DECODE_ALLOWANCE: u64 = 256 << 20;
+
+/// Largest JSON header of a safetensors file (model or scenes), in bytes.
+/// Real headers take a few kB per hundred tensors; 16 MiB also holds the
+/// `layers` metadata of [`MAX_LAYERS`] layers. Parsing needs at most ~32×
+/// the header.
+pub const MAX_SAFETENSORS_HEADER_BYTES: usize = 16 << 20;
+
+/// Longest text field an error message shows, in characters (the start and
+/// the end are kept): what a message quotes from a file stays readable
+/// however large the file makes it.
+pub const MAX_MESSAGE_FIELD_CHARS: usize = 480;

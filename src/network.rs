@@ -293,7 +293,7 @@ impl<T: Float> Network<T> {
                         return Err(RspError::model(format!("node #{k} ({}) must have one input", l.describe())));
                     }
                     l.output_shape(&ins[0])
-                        .map_err(|e| RspError::Model(format!("node #{k} ({}): {e}", l.describe())))?
+                        .map_err(|e| RspError::Model(format!("node #{k} ({}): {}", l.describe(), e.detail())))?
                 }
                 NodeOp::Add => {
                     if ins.len() != 2 || ins[0] != ins[1] {

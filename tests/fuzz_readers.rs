@@ -587,3 +587,124 @@ fn mutated_onnx_models_never_panic() {
         .unwrap();
     tally.require("onnx", 330, 330);
 }
+
+// ---------------------------------------------------------------- scenes
+
+/// A valid scenes file: 2 scenes of 3×6×6, 3 slots, 4 classes, with metadata
+/// (so that the header edits shared with the model sweep apply).
+fn small_scenes_bytes() -> Vec<u8> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let (n, slots, h, w, k) = (2usize, 3usize, 6usize, 6usize, 4usize);
+    let input: Vec<u8> = (0..n * 3 * h * w).flat_map(|i| ((i % 7) as f32 * 0.2 - 0.5).to_le_bytes()).collect();
+    let labels: Vec<u8> = [0f32, 1., 1., 0., 1., 0., 0., 1.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let boxes: Vec<i32> =
+        vec![1, 0, 0, 3, 3, 2, 3, 3, 6, 6, -1, 0, 0, 0, 0, 0, 1, 1, 4, 5, 3, 0, 2, 2, 6, -1, 0, 0, 0, 0];
+    let boxes: Vec<u8> = boxes.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut masks = vec![0u8; n * slots * h * w];
+    for (scene, slot, (y0, x0, y1, x1)) in
+        [(0, 0, (0, 0, 3, 3)), (0, 1, (3, 3, 6, 6)), (1, 0, (1, 1, 4, 5)), (1, 1, (0, 2, 2, 6))]
+    {
+        for y in y0..y1 {
+            for x in x0..x1 {
+                masks[((scene * slots + slot) * h + y) * w + x] = 1;
+            }
+        }
+    }
+    let views = vec![
+        ("input", TensorView::new(Dtype::F32, vec![n, 3, h, w], &input).unwrap()),
+        ("labels", TensorView::new(Dtype::F32, vec![n, k], &labels).unwrap()),
+        ("boxes", TensorView::new(Dtype::I32, vec![n, slots, 5], &boxes).unwrap()),
+        ("masks", TensorView::new(Dtype::U8, vec![n, slots, h, w], &masks).unwrap()),
+    ];
+    let metadata = std::collections::HashMap::from([("note".to_string(), "fuzz base".to_string())]);
+    safetensors::serialize(views, Some(metadata)).unwrap()
+}
+
+/// A network for scenes of 3 channels and `k` classes, of any image size.
+fn scenes_net(k: usize) -> Network<f32> {
+    let mut net = Network::<f32>::new();
+    let w = Array4::from_shape_fn((2, 3, 1, 1), |(o, c, _, _)| (o as f32 - 0.5) * (c as f32 + 1.0) * 0.4);
+    net.push(Conv2d::new("c", w, None, ConvGeometry::square(1, 0)).unwrap());
+    net.push(Relu);
+    net.push(AdaptiveAvgPool2d::new((1, 1)));
+    net.push(Flatten);
+    net.push(Linear::new("fc", Array2::from_shape_fn((k, 2), |(i, j)| (i + 2 * j) as f32 * 0.3 - 0.4), None).unwrap());
+    net
+}
+
+#[test]
+fn mutated_scenes_files_never_panic() {
+    use rsp::eval::benchmark::{evaluate, EvalOptions};
+    use rsp::eval::dataset::Scenes;
+    let base = small_scenes_bytes();
+    assert_eq!(Scenes::from_bytes(&base, "base").unwrap().objects(1).len(), 2);
+    let header_len = 8 + u64::from_le_bytes(base[..8].try_into().unwrap()) as usize;
+    let tally = Tally::default();
+    runner(2500)
+        .run(&proptest::num::u64::ANY, |seed| {
+            tally.cases.fetch_add(1, Ordering::Relaxed);
+            let mut s = Stream(seed);
+            let bytes = match s.pick(3) {
+                0 => {
+                    let (mut header, data) = split(&base);
+                    for _ in 0..1 + s.pick(3) {
+                        edit_header(&mut s, &mut header);
+                    }
+                    join(&header, &data)
+                }
+                1 => {
+                    // The boxes' and masks' values: classes, corners, empty masks.
+                    let (header, mut data) = split(&base);
+                    let range = |name: &str| {
+                        let o = &header[name]["data_offsets"];
+                        o[0].as_u64().unwrap() as usize..o[1].as_u64().unwrap() as usize
+                    };
+                    for _ in 0..1 + s.pick(3) {
+                        if s.chance(0.7) {
+                            let boxes = range("boxes");
+                            let at = boxes.start + 4 * s.pick(boxes.len() / 4);
+                            let v = if s.chance(0.5) { s.pick(9) as i32 - 2 } else { s.number() as i32 };
+                            data[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                        } else {
+                            let masks = range("masks");
+                            let start = masks.start + 36 * s.pick(masks.len() / 36);
+                            data[start..start + 36].fill(0);
+                        }
+                    }
+                    join(&header, &data)
+                }
+                _ => {
+                    let mut b = base.clone();
+                    damage_bytes(&mut s, &mut b, header_len);
+                    b
+                }
+            };
+            let scenes = no_panic("Scenes::from_bytes", || Scenes::from_bytes(&bytes, "mutated"))?;
+            let Ok(scenes) = scenes else { return Ok(()) };
+            tally.loaded.fetch_add(1, Ordering::Relaxed);
+            let [n, c, h, w] = scenes.inputs.shape().try_into().unwrap();
+            if c != 3 || n * h * w > 4096 || scenes.classes() > 64 {
+                tally.skipped_large.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let net = scenes_net(scenes.classes());
+            let options = EvalOptions::default();
+            if let Ok(report) = no_panic("evaluate", || evaluate(&net, &scenes, &rsp::Method::default(), &options))? {
+                tally.attributed.fetch_add(1, Ordering::Relaxed);
+                let hostile_ok = report.hostile_pairs == 0 || report.hostile_pointing_game.is_finite();
+                if report.pairs == 0 || !report.pointing_game.is_finite() || !report.miou.is_finite() || !hostile_ok {
+                    return Err(TestCaseError::fail(format!("a score is not a number: {report:?}")));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    tally.report("scenes");
+    // The sweep must reach the metrics, not only the reader's errors.
+    assert!(
+        tally.loaded.load(Ordering::Relaxed) >= 250,
+        "only {} mutated scenes files loaded",
+        tally.loaded.load(Ordering::Relaxed)
+    );
+    assert!(tally.attributed.load(Ordering::Relaxed) >= 100);
+}

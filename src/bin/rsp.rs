@@ -80,6 +80,10 @@ enum Command {
         /// The model: a safetensors file (layers or ResNet metadata) or an ONNX file.
         #[arg(long)]
         model: PathBuf,
+        /// Read the model as a torchvision `state_dict` of this architecture
+        /// (vgg11/13/16/19, optionally _bn; resnet18/34/50/101/152).
+        #[arg(long, value_name = "NAME")]
+        arch: Option<String>,
         /// The input batch (N, C, H, W) as a float32 or float64 .npy file.
         #[arg(long)]
         input: PathBuf,
@@ -108,6 +112,10 @@ enum Command {
         /// The model file.
         #[arg(long)]
         model: PathBuf,
+        /// Read the model as a torchvision `state_dict` of this architecture
+        /// (vgg11/13/16/19, optionally _bn; resnet18/34/50/101/152).
+        #[arg(long, value_name = "NAME")]
+        arch: Option<String>,
         /// The scenes file (safetensors: input, labels, boxes, masks).
         #[arg(long)]
         scenes: PathBuf,
@@ -139,6 +147,10 @@ enum Command {
         /// The model file.
         #[arg(long)]
         model: PathBuf,
+        /// Read the model as a torchvision `state_dict` of this architecture
+        /// (vgg11/13/16/19, optionally _bn; resnet18/34/50/101/152).
+        #[arg(long, value_name = "NAME")]
+        arch: Option<String>,
         /// The per-sample input shape C,H,W (default: the one the file declares).
         #[arg(long)]
         input_shape: Option<String>,
@@ -155,13 +167,20 @@ fn parse_list(text: &str, what: &str) -> Result<Vec<usize>, RspError> {
         .collect()
 }
 
-fn load_model<T: Float>(path: &Path) -> Result<Network<T>, RspError> {
-    Network::<T>::load(path)
+fn load_model<T: Float>(path: &Path, arch: Option<&str>) -> Result<Network<T>, RspError> {
+    match arch {
+        None => Network::<T>::load(path),
+        Some(_) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) => Err(RspError::InvalidArgument(
+            "--arch names the architecture of a safetensors state_dict, not of an ONNX file".into(),
+        )),
+        Some(arch) => Network::<T>::load_torchvision(path, arch),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn attribute<T: Float>(
     model: &Path,
+    arch: Option<&str>,
     input: &Path,
     target: &str,
     out: &Path,
@@ -169,7 +188,7 @@ fn attribute<T: Float>(
     hostile: Option<&str>,
     hostile_top: Option<usize>,
 ) -> Result<(), RspError> {
-    let net = load_model::<T>(model)?;
+    let net = load_model::<T>(model, arch)?;
     let x = read_npy::<T>(input)?;
     let shape = x.shape().to_vec();
     let x = x.into_dimensionality::<Ix4>().map_err(|_| RspError::Shape {
@@ -200,8 +219,8 @@ fn attribute<T: Float>(
     write_npy(out, &relevance.into_dyn())
 }
 
-fn info<T: Float>(model: &Path, input_shape: Option<&str>) -> Result<(), RspError> {
-    let net = load_model::<T>(model)?;
+fn info<T: Float>(model: &Path, arch: Option<&str>, input_shape: Option<&str>) -> Result<(), RspError> {
+    let net = load_model::<T>(model, arch)?;
     let shape = match input_shape {
         Some(text) => parse_list(text, "--input-shape")?,
         None => net.input_shape().map(<[usize]>::to_vec).ok_or_else(|| {
@@ -236,6 +255,7 @@ fn progress_bar(total: usize, what: &str) -> ProgressBar {
 
 struct EvaluateArgs {
     model: PathBuf,
+    arch: Option<String>,
     scenes: PathBuf,
     method: Method,
     limit: Option<usize>,
@@ -248,7 +268,7 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     if args.limit == Some(0) {
         return Err(RspError::InvalidArgument("--limit must be at least 1".into()));
     }
-    let net = load_model::<T>(&args.model)?;
+    let net = load_model::<T>(&args.model, args.arch.as_deref())?;
     let scenes = Scenes::load(&args.scenes)?;
     let count = args.limit.map_or(scenes.len(), |l| l.min(scenes.len()));
     let method = &args.method;
@@ -270,7 +290,11 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     );
     println!("method: {method} ({})", T::NAME);
     println!("pointing game:         {:.4}", report.pointing_game);
-    println!("hostile pointing game: {:.4}", report.hostile_pointing_game);
+    if report.hostile_pairs == 0 {
+        println!("hostile pointing game: n/a (no scene with ≥ 2 objects)");
+    } else {
+        println!("hostile pointing game: {:.4}", report.hostile_pointing_game);
+    }
     println!("mIoU:                  {:.4}", report.miou);
     println!("time: {elapsed:.2} s");
     if args.sensitivity {
@@ -293,21 +317,29 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
 
 fn run(cli: Cli) -> Result<(), RspError> {
     match cli.command {
-        Command::Attribute { model, input, target, out, dtype, start, hostile, hostile_top } => match dtype {
-            Dtype::F32 => attribute::<f32>(&model, &input, &target, &out, start, hostile.as_deref(), hostile_top),
-            Dtype::F64 => attribute::<f64>(&model, &input, &target, &out, start, hostile.as_deref(), hostile_top),
-        },
-        Command::Evaluate { model, scenes, method, limit, dtype, json, epsilon, sensitivity, seed } => {
+        Command::Attribute { model, arch, input, target, out, dtype, start, hostile, hostile_top } => {
+            let arch = arch.as_deref();
+            match dtype {
+                Dtype::F32 => {
+                    attribute::<f32>(&model, arch, &input, &target, &out, start, hostile.as_deref(), hostile_top)
+                }
+                Dtype::F64 => {
+                    attribute::<f64>(&model, arch, &input, &target, &out, start, hostile.as_deref(), hostile_top)
+                }
+            }
+        }
+        Command::Evaluate { model, arch, scenes, method, limit, dtype, json, epsilon, sensitivity, seed } => {
             if !(epsilon.is_finite() && epsilon >= 0.0) {
                 return Err(RspError::InvalidArgument(format!("--epsilon must be a finite number ≥ 0, got {epsilon}")));
             }
-            let args = EvaluateArgs { model, scenes, method: method.method(epsilon), limit, json, sensitivity, seed };
+            let method = method.method(epsilon);
+            let args = EvaluateArgs { model, arch, scenes, method, limit, json, sensitivity, seed };
             match dtype {
                 Dtype::F32 => evaluate_command::<f32>(&args),
                 Dtype::F64 => evaluate_command::<f64>(&args),
             }
         }
-        Command::Info { model, input_shape } => info::<f32>(&model, input_shape.as_deref()),
+        Command::Info { model, arch, input_shape } => info::<f32>(&model, arch.as_deref(), input_shape.as_deref()),
     }
 }
 

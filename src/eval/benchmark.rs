@@ -126,6 +126,17 @@ fn scene_count(scenes: &Scenes, limit: Option<usize>) -> usize {
     limit.map_or(scenes.len(), |l| l.min(scenes.len()))
 }
 
+/// Refuses a selection of scenes without any object: every score would be
+/// 0 / 0.
+fn check_scorable(scenes: &Scenes, n: usize) -> Result<()> {
+    if (0..n).all(|i| scenes.slots(i).is_empty()) {
+        return Err(RspError::InvalidArgument(format!(
+            "the {n} scenes evaluated hold no objects: there is nothing to score"
+        )));
+    }
+    Ok(())
+}
+
 /// Scores `method` on the scenes: every pair's [`PairScore`], in scene order.
 pub fn score_pairs<T: Float>(
     net: &Network<T>,
@@ -174,6 +185,10 @@ pub fn summarise(method: &Method, scenes: usize, pairs: &[PairScore]) -> Report 
 
 /// Evaluates `method` on the scenes: pointing game, hostile pointing game and mIoU.
 ///
+/// # Errors
+/// [`RspError::InvalidArgument`] if the scenes evaluated hold no object (no
+/// score is defined), and any error of explaining a scene.
+///
 /// ```no_run
 /// use rsp::eval::{benchmark::{evaluate, EvalOptions}, dataset::Scenes};
 /// let net = rsp::Network::<f64>::load("data/digits_vgg.safetensors")?;
@@ -188,6 +203,7 @@ pub fn evaluate<T: Float>(
     method: &Method,
     options: &EvalOptions<'_>,
 ) -> Result<Report> {
+    check_scorable(scenes, scene_count(scenes, options.limit))?;
     let pairs = score_pairs(net, scenes, method, options)?;
     Ok(summarise(method, scene_count(scenes, options.limit), &pairs))
 }
@@ -271,6 +287,7 @@ pub fn model_sensitivity<T: Float>(
     options: &EvalOptions<'_>,
 ) -> Result<Vec<SensitivityStep>> {
     let n = scene_count(scenes, options.limit);
+    check_scorable(scenes, n)?;
     let abs_maps = |model: &Network<T>| -> Result<Vec<Array2<T>>> {
         let per_scene: Vec<Vec<Array2<T>>> = (0..n)
             .into_par_iter()

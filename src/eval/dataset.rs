@@ -5,6 +5,9 @@
 //!
 //! Reading validates every shape, dtype and box, and is bounded by the file
 //! size: nothing is allocated beyond what the (size-checked) file holds.
+//! Every object must be scorable: a nonempty box inside the image, a
+//! nonempty mask, and at most one object per class in a scene (the class is
+//! the explained target).
 
 use super::metrics::BoxRegion;
 use crate::error::{Result, RspError};
@@ -88,8 +91,7 @@ impl Scenes {
     /// assert!(matches!(err, rsp::RspError::Format { .. }));
     /// ```
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+        let st = crate::io::safetensors::deserialize(bytes, origin)?;
         let t_input = tensor(&st, "input", origin)?;
         let [n, c, h, w] = rank::<4>(&t_input, "input", Dtype::F32, origin)?;
         let t_labels = tensor(&st, "labels", origin)?;
@@ -129,16 +131,33 @@ impl Scenes {
         let boxes = Array3::from_shape_vec((n, slots, 5), i32s(&t_boxes)).expect("checked shape");
         let masks = Array4::from_shape_vec((n, slots, h, w), t_masks.data().to_vec()).expect("checked shape");
         for (i, scene) in boxes.axis_iter(Axis(0)).enumerate() {
+            let mut seen = vec![false; k];
             for (s, b) in scene.axis_iter(Axis(0)).enumerate() {
                 let (class, y0, x0, y1, x1) = (b[0], b[1], b[2], b[3], b[4]);
                 if class == -1 {
                     continue;
                 }
-                let fits = |lo: i32, hi: i32, size: usize| lo >= 0 && lo <= hi && (hi as usize) <= size;
+                let fits = |lo: i32, hi: i32, size: usize| lo >= 0 && lo < hi && (hi as usize) <= size;
                 if class < 0 || class as usize >= k || !fits(y0, y1, h) || !fits(x0, x1, w) {
                     return Err(RspError::format(
                         origin,
-                        format!("scene {i} slot {s}: box {:?} is not a class in 0..{k} (or −1) with 0 ≤ y0 ≤ y1 ≤ {h}, 0 ≤ x0 ≤ x1 ≤ {w}", b.to_vec()),
+                        format!("scene {i} slot {s}: box {:?} is not a class in 0..{k} (or −1) with 0 ≤ y0 < y1 ≤ {h}, 0 ≤ x0 < x1 ≤ {w}", b.to_vec()),
+                    ));
+                }
+                // The target of a pair is its class: two objects of one class
+                // would be scored against one map with two answers.
+                if std::mem::replace(&mut seen[class as usize], true) {
+                    return Err(RspError::format(
+                        origin,
+                        format!("scene {i} has two objects of class {class}; the benchmark needs one object per class"),
+                    ));
+                }
+                if masks.index_axis(Axis(0), i).index_axis(Axis(0), s).iter().all(|&m| m == 0) {
+                    return Err(RspError::format(
+                        origin,
+                        format!(
+                            "scene {i} slot {s}: the object (class {class}) has an empty mask, which mIoU cannot score"
+                        ),
                     ));
                 }
             }

@@ -8,7 +8,7 @@
 
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::limits::{MAX_NPY_HEADER_BYTES, MAX_NPY_HEADER_DEPTH};
+use crate::limits::{MAX_NPY_HEADER_BYTES, MAX_NPY_HEADER_DEPTH, MAX_NPY_RANK};
 use ndarray::ArrayD;
 use ndarray_npy::npy::header::Header;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
@@ -33,32 +33,89 @@ pub fn read_npy<T: Float>(path: &Path) -> Result<ArrayD<T>> {
     parse_npy(&bytes, &shown)
 }
 
-/// Parses `.npy` bytes (float32 or float64, little-endian) as `T`.
+/// Parses `.npy` bytes (float32 or float64, either byte order) as `T`.
+///
+/// Everything `ndarray-npy` would trust is checked first: the header's size
+/// and nesting, the dtype, the rank (at most [`MAX_NPY_RANK`]), that the
+/// shape's size in bytes is addressable, and that the data fill the rest of
+/// the file exactly. Reading float64 data as `f32` refuses a finite value
+/// beyond `f32`'s range rather than turning it into infinity.
+///
+/// ```
+/// // An f16 array: the message names the dtype.
+/// let mut b = b"\x93NUMPY\x01\x00".to_vec();
+/// let dict = "{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }";
+/// b.extend_from_slice(&(dict.len() as u16 + 1).to_le_bytes());
+/// b.extend_from_slice(dict.as_bytes());
+/// b.extend_from_slice(b"\n\0\0\0\0");
+/// let err = rsp::io::npy::parse_npy::<f32>(&b, "half.npy").unwrap_err();
+/// assert!(err.to_string().contains("dtype '<f2' is not supported"), "{err}");
+/// ```
 pub fn parse_npy<T: Float>(bytes: &[u8], origin: &str) -> Result<ArrayD<T>> {
     check_header_size(bytes).map_err(|reason| RspError::format(origin, format!("bad .npy header ({reason})")))?;
-    // Check the header's claim against the bytes present before anything is allocated.
     let mut rest = bytes;
     let header =
         Header::from_reader(&mut rest).map_err(|e| RspError::format(origin, format!("bad .npy header ({e})")))?;
-    let elements = header.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let fits = elements.and_then(|n| n.checked_mul(4)).is_some_and(|need| need <= rest.len());
-    if !fits {
+    // The descriptor as numpy prints it, e.g. `'<f4'`.
+    let descr = header.type_descriptor.to_string();
+    let width: usize = match descr.as_str() {
+        "'<f4'" | "'>f4'" => 4,
+        "'<f8'" | "'>f8'" => 8,
+        _ => {
+            return Err(RspError::format(
+                origin,
+                format!("dtype {descr} is not supported (only float32 '<f4' or float64 '<f8')"),
+            ))
+        }
+    };
+    let shape = &header.shape;
+    if shape.len() > MAX_NPY_RANK {
+        return Err(RspError::format(
+            origin,
+            format!("the header declares rank {}, more than the limit of {MAX_NPY_RANK}", shape.len()),
+        ));
+    }
+    // ndarray refuses (by panicking, in ndarray-npy) shapes whose nonzero
+    // dimensions multiply past isize::MAX bytes, even when one dimension is 0.
+    let addressable = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(width, |acc, &d| acc.checked_mul(d))
+        .filter(|&b| isize::try_from(b).is_ok());
+    if addressable.is_none() {
+        return Err(RspError::format(
+            origin,
+            format!("the header declares shape {shape:?}, whose size overflows the address space"),
+        ));
+    }
+    let need = shape.iter().try_fold(width, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
+    if need > rest.len() {
         return Err(RspError::format(
             origin,
             format!(
-                "the header declares shape {:?}, more data than the file's {} bytes hold",
-                header.shape,
+                "the header declares shape {shape:?} ({need} bytes of data), more data than the file's {} bytes hold",
                 bytes.len()
             ),
         ));
     }
-    if let Ok(a) = ArrayD::<f32>::read_npy(bytes) {
-        return Ok(a.mapv(|v| T::of(v as f64)));
+    if need < rest.len() {
+        return Err(RspError::format(
+            origin,
+            format!("{} bytes follow the {need} bytes of data the header declares", rest.len() - need),
+        ));
     }
-    match ArrayD::<f64>::read_npy(bytes) {
-        Ok(a) => Ok(a.mapv(T::of)),
-        Err(e) => Err(RspError::format(origin, format!("not a little-endian float32 or float64 .npy array ({e})"))),
+    let bad = |e: ndarray_npy::ReadNpyError| RspError::format(origin, format!("bad .npy data ({e})"));
+    if width == 4 {
+        return Ok(ArrayD::<f32>::read_npy(bytes).map_err(bad)?.mapv(|v| T::of(f64::from(v))));
     }
+    let a = ArrayD::<f64>::read_npy(bytes).map_err(bad)?;
+    if let Some((index, v)) = a.iter().enumerate().find(|(_, v)| v.is_finite() && !T::of(**v).is_finite()) {
+        return Err(RspError::format(
+            origin,
+            format!("value {v:e} at flat index {index} overflows {} (read the file as f64)", T::NAME),
+        ));
+    }
+    Ok(a.mapv(T::of))
 }
 
 /// Checks the header length field against the file and the header's bracket
@@ -99,5 +156,9 @@ pub fn write_npy<T: Float>(path: &Path, x: &ArrayD<T>) -> Result<()> {
     } else {
         x.mapv(|v| v.to_f64_exact()).write_npy(w)
     };
-    result.map_err(|e| RspError::format(shown, format!("cannot write .npy: {e}")))
+    // A failed write (disk full, a closed pipe) is an I/O error, not a malformed file.
+    result.map_err(|e| match e {
+        ndarray_npy::WriteNpyError::Io(source) => RspError::Io { path: shown, source },
+        other => RspError::InvalidArgument(format!("cannot encode {shown} as .npy: {other}")),
+    })
 }

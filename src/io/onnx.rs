@@ -15,11 +15,14 @@
 //! The reader is meant to be safe on hostile files: it never panics, every
 //! tensor's declared shape is checked against the bytes actually present
 //! before anything is allocated for it, and the limits below bound the rest.
-//! Memory stays proportional to the file size: for real models about the
-//! size of the file (twice the f32 weights, as `f64`), and at worst about
-//! 170 bytes per file byte for a degenerate file made of empty sub-messages
-//! (each 2-byte empty tensor or attribute decodes to a ~330-byte struct), so
-//! callers reading untrusted files should bound the file size they accept.
+//! Memory stays proportional to the file size with a stated factor: before
+//! decoding, the wire format is walked against the ONNX schema to bound what
+//! the decoder will allocate, and a file that would need more than
+//! [`ONNX_DECODE_FACTOR`](crate::limits::ONNX_DECODE_FACTOR) times its size
+//! plus [`ONNX_DECODE_ALLOWANCE`](crate::limits::ONNX_DECODE_ALLOWANCE) is
+//! refused (a degenerate file of empty sub-messages would otherwise expand
+//! about 170-fold: each 2-byte empty tensor decodes to a ~330-byte struct).
+//! Converting the weights to `f64` then needs at most twice the file again.
 //!
 //! ```
 //! use rsp::io::onnx::{read_onnx, OnnxOp};
@@ -40,6 +43,9 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
 use crate::error::{Result, RspError};
+use crate::limits::{ONNX_DECODE_ALLOWANCE, ONNX_DECODE_FACTOR};
+
+mod budget;
 
 // Generated code: not ours to lint or document.
 #[allow(dead_code, missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
@@ -310,6 +316,18 @@ pub fn parse_onnx_bytes(bytes: &[u8], origin: &str) -> Result<OnnxGraph> {
     let cx = Cx { origin };
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(cx.format(format!("{} bytes is more than an ONNX protobuf can hold", bytes.len())));
+    }
+    // Bound what decoding will allocate before the decoder sees the bytes.
+    let need = budget::decoded_size(bytes).map_err(|e| cx.format(format!("not a valid ONNX protobuf: {e}")))?;
+    let allowed = (bytes.len() as u64).saturating_mul(ONNX_DECODE_FACTOR).saturating_add(ONNX_DECODE_ALLOWANCE);
+    if need > allowed {
+        return Err(cx.format(format!(
+            "decoding its {} bytes would need about {} MiB, more than the limit of {ONNX_DECODE_FACTOR} × the file \
+             size + {} MiB (rsp::limits; a model's tensors decode to about their own size)",
+            bytes.len(),
+            need >> 20,
+            ONNX_DECODE_ALLOWANCE >> 20
+        )));
     }
     let model = proto::ModelProto::decode(bytes).map_err(|e| cx.format(format!("not a valid ONNX protobuf: {e}")))?;
     cx.model(&model)

@@ -27,7 +27,12 @@ struct Importer<'g, T: Float> {
     values: HashMap<String, Value>,
     net: Network<T>,
     /// Flatten nodes created from Reshape, with the feature count the file asked for.
-    reshape_checks: Vec<(usize, i64)>,
+    reshape_checks: Vec<(usize, usize)>,
+    /// How many nodes (and the graph output) read each value.
+    uses: HashMap<&'g str, usize>,
+    /// The last Linear node made from a MatMul or a Gemm without `C`, and its
+    /// output value: an `Add` of a constant right after it may be its bias.
+    biasless_linear: Option<(usize, &'g str)>,
 }
 
 impl<'g, T: Float> Importer<'g, T> {
@@ -87,13 +92,18 @@ impl<'g, T: Float> Importer<'g, T> {
         Ok(())
     }
 
-    fn linear(&mut self, node: &OnnxNode, weight: Array2<T>, bias: Option<Array1<T>>) -> Result<()> {
+    fn linear(&mut self, node: &'g OnnxNode, weight: Array2<T>, bias: Option<Array1<T>>) -> Result<()> {
         let x = self.data(node, 0)?;
-        let layer = Linear::new(node.name.clone(), weight, bias).map_err(|e| self.err(node, e))?;
-        self.push(node, NodeOp::Layer(Box::new(layer)), vec![x])
+        let biasless = bias.is_none();
+        let layer = Linear::new(node.name.clone(), weight, bias).map_err(|e| self.err(node, e.detail()))?;
+        self.push(node, NodeOp::Layer(Box::new(layer)), vec![x])?;
+        if biasless {
+            self.biasless_linear = node.outputs.first().map(|o| (self.net.len() - 1, o.as_str()));
+        }
+        Ok(())
     }
 
-    fn map_node(&mut self, node: &OnnxNode) -> Result<()> {
+    fn map_node(&mut self, node: &'g OnnxNode) -> Result<()> {
         match &node.op {
             OnnxOp::Conv { kernel_shape, strides, pads } => {
                 let x = self.data(node, 0)?;
@@ -108,7 +118,7 @@ impl<'g, T: Float> Importer<'g, T> {
                 let bias = if node.inputs.len() > 2 { Some(self.vector(node, 2, "bias", out)?) } else { None };
                 let geometry = ConvGeometry { stride: *strides, padding: *pads };
                 let w = w.into_dimensionality::<Ix4>().expect("checked rank");
-                let conv = Conv2d::new(node.name.clone(), w, bias, geometry).map_err(|e| self.err(node, e))?;
+                let conv = Conv2d::new(node.name.clone(), w, bias, geometry).map_err(|e| self.err(node, e.detail()))?;
                 self.push(node, NodeOp::Layer(Box::new(conv)), vec![x])
             }
             OnnxOp::Relu => {
@@ -147,7 +157,7 @@ impl<'g, T: Float> Importer<'g, T> {
                     self.vector(node, 4, "var", c)?,
                     T::of(*epsilon),
                 )
-                .map_err(|e| self.err(node, e))?;
+                .map_err(|e| self.err(node, e.detail()))?;
                 self.push(node, NodeOp::Layer(Box::new(bn)), vec![x])
             }
             OnnxOp::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -165,7 +175,7 @@ impl<'g, T: Float> Importer<'g, T> {
                         let c = self.float(node, 2, "C")?;
                         let c = if c.len() == out && (c.ndim() == 1 || c.shape() == [1, out]) {
                             c.into_shape_with_order(out).expect("checked length")
-                        } else if c.len() == 1 {
+                        } else if c.len() == 1 && c.ndim() <= 2 {
                             ndarray::Array1::from_elem(out, c.iter().copied().next().expect("one element"))
                         } else {
                             return Err(
@@ -190,23 +200,17 @@ impl<'g, T: Float> Importer<'g, T> {
                 let x = self.data(node, 0)?;
                 self.push(node, NodeOp::Layer(Box::new(Flatten)), vec![x])
             }
-            OnnxOp::Reshape { .. } => {
+            OnnxOp::Reshape { allow_zero } => {
                 let x = self.data(node, 0)?;
                 let shape = match self.constant(node, 1)? {
-                    Some(OnnxTensor::Int(s)) => s.iter().copied().collect::<Vec<i64>>(),
-                    _ => return Err(self.err(node, "the target shape must be a constant int64 tensor")),
+                    Some(OnnxTensor::Int(s)) if s.ndim() == 1 => s.iter().copied().collect::<Vec<i64>>(),
+                    _ => return Err(self.err(node, "the target shape must be a constant 1-D int64 tensor")),
                 };
-                // Only a reshape to (batch, features) is a per-sample flatten.
-                if shape.len() != 2
-                    || !(shape[0] == -1 || shape[0] == 0 || shape[0] == 1)
-                    || shape[1] == 0
-                    || shape[1] < -1
-                {
-                    return Err(self
-                        .err(node, format!("reshape to {shape:?} is not supported (only to 2-D: batch × features)")));
-                }
+                let features = self.reshape_features(node, &shape, *allow_zero)?;
                 self.push(node, NodeOp::Layer(Box::new(Flatten)), vec![x])?;
-                self.reshape_checks.push((self.net.len() - 1, if shape[0] == -1 { -1 } else { shape[1] }));
+                if let Some(f) = features {
+                    self.reshape_checks.push((self.net.len() - 1, f));
+                }
                 Ok(())
             }
             OnnxOp::Dropout | OnnxOp::Identity => {
@@ -222,9 +226,46 @@ impl<'g, T: Float> Importer<'g, T> {
         }
     }
 
+    /// Which ONNX Reshape targets are a per-sample flatten of an `(N, …)`
+    /// input, following the operator exactly: `0` copies the input's
+    /// dimension (unless `allowzero`), one `-1` is inferred from the rest.
+    /// The batch entry must keep `N`: `0`, the declared batch size, or `-1`
+    /// with a fixed feature count (then `N` is what is left). Returns the
+    /// feature count to check against the input's shape, if fixed.
+    fn reshape_features(&self, node: &OnnxNode, shape: &[i64], allow_zero: bool) -> Result<Option<usize>> {
+        let refuse = |why: &str| Err(self.err(node, format!("reshape to {shape:?}: {why}")));
+        let &[batch, features] = shape else {
+            return refuse("only a reshape to 2-D (batch × features) is supported");
+        };
+        if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
+            return refuse("invalid shape (dimensions must be ≥ −1, with at most one −1)");
+        }
+        if allow_zero && shape.contains(&0) {
+            return refuse("with allowzero a 0 is an empty dimension, which cannot hold the input");
+        }
+        if features == 0 {
+            return refuse("copying the input's channel count as the feature count is not supported");
+        }
+        let features = usize::try_from(features).ok();
+        let declared_batch = self.graph.input.dims.first().copied().flatten();
+        let keeps_batch = match batch {
+            0 => true,
+            -1 => features.is_some(),
+            n => usize::try_from(n).ok() == declared_batch,
+        };
+        if !keeps_batch {
+            return refuse(
+                "the first dimension must keep the batch size (0, −1 with a fixed feature count, or the declared batch size)",
+            );
+        }
+        Ok(features)
+    }
+
     /// `Add` of two computed tensors is a residual sum; `Add` of a constant
-    /// vector right after a MatMul is that layer's bias.
-    fn map_add(&mut self, node: &OnnxNode) -> Result<()> {
+    /// right after a MatMul (or a Gemm without `C`) whose output feeds
+    /// nothing else is that layer's bias, if it broadcasts to the output's
+    /// shape `[N, out]` without changing it.
+    fn map_add(&mut self, node: &'g OnnxNode) -> Result<()> {
         let (a, b) = (
             self.values.get(&node.inputs[0]).cloned(),
             self.values.get(&node.inputs.get(1).cloned().unwrap_or_default()).cloned(),
@@ -232,27 +273,64 @@ impl<'g, T: Float> Importer<'g, T> {
         match (a, b) {
             (Some(Value::Data(a)), Some(Value::Data(b))) => self.push(node, NodeOp::Add, vec![a, b]),
             (Some(Value::Data(x)), Some(Value::Const(c))) | (Some(Value::Const(c)), Some(Value::Data(x))) => {
-                let last = self.net.len().checked_sub(1);
                 let OnnxTensor::Float(c) = c else { return Err(self.err(node, "the constant must be a float tensor")) };
-                let linear = last
-                    .filter(|&k| x == Source::Node(k))
-                    .and_then(|k| self.net.nodes()[k].layer().and_then(|l| l.downcast_ref::<Linear<T>>()).cloned());
-                match linear {
-                    Some(l) if l.bias().is_none() && c.len() == l.weight().nrows() => {
-                        let bias = c.mapv(T::of).into_shape_with_order(l.weight().nrows()).expect("checked length");
-                        let fused = Linear::new(
-                            crate::layers::Layer::<T>::name(&l).to_string(),
-                            l.weight().clone(),
-                            Some(bias),
-                        )
-                        .map_err(|e| self.err(node, e))?;
-                        let k = last.expect("a linear node exists");
-                        let src = self.net.nodes()[k].inputs[0];
-                        self.net.replace_last(Box::new(fused), src);
-                        self.define(node, Value::Data(Source::Node(k)))
-                    }
-                    _ => Err(self.err(node, "adding a constant is supported only as the bias of a MatMul")),
+                let data_name = if matches!(self.values.get(&node.inputs[0]), Some(Value::Data(_))) {
+                    node.inputs[0].as_str()
+                } else {
+                    node.inputs[1].as_str()
+                };
+                let fusable = self.biasless_linear.filter(|&(k, out)| {
+                    x == Source::Node(k)
+                        && k + 1 == self.net.len()
+                        && out == data_name
+                        && self.uses.get(data_name) == Some(&1)
+                });
+                let Some((k, _)) = fusable else {
+                    return Err(self.err(
+                        node,
+                        "adding a constant is supported only as the bias of a MatMul (or Gemm without C) \
+                         whose output feeds nothing else",
+                    ));
+                };
+                let l = self.net.nodes()[k]
+                    .layer()
+                    .and_then(|l| l.downcast_ref::<Linear<T>>())
+                    .cloned()
+                    .ok_or_else(|| self.err(node, "the MatMul is not a linear layer"))?;
+                let out = l.weight().nrows();
+                // ONNX broadcasting of [N, out] with c: the result keeps the
+                // shape [N, out] for every N only if c is a scalar, [k] or
+                // [1, k] with k ∈ {1, out}.
+                let keeps_shape = match c.shape() {
+                    [] => true,
+                    [k] | [1, k] => *k == out || *k == 1,
+                    _ => false,
+                };
+                if !keeps_shape {
+                    return Err(self.err(
+                        node,
+                        format!(
+                            "a constant of shape {:?} broadcast with the [N, {out}] product would change its shape \
+                             (only [], [{out}], [1, {out}], [1] or [1, 1] are a bias)",
+                            c.shape()
+                        ),
+                    ));
                 }
+                let bias = if c.len() == out {
+                    c.iter().map(|&v| T::of(v)).collect::<Array1<T>>()
+                } else {
+                    Array1::from_elem(out, T::of(c.iter().copied().next().unwrap_or(0.0)))
+                };
+                if let Some(index) = bias.iter().position(|v| !v.is_finite()) {
+                    return Err(RspError::NonFinite { tensor: format!("bias of ONNX node `{}`", node.name), index });
+                }
+                let fused =
+                    Linear::new(crate::layers::Layer::<T>::name(&l).to_string(), l.weight().clone(), Some(bias))
+                        .map_err(|e| self.err(node, e.detail()))?;
+                let src = self.net.nodes()[k].inputs[0];
+                self.net.replace_last(Box::new(fused), src);
+                self.biasless_linear = None;
+                self.define(node, Value::Data(Source::Node(k)))
             }
             _ => Err(self.err(node, "needs two inputs")),
         }
@@ -273,7 +351,19 @@ pub fn load<T: Float>(path: impl AsRef<Path>) -> Result<Network<T>> {
 
 /// Builds a network from a parsed ONNX graph; `origin` names it in errors.
 pub fn import<T: Float>(graph: &OnnxGraph, origin: &str) -> Result<Network<T>> {
-    let mut imp = Importer { graph, origin, values: HashMap::new(), net: Network::new(), reshape_checks: Vec::new() };
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for name in graph.nodes.iter().flat_map(|n| &n.inputs).chain([&graph.output]) {
+        *uses.entry(name.as_str()).or_default() += 1;
+    }
+    let mut imp = Importer {
+        graph,
+        origin,
+        values: HashMap::new(),
+        net: Network::new(),
+        reshape_checks: Vec::new(),
+        uses,
+        biasless_linear: None,
+    };
     for (name, a) in &graph.initializers {
         imp.values.insert(name.clone(), Value::Const(OnnxTensor::Float(a.clone())));
     }
@@ -301,9 +391,9 @@ pub fn import<T: Float>(graph: &OnnxGraph, origin: &str) -> Result<Network<T>> {
         )));
     }
     if let [Some(c), Some(h), Some(w)] = [dims[1], dims[2], dims[3]] {
-        let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {e}")))?;
+        let shapes = imp.net.check(&[c, h, w]).map_err(|e| RspError::Model(format!("{origin}: {}", e.detail())))?;
         for &(k, features) in &imp.reshape_checks {
-            if features > 0 && shapes[k] != [features as usize] {
+            if shapes[k] != [features] {
                 return Err(RspError::Model(format!(
                     "{origin}: reshape node #{k} asks for {features} features, its input has {:?}",
                     shapes[k]
@@ -311,6 +401,11 @@ pub fn import<T: Float>(graph: &OnnxGraph, origin: &str) -> Result<Network<T>> {
             }
         }
         imp.net.set_input_shape(Some(vec![c, h, w]));
+    } else if !imp.reshape_checks.is_empty() {
+        // A fixed feature count can only be checked against known sizes.
+        return Err(RspError::Model(format!(
+            "{origin}: a Reshape to a fixed feature count needs the graph input's C, H and W declared"
+        )));
     }
     Ok(imp.net)
 }

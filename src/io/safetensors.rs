@@ -8,6 +8,7 @@ use crate::float::Float;
 use crate::layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, Relu,
 };
+use crate::limits::MAX_SAFETENSORS_HEADER_BYTES;
 use crate::models::{Architecture, BlockKind, ResNetConfig, TensorSource, WeightSource};
 use crate::network::{Network, NodeOp, Source};
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -257,15 +258,29 @@ pub(crate) fn open_file<'a>(bytes: &'a [u8], origin: &str) -> Result<(Weights<'a
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = SafeTensors::deserialize(bytes)
-        .map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))?;
+    let tensors = deserialize(bytes, origin)?;
     Ok((Weights { tensors, origin: origin.to_string() }, metadata))
 }
 
+/// Opens any safetensors file (model or data) through the `safetensors`
+/// crate, after the offset check that keeps the crate's own arithmetic from
+/// overflowing.
+pub(crate) fn deserialize<'a>(bytes: &'a [u8], origin: &str) -> Result<SafeTensors<'a>> {
+    check_offsets(bytes).map_err(|reason| RspError::format(origin, format!("not a safetensors file: {reason}")))?;
+    SafeTensors::deserialize(bytes).map_err(|e| RspError::format(origin, format!("not a safetensors file: {e}")))
+}
+
 /// Refuses tensor data offsets beyond the end of the file before the
-/// safetensors crate sums them (a sum near `usize::MAX` overflows there).
+/// safetensors crate sums them (a sum near `usize::MAX` overflows there), and
+/// headers over [`MAX_SAFETENSORS_HEADER_BYTES`]: parsing JSON expands it up
+/// to ~16-fold (a 2-byte `0,` becomes a 32-byte value).
 fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
     let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else { return Ok(()) };
+    if n > MAX_SAFETENSORS_HEADER_BYTES as u64 {
+        return Err(format!(
+            "the header declares {n} bytes, more than the limit of {MAX_SAFETENSORS_HEADER_BYTES} (rsp::limits)"
+        ));
+    }
     let Some(header) = usize::try_from(n).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?)) else {
         return Ok(());
     };
@@ -467,7 +482,10 @@ impl<T: Float> Network<T> {
 /// `state_dict` names, the architecture in the `layers` metadata (see
 /// `docs/model-format.md`), or a torchvision ResNet described by the
 /// metadata `arch` = `resnet`, `block`, `layers`, `widths`, `stem_width`,
-/// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]).
+/// `num_classes` (see [`crate::models::ResNetConfig::from_metadata`]), or
+/// a torchvision `state_dict` whose metadata `arch` names the
+/// architecture as [`crate::models::Architecture::from_name`] does
+/// (`vgg16`, `vgg16_bn`, `resnet50`, ...).
 ///
 /// ```no_run
 /// let net = rsp::io::safetensors::load::<f32>("data/digits_vgg.safetensors").unwrap();
@@ -483,14 +501,30 @@ pub fn load<T: Float>(path: impl AsRef<Path>) -> Result<Network<T>> {
 /// [`load`] from bytes in memory; `origin` names them in errors.
 pub fn from_bytes<T: Float>(bytes: &[u8], origin: &str) -> Result<Network<T>> {
     let (weights, metadata) = open_file(bytes, origin)?;
-    if metadata.get("arch").map(String::as_str) == Some("resnet") {
-        let config = ResNetConfig::from_metadata(&metadata, origin)?;
-        let mut net = config.build(&WeightSource::File(&weights))?;
-        apply_common_metadata(&mut net, &metadata, origin)?;
-        return Ok(net);
+    match metadata.get("arch").map(String::as_str) {
+        Some("resnet") => {
+            let config = ResNetConfig::from_metadata(&metadata, origin)?;
+            let mut net = config.build(&WeightSource::File(&weights))?;
+            apply_common_metadata(&mut net, &metadata, origin)?;
+            return Ok(net);
+        }
+        // A torchvision architecture by name (`vgg16`, `resnet50`, ...).
+        Some(name) if !metadata.contains_key("layers") => {
+            let architecture = Architecture::from_name(name)
+                .map_err(|e| RspError::Model(format!("{origin}: metadata `arch` = `{name}`: {}", e.detail())))?;
+            let mut net = architecture.build(&WeightSource::File(&weights))?;
+            apply_common_metadata(&mut net, &metadata, origin)?;
+            return Ok(net);
+        }
+        _ => {}
     }
-    let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?
-        .ok_or_else(|| RspError::format(origin, "no `layers` metadata: the file does not describe an architecture"))?;
+    let specs: Vec<serde_json::Value> = json_field(&metadata, "layers", origin)?.ok_or_else(|| {
+        RspError::format(
+            origin,
+            "no `layers` or `arch` metadata: the file does not describe an architecture \
+             (for a torchvision state_dict, name it: `--arch vgg16` on the CLI, `Network::load_torchvision`)",
+        )
+    })?;
     if specs.len() > crate::limits::MAX_LAYERS {
         return Err(RspError::format(
             origin,

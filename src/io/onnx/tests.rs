@@ -566,3 +566,39 @@ fn graph_input_must_be_a_float_tensor_with_a_shape() {
     graph_mut(&mut m).input[0] = value_info("X", &[Some(-3)]);
     assert!(reject(&m).contains("negative dimension"));
 }
+
+#[test]
+fn decoding_bound_is_about_the_file_size_for_real_models() {
+    for path in ["data/digits_vgg.onnx", "tests/data/golden/onnx/vgg16_narrow_224.onnx"] {
+        let bytes = std::fs::read(path).unwrap();
+        let need = super::budget::decoded_size(&bytes).unwrap();
+        let len = bytes.len() as u64;
+        // The raw weights are counted once; the graph's structs add little.
+        assert!(need >= len && need <= len + len / 4, "{path}: {need} bytes estimated for a {len}-byte file");
+    }
+}
+
+#[test]
+fn decoding_bound_counts_every_empty_sub_message_and_packed_varint() {
+    let mut m = base();
+    let g = graph_mut(&mut m);
+    let tensors = 1000;
+    g.initializer.extend((0..tensors).map(|_| TensorProto::default()));
+    let bytes = m.encode_to_vec();
+    let need = super::budget::decoded_size(&bytes).unwrap();
+    let each = std::mem::size_of::<TensorProto>() as u64;
+    assert!(need >= tensors * each, "{need} < {tensors} × {each}");
+    // 2 bytes on the wire each: far beyond the stated factor, so a file made
+    // only of them is refused (beyond the fixed allowance).
+    assert!(need > 100 * bytes.len() as u64);
+
+    // A packed int64 run: each 1-byte zero decodes to 8 bytes.
+    let mut m = base();
+    let mut t =
+        TensorProto { name: Some("ints".into()), data_type: Some(DataType::Int64 as i32), ..Default::default() };
+    t.int64_data = vec![0; 100_000];
+    t.dims = vec![100_000];
+    graph_mut(&mut m).initializer.push(t);
+    let bytes = m.encode_to_vec();
+    assert!(super::budget::decoded_size(&bytes).unwrap() >= 8 * 100_000);
+}
