@@ -203,13 +203,10 @@ impl<T: Float> Network<T> {
         target: impl Into<Target>,
         options: &ExplainOptions,
     ) -> Result<Explanation<T>> {
-        let (targets, start) = self.prepare_explain(&input, target.into(), options)?;
-        let samples: Vec<SampleResult<T>> = input
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .zip(targets.par_iter())
-            .map(|(x, &t)| self.explain_sample(x.into_dyn(), t, start, options))
-            .collect::<Result<_>>()?;
+        let (targets, start) = self.prepare_explain(&input, target.into(), options, false)?;
+        let samples: Vec<SampleResult<T>> = crate::network::map_samples(targets.len(), |i| {
+            self.explain_sample(input.index_axis(Axis(0), i).into_dyn(), targets[i], start, options)
+        })?;
         Ok(assemble(samples, targets, start))
     }
 
@@ -220,8 +217,14 @@ impl<T: Float> Network<T> {
         input: &ArrayView4<T>,
         target: Target,
         options: &ExplainOptions,
+        all_at_once: bool,
     ) -> Result<(Vec<usize>, usize)> {
         let shapes = self.validate_input(input)?;
+        let pass = match options.keep_layer_relevances {
+            true => crate::budget::Pass::AttributionWithTrace,
+            false => crate::budget::Pass::Attribution,
+        };
+        self.preflight(&shapes, input.shape(), pass, all_at_once)?;
         let classes = shapes.last().expect("checked")[0];
         let targets = target.resolve(input.shape()[0], classes)?;
         let start = self.resolve_start(options.start_layer)?;
@@ -384,7 +387,7 @@ impl<T: Float> Network<T> {
         target: impl Into<Target>,
         options: &ExplainOptions,
     ) -> Result<(Explanation<T>, PhaseTimes)> {
-        let (targets, start) = self.prepare_explain(&input, target.into(), options)?;
+        let (targets, start) = self.prepare_explain(&input, target.into(), options, true)?;
         let clock = Instant::now();
         let acts: Vec<_> = input
             .axis_iter(Axis(0))

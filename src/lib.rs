@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod budget;
 pub mod error;
 pub mod eval;
 mod explain;

@@ -24,7 +24,6 @@ use crate::layers::{LrpRule, RuleContext};
 use crate::network::{Network, NodeOp, Source};
 use crate::start::weighted_activation;
 use ndarray::{Array2, Array3, Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix3, IxDyn};
-use rayon::prelude::*;
 use std::fmt;
 use std::str::FromStr;
 
@@ -277,6 +276,7 @@ impl<T: Float> Network<T> {
             });
         }
         let shapes = self.validate_input(&input)?;
+        self.preflight(&shapes, input.shape(), crate::budget::Pass::Attribution, false)?;
         let classes = shapes.last().expect("checked")[0];
         let n = input.shape()[0];
         let targets = target.resolve(n, classes)?;
@@ -293,12 +293,9 @@ impl<T: Float> Network<T> {
             }
             _ => None,
         };
-        let samples: Vec<Sample<T>> = input
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .zip(targets.par_iter())
-            .map(|(x, &t)| self.baseline_sample(x.into_dyn(), t, method, start))
-            .collect::<Result<_>>()?;
+        let samples: Vec<Sample<T>> = crate::network::map_samples(n, |i| {
+            self.baseline_sample(input.index_axis(Axis(0), i).into_dyn(), targets[i], method, start)
+        })?;
         let stack = |get: &dyn Fn(&Sample<T>) -> ArrayViewD<'_, T>| -> ArrayD<T> {
             let views: Vec<_> = samples.iter().map(|s| get(s).insert_axis(Axis(0))).collect();
             ndarray::concatenate(Axis(0), &views).expect("samples have one shape")

@@ -1,5 +1,6 @@
 //! Reading and writing models and tensors.
 
+pub mod atomic;
 pub mod npy;
 pub mod onnx;
 mod onnx_import;

@@ -646,7 +646,6 @@ impl<T: Float> Network<T> {
     /// ```
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let shown = path.display().to_string();
         let mut specs = Vec::new();
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let mut put = |name: String, a: ndarray::ArrayViewD<T>| {
@@ -706,8 +705,8 @@ impl<T: Float> Network<T> {
             full.extend_from_slice(shape);
             metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
         }
-        ::safetensors::serialize_to_file(views, Some(metadata), path)
-            .map_err(|e| RspError::format(shown, e.to_string()))
+        let bytes = ::safetensors::serialize(views, Some(metadata)).map_err(|e| RspError::model(e.to_string()))?;
+        crate::io::atomic::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
     }
 }
 

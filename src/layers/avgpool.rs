@@ -3,7 +3,7 @@
 //! rule (in proportion to the inputs).
 
 use super::pool_rule::{pooling_rule, shifted};
-use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
@@ -209,6 +209,12 @@ macro_rules! average_pooling_layer {
             ) -> Result<ArrayD<T>> {
                 lrp_backward(self, backend, x, relevance, rule)
             }
+            /// Forward pass, gradient (one adjoint) and rule (one pooling,
+            /// two adjoints): five scans of every window.
+            fn cost(&self, input: &[usize], output: &[usize]) -> LayerCost {
+                super::maxpool::pooling_cost(self.windows(input).ok().as_ref(), input, output, 5)
+            }
+
             fn clone_box(&self) -> Box<dyn Layer<T>> {
                 Box::new(self.clone())
             }
