@@ -32,9 +32,7 @@
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::layers::{elements, LayerCost};
-use crate::limits::{
-    DEFAULT_MAX_WORK, FALLBACK_MEMORY_LIMIT, GEMM_WORKSPACE_PER_THREAD, MEMORY_BUDGET_SHARE,
-};
+use crate::limits::{DEFAULT_MAX_WORK, FALLBACK_MEMORY_LIMIT, GEMM_WORKSPACE_PER_THREAD, MEMORY_BUDGET_SHARE};
 use crate::network::{Network, NodeOp, Source};
 use std::sync::OnceLock;
 
@@ -243,7 +241,8 @@ impl<T: Float> Network<T> {
             Source::Input => sample,
             Source::Node(j) => shapes[j].as_slice(),
         };
-        let (mut outputs, mut largest, mut scratch, mut pooled, mut work, mut trace) = (0u128, 0u128, 0u128, 0u128, 0u128, 0u128);
+        let (mut outputs, mut largest, mut scratch, mut pooled, mut work, mut trace) =
+            (0u128, 0u128, 0u128, 0u128, 0u128, 0u128);
         let mut heaviest = (0, 0u64);
         for (k, node) in self.nodes().iter().enumerate() {
             let input = input_of(node.inputs[0]);
@@ -295,7 +294,13 @@ impl<T: Float> Network<T> {
     /// The pre-flight check of a call on a validated batch: refuses it when its
     /// estimate exceeds the memory budget (checked first) or the work bound. `all_at_once`:
     /// every sample is in flight at once (the phase-timed attribution).
-    pub(crate) fn preflight(&self, shapes: &[Vec<usize>], input_shape: &[usize], pass: Pass, all_at_once: bool) -> Result<()> {
+    pub(crate) fn preflight(
+        &self,
+        shapes: &[Vec<usize>],
+        input_shape: &[usize],
+        pass: Pass,
+        all_at_once: bool,
+    ) -> Result<()> {
         let batch = input_shape[0];
         let in_flight = if all_at_once { batch } else { batch.min(rayon::current_num_threads()).max(1) };
         let e = self.estimate_from(&input_shape[1..], shapes, batch, in_flight, pass);

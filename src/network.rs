@@ -387,16 +387,16 @@ impl<T: Float> Network<T> {
         self.preflight(&shapes, input.shape(), crate::budget::Pass::Forward, false)?;
         let classes = shapes.last().expect("checked")[0];
         let rows: Vec<ArrayD<T>> = map_samples(input.shape()[0], |i| {
-                let x = input.index_axis(Axis(0), i);
-                let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
-                match logits.iter().position(|v| !v.is_finite()) {
-                    Some(index) => Err(RspError::NonFinite {
-                        tensor: "logits (the forward pass overflowed the float range)".into(),
-                        index,
-                    }),
-                    None => Ok(logits),
-                }
-            })?;
+            let x = input.index_axis(Axis(0), i);
+            let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
+            match logits.iter().position(|v| !v.is_finite()) {
+                Some(index) => Err(RspError::NonFinite {
+                    tensor: "logits (the forward pass overflowed the float range)".into(),
+                    index,
+                }),
+                None => Ok(logits),
+            }
+        })?;
         let mut logits = Array2::zeros((rows.len(), classes));
         for (mut row, r) in logits.axis_iter_mut(Axis(0)).zip(rows) {
             row.assign(&r);

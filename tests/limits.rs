@@ -44,7 +44,8 @@ fn tiny_net(c: usize, middle: Vec<Box<dyn Layer<f32>>>) -> Network<f32> {
     layers.extend(middle);
     layers.push(Box::new(AdaptiveAvgPool2d::new((1, 1))));
     layers.push(Box::new(Flatten));
-    layers.push(Box::new(Linear::new("fc", Array2::from_shape_fn((2, c), |(i, j)| (i + j) as f32 - 0.5), None).unwrap()));
+    layers
+        .push(Box::new(Linear::new("fc", Array2::from_shape_fn((2, c), |(i, j)| (i + j) as f32 - 0.5), None).unwrap()));
     Network::sequential(layers)
 }
 
@@ -131,21 +132,59 @@ fn the_cli_refuses_calls_over_the_budget_in_one_line() {
     deep.save_safetensors(dir.join("relus.safetensors")).unwrap();
     assert!(std::fs::metadata(dir.join("relus.safetensors")).unwrap().len() < 600_000);
     write_npy(Path::new(&p("x512.npy")), &image(1, 3, 512, 512).into_dyn()).unwrap();
-    let o = rsp(&["attribute", "--model", &p("relus.safetensors"), "--input", &p("x512.npy"), "--target", "0", "--out", &p("r.npy"), "--max-memory", "8G"]);
+    let o = rsp(&[
+        "attribute",
+        "--model",
+        &p("relus.safetensors"),
+        "--input",
+        &p("x512.npy"),
+        "--target",
+        "0",
+        "--out",
+        &p("r.npy"),
+        "--max-memory",
+        "8G",
+    ]);
     assert_refused(&o, &["memory budget exceeded"]);
 
-    for (flag, value, word) in
-        [("--max-memory", "8X", "not a size"), ("--max-memory", "0", "not a size"), ("--max-work", "lots", "--max-work")]
-    {
+    for (flag, value, word) in [
+        ("--max-memory", "8X", "not a size"),
+        ("--max-memory", "0", "not a size"),
+        ("--max-work", "lots", "--max-work"),
+    ] {
         let mut args = big.to_vec();
         args.extend([flag, value]);
         assert_refused(&rsp(&args), &[word]);
     }
-    let o = rsp(&["attribute", "--model", &model, "--input", &p("x512.npy"), "--target", "1", "--out", &p("r.npy"), "--max-work", "1e6"]);
+    let o = rsp(&[
+        "attribute",
+        "--model",
+        &model,
+        "--input",
+        &p("x512.npy"),
+        "--target",
+        "1",
+        "--out",
+        &p("r.npy"),
+        "--max-work",
+        "1e6",
+    ]);
     assert_refused(&o, &["work bound exceeded", "1.000e6"]);
     // The evaluate command takes the same options.
     let scenes = repo("data/scenes_public.safetensors").to_str().unwrap().to_string();
-    let o = rsp(&["evaluate", "--model", &model, "--scenes", &scenes, "--method", "gradient", "--limit", "1", "--max-memory", "1K"]);
+    let o = rsp(&[
+        "evaluate",
+        "--model",
+        &model,
+        "--scenes",
+        &scenes,
+        "--method",
+        "gradient",
+        "--limit",
+        "1",
+        "--max-memory",
+        "1K",
+    ]);
     assert_refused(&o, &["memory budget exceeded"]);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -167,7 +206,17 @@ fn the_output_never_replaces_an_input_or_a_previous_result_on_failure() {
     std::fs::create_dir_all(p("sub")).unwrap();
     let dotted = dir.join("sub").join("..").join("x.npy");
     for out in [p("model.safetensors"), p("x.npy"), p("link.npy"), p("hard.safetensors"), dotted] {
-        let o = rsp(&["attribute", "--model", &s(&p("model.safetensors")), "--input", &s(&p("x.npy")), "--target", "1", "--out", &s(&out)]);
+        let o = rsp(&[
+            "attribute",
+            "--model",
+            &s(&p("model.safetensors")),
+            "--input",
+            &s(&p("x.npy")),
+            "--target",
+            "1",
+            "--out",
+            &s(&out),
+        ]);
         assert_refused(&o, &["--out", "refusing to overwrite an input"]);
     }
     assert_eq!(std::fs::read(p("model.safetensors")).unwrap(), model_bytes);
@@ -175,7 +224,17 @@ fn the_output_never_replaces_an_input_or_a_previous_result_on_failure() {
 
     // A good run writes the result; a failing one (a bad target) keeps it.
     let run = |target: &str| {
-        rsp(&["attribute", "--model", &s(&p("model.safetensors")), "--input", &s(&p("x.npy")), "--target", target, "--out", &s(&p("r.npy"))])
+        rsp(&[
+            "attribute",
+            "--model",
+            &s(&p("model.safetensors")),
+            "--input",
+            &s(&p("x.npy")),
+            "--target",
+            target,
+            "--out",
+            &s(&p("r.npy")),
+        ])
     };
     assert!(run("1").status.success());
     let first = std::fs::read(p("r.npy")).unwrap();

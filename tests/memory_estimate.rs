@@ -89,7 +89,11 @@ fn check<T: rsp::Float>(what: &str, net: &Network<T>, shape: [usize; 4]) {
     for method in Method::ALL {
         let (peak, r) = peak_of(|| net.explain_with(x.view(), 1, &method));
         r.unwrap();
-        println!("{what} {shape:?} {}: {method} peak {peak} ≤ estimate {attribution} ({:.1}×)", T::NAME, attribution as f64 / peak as f64);
+        println!(
+            "{what} {shape:?} {}: {method} peak {peak} ≤ estimate {attribution} ({:.1}×)",
+            T::NAME,
+            attribution as f64 / peak as f64
+        );
         assert!(peak <= attribution, "{what} {shape:?} {method}: peak {peak} > estimate {attribution}");
     }
     let options = ExplainOptions { keep_layer_relevances: true, ..Default::default() };

@@ -32,9 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
     let shown = path.display().to_string();
     let io_error = |source: std::io::Error| RspError::Io { path: shown.clone(), source };
-    let name = path.file_name().ok_or_else(|| {
-        RspError::InvalidArgument(format!("cannot write to {shown}: the path does not name a file"))
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| RspError::InvalidArgument(format!("cannot write to {shown}: the path does not name a file")))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -616,7 +616,8 @@ impl<T: Float> Network<T> {
             let spec: LayerSpec = check_layer_fields(&value)
                 .and_then(|()| check_declared_weights(&value, &weights))
                 .and_then(|()| {
-                    serde_json::from_value(value.clone()).map_err(|e| RspError::Model(format!("({}): {e}", shorten(&value.to_string()))))
+                    serde_json::from_value(value.clone())
+                        .map_err(|e| RspError::Model(format!("({}): {e}", shorten(&value.to_string()))))
                 })
                 .map_err(|e| match e {
                     RspError::Model(m) => RspError::Model(format!("layer {k} {m}")),

@@ -131,7 +131,11 @@ pub(crate) fn conv_cost(input: &[usize], output: &[usize], (kh, kw): (usize, usi
     LayerCost {
         scratch_elements: sum(&[x.saturating_mul(6), y.saturating_mul(6), unfolded, weights.saturating_mul(2)]),
         pooled_buffer_elements: unfolded.max(y.saturating_mul(2)),
-        work: sum(&[unfolded.saturating_mul(out_channels).saturating_mul(8), x.saturating_mul(10), y.saturating_mul(10)]),
+        work: sum(&[
+            unfolded.saturating_mul(out_channels).saturating_mul(8),
+            x.saturating_mul(10),
+            y.saturating_mul(10),
+        ]),
     }
 }
 

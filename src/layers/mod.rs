@@ -162,7 +162,11 @@ impl LayerCost {
     /// input and output element.
     pub fn elementwise(input: &[usize], output: &[usize]) -> Self {
         let elements = elements(input).saturating_add(elements(output));
-        LayerCost { scratch_elements: elements.saturating_mul(4), pooled_buffer_elements: 0, work: elements.saturating_mul(4) }
+        LayerCost {
+            scratch_elements: elements.saturating_mul(4),
+            pooled_buffer_elements: 0,
+            work: elements.saturating_mul(4),
+        }
     }
 }
 
