@@ -51,6 +51,34 @@ pub enum RspError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A call would need more memory than its budget (estimated before it
+    /// runs; see [`crate::budget`]).
+    #[error(
+        "memory budget exceeded: {what} needs an estimated {} ({estimate} bytes), more than the budget of {} ({budget} bytes); use a smaller input or batch, or raise the budget (--max-memory, Network::set_memory_budget)",
+        crate::budget::format_bytes(*estimate),
+        crate::budget::format_bytes(*budget)
+    )]
+    MemoryBudget {
+        /// The estimated peak, in bytes.
+        estimate: u64,
+        /// The budget, in bytes.
+        budget: u64,
+        /// The call and what the estimate is made of.
+        what: String,
+    },
+    /// A call would do more work per sample than its bound (estimated before
+    /// it runs; see [`crate::budget`]).
+    #[error(
+        "work bound exceeded: {what} needs an estimated {estimate:.3e} operations per sample, more than the bound of {bound:.3e}; use a smaller input or model, or raise the bound (--max-work, Network::set_work_bound)"
+    )]
+    WorkBound {
+        /// The estimated work per sample, in multiply–add equivalents.
+        estimate: u64,
+        /// The bound.
+        bound: u64,
+        /// The call and its most expensive node.
+        what: String,
+    },
     /// Reading or writing a file failed.
     #[error("cannot access {}: {source}", capped(.path))]
     Io {

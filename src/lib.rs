@@ -70,6 +70,7 @@ pub use ndarray;
 
 pub mod attribution;
 pub mod backend;
+pub mod budget;
 mod error;
 #[cfg(feature = "eval")]
 pub mod eval;

@@ -71,3 +71,29 @@ pub const MAX_SAFETENSORS_HEADER_BYTES: usize = 16 << 20;
 /// the end are kept): what a message quotes from a file stays readable
 /// however large the file makes it.
 pub const MAX_MESSAGE_FIELD_CHARS: usize = 480;
+
+/// The share of the process's memory limit that a call may plan to use by
+/// default, as a fraction `numerator / denominator` (the rest is left for the
+/// program around it, the allocator's slack and the stacks of the threads).
+/// See [`crate::budget::default_memory_budget`].
+pub const MEMORY_BUDGET_SHARE: (u64, u64) = (3, 4);
+
+/// The memory limit assumed where none can be read (not Linux): 4 GiB.
+pub const FALLBACK_MEMORY_LIMIT: u64 = 4 << 30;
+
+/// Memory the GEMM kernels may hold per thread for packing their operands
+/// (the `gemm` crate sizes these to the caches: a few MiB), counted once per
+/// thread of the pool.
+pub const GEMM_WORKSPACE_PER_THREAD: u64 = 32 << 20;
+
+/// The default bound on the work of one sample of one call, summed over its
+/// layers, in multiply–add equivalents (see [`crate::layers::LayerCost`]):
+/// 5·10¹¹. An RSP attribution of VGG16 at 224×224 is about 1.2·10¹¹, of
+/// ResNet-152 about 1.1·10¹¹ (batch size does not count: the bound is per
+/// sample, and a batch costs what its input holds).
+pub const DEFAULT_MAX_WORK: u64 = 500_000_000_000;
+
+/// The work one step of a pooling window counts, in multiply–adds: a window
+/// step is a scalar load and compare (or add), while a multiply–add of the
+/// convolutions runs in wide vector registers inside a cache-blocked GEMM.
+pub const POOL_STEP_WORK: u64 = 16;

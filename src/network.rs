@@ -107,6 +107,10 @@ pub struct Network<T: Float = f32> {
     start_layer: Option<usize>,
     class_names: Option<Vec<String>>,
     input_shape: Option<Vec<usize>>,
+    /// `None`: [`crate::budget::default_memory_budget`].
+    pub(crate) memory_budget: Option<u64>,
+    /// `None`: [`crate::limits::DEFAULT_MAX_WORK`].
+    pub(crate) work_bound: Option<u64>,
 }
 
 impl<T: Float> fmt::Debug for Network<T> {
@@ -149,6 +153,8 @@ impl<T: Float> Network<T> {
             start_layer: None,
             class_names: None,
             input_shape: None,
+            memory_budget: None,
+            work_bound: None,
         }
     }
 
@@ -391,21 +397,19 @@ impl<T: Float> Network<T> {
     {
         let input: ArrayView4<'a, T> = input.into();
         let shapes = self.validate_input(&input)?;
+        self.preflight(&shapes, input.shape(), Pass::Forward, false)?;
         let classes = shapes.last().expect("checked")[0];
-        let rows: Vec<ArrayD<T>> = input
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .map(|x| {
-                let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
-                match logits.iter().position(|v| !v.is_finite()) {
-                    Some(index) => Err(RspError::NonFinite {
-                        tensor: "logits (the forward pass overflowed the float range)".into(),
-                        index,
-                    }),
-                    None => Ok(logits),
-                }
-            })
-            .collect::<Result<_>>()?;
+        let rows: Vec<ArrayD<T>> = map_samples(input.shape()[0], |i| {
+            let x = input.index_axis(Axis(0), i);
+            let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
+            match logits.iter().position(|v| !v.is_finite()) {
+                Some(index) => Err(RspError::NonFinite {
+                    tensor: "logits (the forward pass overflowed the float range)".into(),
+                    index,
+                }),
+                None => Ok(logits),
+            }
+        })?;
         let mut logits = Array2::zeros((rows.len(), classes));
         for (mut row, r) in logits.axis_iter_mut(Axis(0)).zip(rows) {
             row.assign(&r);
@@ -450,6 +454,33 @@ impl<T: Float> Network<T> {
         }
         Ok(s)
     }
+}
+
+/// What a call computes, for [`Network::estimate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pass {
+    /// [`Network::forward`]: logits only.
+    Forward,
+    /// Any attribution method ([`Network::explain`]).
+    Attribution,
+    /// An attribution keeping every layer's relevance
+    /// ([`RspOptions::keep_layer_relevances`](crate::RspOptions::keep_layer_relevances)).
+    AttributionWithTrace,
+}
+
+/// `f` of every sample index of a batch of `n`, in parallel but at most as many
+/// at once as the rayon pool has threads (what the memory estimate assumes:
+/// rayon's work stealing could otherwise start further samples inside a waiting
+/// one). Each sample's result does not depend on the scheduling.
+pub(crate) fn map_samples<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let chunk = rayon::current_num_threads().max(1);
+    let mut out = Vec::with_capacity(n);
+    for first in (0..n).step_by(chunk) {
+        let part: Vec<R> = (first..(first + chunk).min(n)).into_par_iter().map(&f).collect::<Result<_>>()?;
+        out.extend(part);
+    }
+    Ok(out)
 }
 
 impl<T: Float> Network<T> {

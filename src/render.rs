@@ -166,8 +166,9 @@ pub fn overlay(heat: &RgbImage, base: &RgbImage, alpha: f32) -> RgbImage {
 ///
 /// # Errors
 /// [`RspError::InvalidArgument`] for an image with no pixels (PNG cannot hold
-/// one), [`RspError::Io`] if the file cannot be written, [`RspError::Format`]
-/// if encoding fails.
+/// one), [`RspError::Io`] if the file cannot be written or encoding fails.
+/// The file is written atomically ([`crate::io::atomic::write_atomic`]): a
+/// failure leaves the previous file intact.
 ///
 /// ```
 /// use rsp::render::save_png;
@@ -185,9 +186,12 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    img.save_with_format(path, ImageFormat::Png).map_err(|e| match e {
-        ImageError::IoError(source) => RspError::Io { path: path.display().to_string(), source },
-        other => RspError::format(path.display().to_string(), other.to_string()),
+    // Atomically: a failed write leaves the previous file intact.
+    crate::io::atomic::write_atomic(path, |w| {
+        img.write_to(w, ImageFormat::Png).map_err(|e| match e {
+            ImageError::IoError(source) => source,
+            other => std::io::Error::other(other),
+        })
     })
 }
 

@@ -71,7 +71,15 @@ fn a_start_layer_outside_the_network_is_an_error() {
 
 /// Rewrites the golden vgg_tiny file with edited tensors and metadata.
 fn edited(edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>, &mut HashMap<String, String>)) -> Vec<u8> {
-    let bytes = std::fs::read(data("golden/vgg_tiny.safetensors")).unwrap();
+    edited_file("golden/vgg_tiny.safetensors", edit)
+}
+
+/// Rewrites a golden file with edited tensors and metadata.
+fn edited_file(
+    file: &str,
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>, &mut HashMap<String, String>),
+) -> Vec<u8> {
+    let bytes = std::fs::read(data(file)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let mut metadata = header.metadata().clone().unwrap();
@@ -146,6 +154,66 @@ fn a_file_without_architecture_or_a_broken_file_is_a_format_error() {
 fn a_missing_file_is_an_io_error_naming_it() {
     let err = Network::<f32>::load("no/such/model.safetensors").unwrap_err();
     assert!(matches!(&err, RspError::Io { path, .. } if path.contains("no/such/model")), "{err}");
+}
+
+/// Every field the `layers` format does not define is refused by name, and so
+/// is every value that changes what a layer computes in a way this crate does
+/// not implement; the plain values and the descriptive fields load, and give
+/// the logits of the unedited file.
+#[test]
+fn layer_fields_outside_the_format_or_with_unsupported_values_are_refused_by_name() {
+    let with = |file: &str, from: &str, to: &str| {
+        edited_file(file, |_, m| {
+            assert!(m["layers"].contains(from), "{from} in {file}");
+            let layers = m["layers"].replacen(from, to, 1);
+            m.insert("layers".into(), layers);
+        })
+    };
+    let conv = "\"type\": \"conv2d\"";
+    let bn = "\"type\": \"batchnorm2d\"";
+    let avg = "\"type\": \"avgpool2d\"";
+    let max = "\"type\": \"maxpool2d\"";
+    let relu = "\"type\": \"relu\"";
+    let (tiny, tiny_bn, avg_file) =
+        ("golden/vgg_tiny.safetensors", "golden/vgg_tiny_bn.safetensors", "golden/avgpool_stride_rect.safetensors");
+    let refused = [
+        (tiny, conv, "\"stide\": 2", "`stide`"),
+        (tiny, relu, "\"negative_slope\": 0.1", "`negative_slope`"),
+        (tiny, max, "\"kernal\": 3", "`kernal`"),
+        (tiny, conv, "\"padding_mode\": \"reflect\"", "padding_mode"),
+        (tiny, conv, "\"padding_mode\": \"circular\"", "padding_mode"),
+        (tiny, conv, "\"bias\": false", "bias"),
+        (tiny, max, "\"return_indices\": true", "return_indices"),
+        (avg_file, avg, "\"divisor_override\": 3", "divisor_override"),
+        (tiny_bn, bn, "\"track_running_stats\": false", "track_running_stats"),
+        (tiny_bn, bn, "\"affine\": false", "affine"),
+        (tiny_bn, bn, "\"num_features\": 9", "num_features"),
+        (tiny_bn, bn, "\"momentum\": \"fast\"", "momentum"),
+        (tiny, relu, "\"inplace\": 1", "inplace"),
+    ];
+    for (file, at, field, named) in refused {
+        let bytes = with(file, at, &format!("{at}, {field}"));
+        let err = rsp::io::safetensors::from_bytes::<f64>(&bytes, file).unwrap_err();
+        assert!(matches!(err, RspError::Model(_)), "{field}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(named) && text.contains("layer "), "{field}: {text}");
+    }
+    let accepted = [
+        (tiny, conv, "\"padding_mode\": \"zeros\", \"dilation\": 1, \"groups\": 1, \"bias\": true"),
+        (tiny, relu, "\"inplace\": true, \"name\": \"features.1\", \"comment\": \"anything\""),
+        (tiny, max, "\"return_indices\": false, \"ceil_mode\": false, \"dilation\": 1"),
+        (avg_file, avg, "\"divisor_override\": null, \"ceil_mode\": false"),
+        (tiny_bn, bn, "\"track_running_stats\": true, \"affine\": true, \"num_features\": 8, \"momentum\": 0.1"),
+        (tiny_bn, bn, "\"momentum\": null"),
+    ];
+    for (file, at, fields) in accepted {
+        let plain = rsp::io::safetensors::load::<f64>(data(file)).unwrap();
+        let net = rsp::io::safetensors::from_bytes::<f64>(&with(file, at, &format!("{at}, {fields}")), file)
+            .unwrap_or_else(|e| panic!("{fields}: {e}"));
+        let shape = plain.input_shape().unwrap().to_vec();
+        let x = input((1, shape[0], shape[1], shape[2]));
+        assert_eq!(net.forward(x.view()).unwrap(), plain.forward(x.view()).unwrap(), "{fields}");
+    }
 }
 
 #[test]

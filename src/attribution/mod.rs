@@ -49,11 +49,11 @@ pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};
 
+use crate::budget::Pass;
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::network::Network;
+use crate::network::{map_samples, Network};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, AsArray, Axis, Ix4};
-use rayon::prelude::*;
 
 /// What one sample's attribution produced, for any method.
 pub(crate) struct Sample<T: Float> {
@@ -115,16 +115,15 @@ impl<T: Float> Network<T> {
         let input: ArrayView4<'a, T> = input.into();
         let target = target.into();
         let method = &method.into();
-        let plan = self.plan(&input, &target, method)?;
-        let samples: Vec<Sample<T>> = input
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .map(|(n, x)| match method {
-                Method::Rsp(options) => self.rsp_sample(x.into_dyn(), n, &target, options, plan),
-                _ => self.baseline_sample(x.into_dyn(), n, &target, method, plan),
-            })
-            .collect::<Result<_>>()?;
+        let plan = self.plan(&input, &target, method, false)?;
+        // At most a pool's worth of samples at once: what the memory estimate assumes.
+        let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
+            let x = input.index_axis(Axis(0), n).into_dyn();
+            match method {
+                Method::Rsp(options) => self.rsp_sample(x, n, &target, options, plan),
+                _ => self.baseline_sample(x, n, &target, method, plan),
+            }
+        })?;
         Ok(assemble(method, samples, plan))
     }
 
@@ -162,10 +161,23 @@ impl<T: Float> Network<T> {
     }
 
     /// Validates a batch, the target and the method before any work: the
-    /// input's shape and values, the classes, the start layer.
-    pub(crate) fn plan(&self, input: &ArrayView4<T>, target: &Target, method: &Method) -> Result<Plan> {
+    /// input's shape and values, the memory and work the call will need
+    /// (`all_at_once`: every sample's activations held together), the
+    /// classes, the start layer.
+    pub(crate) fn plan(
+        &self,
+        input: &ArrayView4<T>,
+        target: &Target,
+        method: &Method,
+        all_at_once: bool,
+    ) -> Result<Plan> {
         method.validate()?;
         let shapes = self.validate_input(input)?;
+        let pass = match method {
+            Method::Rsp(o) if o.keep_layer_relevances => Pass::AttributionWithTrace,
+            _ => Pass::Attribution,
+        };
+        self.preflight(&shapes, input.shape(), pass, all_at_once)?;
         let classes = shapes.last().expect("checked")[0];
         target.check(input.shape()[0], classes)?;
         let start = match method {

@@ -54,7 +54,7 @@ pub fn explain_timed<'a, T: Float>(
     let input: ArrayView4<'a, T> = input.into();
     let target = target.into();
     let method = Method::Rsp(options.clone());
-    let plan = net.plan(&input, &target, &method)?;
+    let plan = net.plan(&input, &target, &method, true)?;
     let clock = Instant::now();
     let acts: Vec<_> =
         input.axis_iter(Axis(0)).into_par_iter().map(|x| net.forward_sample(x.into_dyn())).collect::<Result<_>>()?;

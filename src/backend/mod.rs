@@ -16,7 +16,7 @@ mod im2col;
 mod matmul;
 pub(crate) mod pooling;
 mod reference;
-mod workspace;
+pub(crate) mod workspace;
 
 pub use cpu::CpuBackend;
 pub use matmul::{matmul_with_kernel, Kernel};

@@ -98,6 +98,18 @@ impl PoolWindows {
         (self.rows.len(), self.cols.len())
     }
 
+    /// The input cells all windows of one channel read together (a cell read
+    /// by two windows counts twice): the steps of one pooling scan.
+    ///
+    /// ```
+    /// let w = rsp::backend::PoolWindows::strided((5, 5), (3, 3), (1, 1), [0; 4]).unwrap();
+    /// assert_eq!(w.window_cells(), 9 * 9);
+    /// ```
+    pub fn window_cells(&self) -> u64 {
+        let total = |ranges: &[Range<usize>]| ranges.iter().map(|r| r.len() as u64).fold(0u64, u64::saturating_add);
+        total(&self.rows).saturating_mul(total(&self.cols))
+    }
+
     fn divisor_of(&self, rows: &Range<usize>, cols: &Range<usize>) -> usize {
         self.divisor.unwrap_or(rows.len() * cols.len())
     }

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 /// At most this many spare buffers per thread (the smallest are dropped).
-const MAX_SPARE: usize = 6;
+pub(crate) const MAX_SPARE: usize = 6;
 
 thread_local! {
     static SPARE: RefCell<Vec<(usize, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };

@@ -105,6 +105,8 @@ enum Command {
         /// Use the K other classes with the highest logits as hostile classes.
         #[arg(long, value_name = "K")]
         hostile_top: Option<usize>,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Score an attribution method on a scenes file: pointing game, hostile
     /// pointing game and mIoU (definitions in data/README.md).
@@ -141,6 +143,8 @@ enum Command {
         /// Seed of the weight randomisation.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Print the model's layers, their output shapes and the start layer.
     Info {
@@ -155,6 +159,36 @@ enum Command {
         #[arg(long)]
         input_shape: Option<String>,
     },
+}
+
+/// The limits of the pre-flight check (see docs/errors-and-limits.md).
+#[derive(clap::Args, Clone)]
+struct Limits {
+    /// Memory budget of a call, e.g. 8G, 512M or bytes (default: 3/4 of the
+    /// smallest of physical memory, the address-space limit and the cgroup limit).
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// Work bound per sample, in multiply-add equivalents (default 5e11).
+    #[arg(long, value_name = "OPS")]
+    max_work: Option<String>,
+}
+
+impl Limits {
+    fn apply<T: Float>(&self, net: &mut Network<T>) -> Result<(), RspError> {
+        if let Some(text) = &self.max_memory {
+            net.set_memory_budget(Some(rsp::budget::parse_size(text)?));
+        }
+        if let Some(text) = &self.max_work {
+            let work = text.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 1.0).ok_or_else(|| {
+                RspError::InvalidArgument(format!(
+                    "--max-work must be a number of operations ≥ 1 (e.g. 5e11), got `{}`",
+                    text.chars().take(40).collect::<String>()
+                ))
+            })?;
+            net.set_work_bound(Some(work.min(u64::MAX as f64) as u64));
+        }
+        Ok(())
+    }
 }
 
 fn parse_list(text: &str, what: &str) -> Result<Vec<usize>, RspError> {
@@ -187,8 +221,12 @@ fn attribute<T: Float>(
     start: Start,
     hostile: Option<&str>,
     hostile_top: Option<usize>,
+    limits: &Limits,
 ) -> Result<(), RspError> {
-    let net = load_model::<T>(model, arch)?;
+    // Before any work: writing the result must never replace an input.
+    rsp::io::atomic::check_not_an_input(out, &[model, input], "--out")?;
+    let mut net = load_model::<T>(model, arch)?;
+    limits.apply(&mut net)?;
     let x = read_npy::<T>(input)?;
     let shape = x.shape().to_vec();
     let x = x.into_dimensionality::<Ix4>().map_err(|_| RspError::Shape {
@@ -262,13 +300,15 @@ struct EvaluateArgs {
     json: bool,
     sensitivity: bool,
     seed: u64,
+    limits: Limits,
 }
 
 fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     if args.limit == Some(0) {
         return Err(RspError::InvalidArgument("--limit must be at least 1".into()));
     }
-    let net = load_model::<T>(&args.model, args.arch.as_deref())?;
+    let mut net = load_model::<T>(&args.model, args.arch.as_deref())?;
+    args.limits.apply(&mut net)?;
     let scenes = Scenes::load(&args.scenes)?;
     let count = args.limit.map_or(scenes.len(), |l| l.min(scenes.len()));
     let method = &args.method;
@@ -317,23 +357,23 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
 
 fn run(cli: Cli) -> Result<(), RspError> {
     match cli.command {
-        Command::Attribute { model, arch, input, target, out, dtype, start, hostile, hostile_top } => {
-            let arch = arch.as_deref();
+        Command::Attribute { model, arch, input, target, out, dtype, start, hostile, hostile_top, limits } => {
+            let (arch, hostile) = (arch.as_deref(), hostile.as_deref());
             match dtype {
                 Dtype::F32 => {
-                    attribute::<f32>(&model, arch, &input, &target, &out, start, hostile.as_deref(), hostile_top)
+                    attribute::<f32>(&model, arch, &input, &target, &out, start, hostile, hostile_top, &limits)
                 }
                 Dtype::F64 => {
-                    attribute::<f64>(&model, arch, &input, &target, &out, start, hostile.as_deref(), hostile_top)
+                    attribute::<f64>(&model, arch, &input, &target, &out, start, hostile, hostile_top, &limits)
                 }
             }
         }
-        Command::Evaluate { model, arch, scenes, method, limit, dtype, json, epsilon, sensitivity, seed } => {
+        Command::Evaluate { model, arch, scenes, method, limit, dtype, json, epsilon, sensitivity, seed, limits } => {
             if !(epsilon.is_finite() && epsilon >= 0.0) {
                 return Err(RspError::InvalidArgument(format!("--epsilon must be a finite number ≥ 0, got {epsilon}")));
             }
             let method = method.method(epsilon);
-            let args = EvaluateArgs { model, arch, scenes, method, limit, json, sensitivity, seed };
+            let args = EvaluateArgs { model, arch, scenes, method, limit, json, sensitivity, seed, limits };
             match dtype {
                 Dtype::F32 => evaluate_command::<f32>(&args),
                 Dtype::F64 => evaluate_command::<f64>(&args),

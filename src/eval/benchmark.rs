@@ -12,7 +12,6 @@ use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::Network;
 use ndarray::{Array2, Array4, Axis};
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// Pixels by which a box is enlarged (on each side, clipped) in the pointing games.
@@ -137,6 +136,33 @@ fn check_scorable(scenes: &Scenes, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The pre-flight check of an evaluation of the first `n` scenes: scenes run
+/// in parallel, at most as many at once as the pool has threads
+/// ([`crate::network::map_samples`]), each an attribution of a batch of its
+/// objects; so at most that many times the estimate of the largest scene's
+/// call is held at once. (A scene whose shape the network refuses is reported
+/// by its own call.)
+fn check_evaluation_budget<T: Float>(net: &Network<T>, scenes: &Scenes, n: usize) -> Result<()> {
+    let Some(objects) = (0..n).map(|i| scenes.slots(i).len()).max().filter(|&m| m > 0) else {
+        return Ok(());
+    };
+    let (c, h, w) = scenes.input(0).dim();
+    let Ok(e) = net.estimate(&[objects, c, h, w], crate::budget::Pass::Attribution) else {
+        return Ok(());
+    };
+    let at_once = n.min(rayon::current_num_threads()).max(1);
+    let estimate = e.memory.saturating_mul(at_once as u64);
+    let budget = net.memory_budget();
+    if estimate > budget {
+        return Err(RspError::MemoryBudget {
+            estimate,
+            budget,
+            what: format!("the evaluation ({at_once} scenes of up to {objects} objects of {c}×{h}×{w} at once)"),
+        });
+    }
+    Ok(())
+}
+
 /// Scores `method` on the scenes: every pair's [`PairScore`], in scene order.
 pub fn score_pairs<T: Float>(
     net: &Network<T>,
@@ -145,16 +171,14 @@ pub fn score_pairs<T: Float>(
     options: &EvalOptions<'_>,
 ) -> Result<Vec<PairScore>> {
     let n = scene_count(scenes, options.limit);
-    let per_scene: Vec<Vec<PairScore>> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let r = score_scene(net, scenes, i, method);
-            if let Some(p) = options.progress {
-                p();
-            }
-            r
-        })
-        .collect::<Result<_>>()?;
+    check_evaluation_budget(net, scenes, n)?;
+    let per_scene: Vec<Vec<PairScore>> = crate::network::map_samples(n, |i| {
+        let r = score_scene(net, scenes, i, method);
+        if let Some(p) = options.progress {
+            p();
+        }
+        r
+    })?;
     Ok(per_scene.into_iter().flatten().collect())
 }
 
@@ -288,17 +312,15 @@ pub fn model_sensitivity<T: Float>(
 ) -> Result<Vec<SensitivityStep>> {
     let n = scene_count(scenes, options.limit);
     check_scorable(scenes, n)?;
+    check_evaluation_budget(net, scenes, n)?;
     let abs_maps = |model: &Network<T>| -> Result<Vec<Array2<T>>> {
-        let per_scene: Vec<Vec<Array2<T>>> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let (_, maps) = scene_heatmaps(model, scenes, i, method)?;
-                if let Some(p) = options.progress {
-                    p();
-                }
-                Ok(maps.axis_iter(Axis(0)).map(|m| m.mapv(|v| v.abs())).collect())
-            })
-            .collect::<Result<_>>()?;
+        let per_scene: Vec<Vec<Array2<T>>> = crate::network::map_samples(n, |i| {
+            let (_, maps) = scene_heatmaps(model, scenes, i, method)?;
+            if let Some(p) = options.progress {
+                p();
+            }
+            Ok(maps.axis_iter(Axis(0)).map(|m| m.mapv(|v| v.abs())).collect())
+        })?;
         Ok(per_scene.into_iter().flatten().collect())
     };
     let original = abs_maps(net)?;

@@ -1,5 +1,6 @@
 //! Reading and writing models and tensors.
 
+pub mod atomic;
 #[cfg(feature = "npy")]
 pub mod npy;
 #[cfg(feature = "onnx")]

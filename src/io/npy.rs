@@ -12,8 +12,6 @@ use crate::limits::{MAX_NPY_HEADER_BYTES, MAX_NPY_HEADER_DEPTH, MAX_NPY_RANK};
 use ndarray::ArrayD;
 use ndarray_npy::npy::header::Header;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 /// Reads a float32 or float64 `.npy` array as `T`.
@@ -146,19 +144,20 @@ fn check_header_size(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Writes `x` as a `.npy` array of `T` (float32 or float64).
+/// Writes `x` as a `.npy` array of `T` (float32 or float64), atomically (see
+/// [`write_atomic`](crate::io::atomic::write_atomic): a failed write leaves the
+/// previous file intact).
 pub fn write_npy<T: Float>(path: &Path, x: &ArrayD<T>) -> Result<()> {
-    let shown = path.display().to_string();
-    let file = File::create(path).map_err(|source| RspError::Io { path: shown.clone(), source })?;
-    let w = BufWriter::new(file);
-    let result = if T::NAME == "f32" {
-        x.mapv(|v| v.to_f64_exact() as f32).write_npy(w)
-    } else {
-        x.mapv(|v| v.to_f64_exact()).write_npy(w)
-    };
-    // A failed write (disk full, a closed pipe) is an I/O error, not a malformed file.
-    result.map_err(|e| match e {
-        ndarray_npy::WriteNpyError::Io(source) => RspError::Io { path: shown, source },
-        other => RspError::InvalidArgument(format!("cannot encode {shown} as .npy: {other}")),
+    crate::io::atomic::write_atomic(path, |w| {
+        let result = if T::NAME == "f32" {
+            x.mapv(|v| v.to_f64_exact() as f32).write_npy(w)
+        } else {
+            x.mapv(|v| v.to_f64_exact()).write_npy(w)
+        };
+        // A failed write (disk full, a closed pipe) stays an I/O error, not a malformed file.
+        result.map_err(|e| match e {
+            ndarray_npy::WriteNpyError::Io(source) => source,
+            other => std::io::Error::other(other),
+        })
     })
 }

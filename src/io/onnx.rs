@@ -18,8 +18,8 @@
 //! Memory stays proportional to the file size with a stated factor: before
 //! decoding, the wire format is walked against the ONNX schema to bound what
 //! the decoder will allocate, and a file that would need more than
-//! [`ONNX_DECODE_FACTOR`](crate::limits::ONNX_DECODE_FACTOR) times its size
-//! plus [`ONNX_DECODE_ALLOWANCE`](crate::limits::ONNX_DECODE_ALLOWANCE) is
+//! [`ONNX_DECODE_FACTOR`] times its size
+//! plus [`ONNX_DECODE_ALLOWANCE`] is
 //! refused (a degenerate file of empty sub-messages would otherwise expand
 //! about 170-fold: each 2-byte empty tensor decodes to a ~330-byte struct).
 //! Converting the weights to `f64` then needs at most twice the file again.

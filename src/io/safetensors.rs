@@ -48,10 +48,12 @@ fn one() -> Pair {
 }
 
 /// One entry of the `layers` metadata list.
+///
+/// The reader accepts only the fields the format defines (see
+/// [`check_layer_fields`]): a field it does not know, or a value that would
+/// change the layer's meaning in a way this crate does not compute (such as
+/// `padding_mode: "reflect"`), is an error naming it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-/// Fields this crate does not use are ignored; fields that would change the
-/// layer's meaning (`dilation`, `groups`, `ceil_mode`) are read and must have
-/// their plain values.
 #[serde(tag = "type")]
 pub enum LayerSpec {
     /// `conv2d {name, in, out, kernel, stride, padding}`.
@@ -309,6 +311,143 @@ pub(crate) fn json_field<V: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// Fields that describe a layer without changing what it computes; any layer
+/// may carry them (`docs/model-format.md`). Everything else must be a field the
+/// layer's type defines.
+pub const DESCRIPTIVE_LAYER_FIELDS: &[&str] = &["name", "inplace", "comment"];
+
+/// The fields each layer type defines besides `type` and
+/// [`DESCRIPTIVE_LAYER_FIELDS`]; `None` for a type the format does not know
+/// (serde then names it).
+fn defined_fields(layer_type: &str) -> Option<&'static [&'static str]> {
+    Some(match layer_type {
+        "conv2d" => &["in", "out", "kernel", "stride", "padding", "dilation", "groups", "padding_mode", "bias"],
+        "batchnorm2d" => &["eps", "num_features", "momentum", "affine", "track_running_stats"],
+        "relu" | "flatten" => &[],
+        "dropout" => &["p"],
+        "maxpool2d" => &["kernel", "stride", "padding", "dilation", "ceil_mode", "return_indices"],
+        "avgpool2d" => &["kernel", "stride", "padding", "count_include_pad", "ceil_mode", "divisor_override"],
+        "adaptive_avgpool2d" => &["output"],
+        "linear" => &["in", "out", "bias"],
+        _ => return None,
+    })
+}
+
+/// Checks the fields of one `layers` entry before it is read: every field
+/// must be one the format defines for the layer's type (or a descriptive
+/// one), and the fields serde does not read into [`LayerSpec`] must have the
+/// only value this crate computes exactly (`padding_mode` `"zeros"`,
+/// `divisor_override` null, `track_running_stats` and `affine` true,
+/// `return_indices` false). `bias` (conv2d, linear) must agree with the file:
+/// `true` needs the `{name}.bias` tensor, `false` forbids it; `num_features`
+/// must be the channel count of the batch norm's weights.
+///
+/// ```
+/// use rsp::io::safetensors::check_layer_fields;
+/// let ok = serde_json::json!({"type": "conv2d", "name": "c", "in": 3, "out": 8, "kernel": 3, "padding_mode": "zeros"});
+/// assert!(check_layer_fields(&ok).is_ok());
+/// let typo = serde_json::json!({"type": "conv2d", "name": "c", "in": 3, "out": 8, "kernel": 3, "stide": 2});
+/// assert!(check_layer_fields(&typo).unwrap_err().to_string().contains("`stide`"));
+/// let reflect = serde_json::json!({"type": "conv2d", "name": "c", "in": 3, "out": 8, "kernel": 3, "padding_mode": "reflect"});
+/// assert!(check_layer_fields(&reflect).unwrap_err().to_string().contains("padding_mode"));
+/// ```
+pub fn check_layer_fields(entry: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    let serde_json::Value::Object(fields) = entry else {
+        return Err(RspError::model("a layer must be a JSON object"));
+    };
+    let Some(layer_type) = fields.get("type").and_then(Value::as_str) else {
+        return Ok(()); // serde names the missing or malformed `type`
+    };
+    let Some(defined) = defined_fields(layer_type) else {
+        return Ok(()); // serde names the unknown type and the known ones
+    };
+    for key in fields.keys() {
+        if key != "type" && !defined.contains(&key.as_str()) && !DESCRIPTIVE_LAYER_FIELDS.contains(&key.as_str()) {
+            let mut known: Vec<&str> = defined.to_vec();
+            known.extend_from_slice(DESCRIPTIVE_LAYER_FIELDS);
+            return Err(RspError::model(format!(
+                "{layer_type}: unknown field `{}` (the format defines {})",
+                shorten(key),
+                known.join(", ")
+            )));
+        }
+    }
+    // Fields serde does not keep: each has exactly one value this crate computes.
+    let only = |key: &str, allowed: Value, meaning: &str| -> Result<()> {
+        match fields.get(key) {
+            Some(v) if *v != allowed => Err(RspError::model(format!(
+                "{layer_type}: {key} = {} is not supported (only {allowed}: {meaning})",
+                shorten(&v.to_string())
+            ))),
+            _ => Ok(()),
+        }
+    };
+    only("padding_mode", Value::from("zeros"), "the padding is zeros")?;
+    only("divisor_override", Value::Null, "the average divides by the window size")?;
+    only("track_running_stats", Value::Bool(true), "inference uses the running statistics")?;
+    only("affine", Value::Bool(true), "the layer has a weight and a bias")?;
+    only("return_indices", Value::Bool(false), "the layer returns its maxima only")?;
+    if layer_type == "batchnorm2d" {
+        if let Some(v) = fields.get("momentum") {
+            // Training only; still a number (or null, PyTorch's cumulative average).
+            if !(v.is_null() || v.is_number()) {
+                return Err(RspError::model(format!("batchnorm2d: momentum must be a number or null, found {v}")));
+            }
+        }
+    }
+    if let Some(v) = fields.get("inplace") {
+        if !v.is_boolean() {
+            return Err(RspError::model(format!("{layer_type}: inplace must be true or false, found {v}")));
+        }
+    }
+    for key in ["bias", "num_features"] {
+        if let Some(v) = fields.get(key) {
+            let ok = if key == "bias" { v.is_boolean() } else { v.is_u64() };
+            if !ok {
+                let what = if key == "bias" { "true or false" } else { "a channel count" };
+                return Err(RspError::model(format!(
+                    "{layer_type}: {key} must be {what}, found {}",
+                    shorten(&v.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// At most 80 characters of `text`, for messages that quote a file.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// `bias` and `num_features` of a `layers` entry against the weights the file holds.
+fn check_declared_weights(entry: &serde_json::Value, w: &Weights<'_>) -> Result<()> {
+    let name = entry.get("name").and_then(serde_json::Value::as_str).unwrap_or("");
+    if let Some(declared) = entry.get("bias").and_then(serde_json::Value::as_bool) {
+        let present = w.shape_of(&format!("{name}.bias")).is_some();
+        if declared != present {
+            return Err(RspError::model(format!(
+                "`bias` is {declared} but the file {} a tensor `{name}.bias`",
+                if present { "holds" } else { "has no" }
+            )));
+        }
+    }
+    if let Some(n) = entry.get("num_features").and_then(serde_json::Value::as_u64) {
+        let channels = w.shape_of(&format!("{name}.weight")).filter(|s| s.len() == 1).map(|s| s[0]);
+        if channels.is_some_and(|c| c as u64 != n) {
+            return Err(RspError::model(format!(
+                "num_features = {n} but `{name}.weight` has {} channels",
+                channels.unwrap_or(0)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that an optional field has its plain value (the only one supported).
 fn plain<V: PartialEq + std::fmt::Debug>(value: Option<V>, supported: V, what: &str) -> Result<()> {
     match value {
@@ -533,8 +672,16 @@ pub fn from_bytes<T: Float>(bytes: &[u8], origin: &str) -> Result<Network<T>> {
     }
     let mut net = Network::new();
     for (k, value) in specs.into_iter().enumerate() {
-        let spec: LayerSpec =
-            serde_json::from_value(value.clone()).map_err(|e| RspError::Model(format!("layer {k} ({value}): {e}")))?;
+        let spec: LayerSpec = check_layer_fields(&value)
+            .and_then(|()| check_declared_weights(&value, &weights))
+            .and_then(|()| {
+                serde_json::from_value(value.clone())
+                    .map_err(|e| RspError::Model(format!("({}): {e}", shorten(&value.to_string()))))
+            })
+            .map_err(|e| match e {
+                RspError::Model(m) => RspError::Model(format!("layer {k} {m}")),
+                other => other,
+            })?;
         let layer = build_layer::<T>(&spec, &weights).map_err(|e| match e {
             RspError::Model(m) => RspError::Model(format!("layer {k}: {m}")),
             other => other,
@@ -566,7 +713,6 @@ pub fn torchvision_from_bytes<T: Float>(bytes: &[u8], arch: &str, origin: &str) 
 /// ```
 pub fn save<T: Float>(net: &Network<T>, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let shown = path.display().to_string();
     let mut specs = Vec::new();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut put = |name: String, a: ndarray::ArrayViewD<T>| {
@@ -626,7 +772,8 @@ pub fn save<T: Float>(net: &Network<T>, path: impl AsRef<Path>) -> Result<()> {
         full.extend_from_slice(shape);
         metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
     }
-    ::safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| RspError::format(shown, e.to_string()))
+    let bytes = ::safetensors::serialize(views, Some(metadata)).map_err(|e| RspError::model(e.to_string()))?;
+    crate::io::atomic::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
 }
 fn to_le_bytes<T: Float>(v: T) -> Vec<u8> {
     if T::NAME == "f32" {

@@ -3,7 +3,7 @@
 //! rule (in proportion to the inputs).
 
 use super::pool_rule::{pooling_rule, shifted};
-use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
@@ -208,6 +208,11 @@ macro_rules! average_pooling_layer {
                 _ctx: RuleContext,
             ) -> Result<ArrayD<T>> {
                 lrp_backward(self, backend, x, relevance, rule)
+            }
+            /// Forward pass, gradient (one adjoint) and rule (one pooling,
+            /// two adjoints): five scans of every window.
+            fn cost(&self, input: &[usize], output: &[usize]) -> LayerCost {
+                super::maxpool::pooling_cost(self.windows(input).ok().as_ref(), input, output, 5)
             }
             fn describe(&self) -> String {
                 let describe: fn(&$pool) -> String = $describe;

@@ -3,7 +3,7 @@
 //! layer, ε or α1β0 elsewhere), shared with [`Linear`](super::Linear).
 
 use super::sectional::sectional_rule;
-use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
@@ -112,6 +112,33 @@ impl<T: Float> Conv2d<T> {
 ///   `S = R ⊘ z⁺`, `R_in = x⁺ ⊙ convᵀ(S,W⁺) + x⁻ ⊙ convᵀ(S,W⁻)` (no bias).
 ///
 /// Divisions by zero give zero (safe division).
+/// The cost of a convolution (also a linear layer: a 1×1 kernel on a 1×1 map)
+/// reading `input` (C×H×W) and writing `output` (O×Ho×Wo). With `X`, `Y` the
+/// input and output sizes, `K = C·kh·kw·Ho·Wo` the unfolded input and `W` the
+/// weights: the z^B rule holds at most `6X + 6Y + K + 2W` elements at once (the
+/// sectional and LRP rules less), and the scratch pool keeps buffers of up to
+/// `max(K, 2Y)` elements. Work: the forward pass and the gradient are one
+/// product each, the sectional rule three with up to `2·O` rows (the z^B rule
+/// six with `O`): `8·O·K` multiply–adds, plus element-wise steps.
+pub(crate) fn conv_cost(input: &[usize], output: &[usize], (kh, kw): (usize, usize)) -> LayerCost {
+    let (x, y) = (super::elements(input), super::elements(output));
+    let channels = input.first().copied().unwrap_or(1) as u64;
+    let out_channels = output.first().copied().unwrap_or(1) as u64;
+    let positions = y / out_channels.max(1);
+    let unfolded = channels.saturating_mul((kh * kw) as u64).saturating_mul(positions);
+    let weights = out_channels.saturating_mul(channels).saturating_mul((kh * kw) as u64);
+    let sum = |terms: &[u64]| terms.iter().fold(0u64, |a, &t| a.saturating_add(t));
+    LayerCost {
+        scratch_elements: sum(&[x.saturating_mul(6), y.saturating_mul(6), unfolded, weights.saturating_mul(2)]),
+        pooled_buffer_elements: unfolded.max(y.saturating_mul(2)),
+        work: sum(&[
+            unfolded.saturating_mul(out_channels).saturating_mul(8),
+            x.saturating_mul(10),
+            y.saturating_mul(10),
+        ]),
+    }
+}
+
 pub(crate) fn lrp_conv_rule<T: Float>(
     backend: &dyn Backend<T>,
     x: ArrayView3<T>,
@@ -230,6 +257,11 @@ impl<T: Float> Layer<T> for Conv2d<T> {
             lrp_conv_rule(backend, x, r, self.weight.view(), self.bias.as_ref(), &self.geometry, rule)
         };
         Ok(rin.into_dyn())
+    }
+
+    fn cost(&self, input: &[usize], output: &[usize]) -> LayerCost {
+        let (kh, kw) = self.kernel_hw();
+        conv_cost(input, output, (kh, kw))
     }
 
     fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {

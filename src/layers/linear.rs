@@ -4,7 +4,7 @@
 
 use super::conv2d::lrp_conv_rule;
 use super::sectional::sectional_rule;
-use super::{check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
+use super::{check_same_shape, Layer, LayerCost, LayerKind, LrpRule, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
@@ -134,6 +134,12 @@ impl<T: Float> Layer<T> for Linear<T> {
         let w = self.weight.view().into_shape_with_order((o, i, 1, 1)).expect("standard layout");
         let rin = lrp_conv_rule(backend, x_map, r_map, w, self.bias.as_ref(), &ConvGeometry::square(1, 0), rule);
         Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn())
+    }
+
+    fn cost(&self, input: &[usize], output: &[usize]) -> LayerCost {
+        let (o, i) = self.weight.dim();
+        let _ = (input, output);
+        super::conv2d::conv_cost(&[i, 1, 1], &[o, 1, 1], (1, 1))
     }
 
     fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {

@@ -1,7 +1,7 @@
 //! Max pooling: forward, gradient (to the first maximal element), its RSP rule
 //! and its LRP rule (winner-take-all, routed like the gradient).
 
-use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
 use crate::float::Float;
@@ -108,11 +108,36 @@ impl<T: Float> Layer<T> for MaxPool2d {
         Ok(backend.max_pool_adjoint(as_chw(relevance, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
     }
 
+    /// The forward pass, the gradient and the rule each scan every window
+    /// once; a scan step counts [`POOL_STEP_WORK`](crate::limits::POOL_STEP_WORK)
+    /// multiply–adds. Temporaries: the maxima's positions and, in the rule,
+    /// two routed maps of the input's size besides the result.
+    fn cost(&self, input: &[usize], output: &[usize]) -> LayerCost {
+        pooling_cost(self.windows(input).ok().as_ref(), input, output, 3)
+    }
+
     fn describe(&self) -> String {
         let [pt, pl, pb, pr] = self.padding;
         format!(
             "maxpool2d kernel {}×{} stride {}×{} padding [{pt},{pl},{pb},{pr}]",
             self.kernel.0, self.kernel.1, self.stride.0, self.stride.1
         )
+    }
+}
+
+/// The cost of a pooling layer whose passes scan every window `scans` times in
+/// all: `scans × C × Σ|window| × POOL_STEP_WORK`, and temporaries of `4X + 3Y`
+/// elements (input and output sizes `X`, `Y`).
+pub(crate) fn pooling_cost(windows: Option<&PoolWindows>, input: &[usize], output: &[usize], scans: u64) -> LayerCost {
+    let (x, y) = (super::elements(input), super::elements(output));
+    let channels = input.first().copied().unwrap_or(1) as u64;
+    let cells = windows.map_or(x, |w| channels.saturating_mul(w.window_cells()));
+    LayerCost {
+        scratch_elements: x.saturating_mul(4).saturating_add(y.saturating_mul(3)),
+        pooled_buffer_elements: 0,
+        work: cells
+            .saturating_mul(scans)
+            .saturating_mul(crate::limits::POOL_STEP_WORK)
+            .saturating_add(x.saturating_mul(4)),
     }
 }

@@ -136,6 +136,48 @@ impl LrpRule {
     }
 }
 
+/// What one layer costs for one sample, for the pre-flight check of every call
+/// ([`Network::estimate`](crate::Network::estimate)): the memory of the
+/// temporary tensors it holds at once beyond its input and output, and the
+/// work of all its passes in one attribution (forward pass, gradient and the
+/// heaviest of its RSP and LRP rules), in multiply–add equivalents.
+///
+/// ```
+/// use rsp::layers::LayerCost;
+/// // An element-wise layer on 100 elements.
+/// let c = LayerCost::elementwise(&[4, 5, 5], &[4, 5, 5]);
+/// assert_eq!((c.scratch_elements, c.work), (800, 800));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerCost {
+    /// Elements of the temporary tensors held at once (the largest over the passes).
+    pub scratch_elements: u64,
+    /// The largest single buffer the backend's scratch pool may keep for reuse
+    /// after the layer (im2col matrices; 0 for layers that use none).
+    pub pooled_buffer_elements: u64,
+    /// Multiply–add equivalents of all passes of one attribution.
+    pub work: u64,
+}
+
+impl LayerCost {
+    /// The cost assumed for an element-wise layer (and for user-defined layers
+    /// that do not say better): four temporaries and four operations per
+    /// input and output element.
+    pub fn elementwise(input: &[usize], output: &[usize]) -> Self {
+        let elements = elements(input).saturating_add(elements(output));
+        LayerCost {
+            scratch_elements: elements.saturating_mul(4),
+            pooled_buffer_elements: 0,
+            work: elements.saturating_mul(4),
+        }
+    }
+}
+
+/// The number of elements of `shape`, saturating at `u64::MAX`.
+pub(crate) fn elements(shape: &[usize]) -> u64 {
+    shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
+}
+
 /// A named, mutable parameter tensor of a layer (for weight randomisation).
 pub type ParameterMut<'a, T> = (&'static str, ArrayViewMutD<'a, T>);
 
@@ -223,6 +265,14 @@ pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
     ) -> Result<ArrayD<T>> {
         let _ = (backend, x, relevance, rule, ctx);
         Err(RspError::Model(format!("layer `{}` has no LRP rule", self.describe())))
+    }
+
+    /// What the layer costs for one sample of shape `input` (whose output has
+    /// shape `output`): the memory and work the pre-flight check of every call
+    /// adds up ([`LayerCost`]). The default, for user-defined layers, is
+    /// [`LayerCost::elementwise`]; a layer doing more should say so.
+    fn cost(&self, input: &[usize], output: &[usize]) -> LayerCost {
+        LayerCost::elementwise(input, output)
     }
 
     /// The layer's parameters, for weight randomisation (model sensitivity).

@@ -1,0 +1,252 @@
+//! The pre-flight check (memory budget and work bound) and the output file
+//! rules of the CLI: every refusal is a typed error, and on the command line
+//! exit status 1 with one line on stderr, within seconds, never an abort.
+
+use ndarray::{Array2, Array4, ArrayD};
+use rsp::io::npy::write_npy;
+use rsp::layers::{AdaptiveAvgPool2d, Flatten, Layer, Linear, MaxPool2d, Relu};
+use rsp::{Method, Network, RspError};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rsp-limits-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rsp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rsp")).args(args).output().expect("the binary runs")
+}
+
+/// Exit status 1, one line on stderr containing every word.
+fn assert_refused(o: &Output, words: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    for w in words {
+        assert!(stderr.contains(w), "expected `{w}` in {stderr:?}");
+    }
+    stderr
+}
+
+fn image(n: usize, c: usize, h: usize, w: usize) -> Array4<f32> {
+    Array4::from_shape_fn((n, c, h, w), |(n, c, i, j)| ((n + c * 3 + i * 5 + j * 7) % 11) as f32 / 11.0 - 0.4)
+}
+
+/// `relu → [middle] → adaptive average pool to 1×1 → flatten → linear(c → 2)`.
+fn tiny_net(c: usize, middle: Vec<Box<dyn Layer<f32>>>) -> Network<f32> {
+    let mut layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(Relu)];
+    layers.extend(middle);
+    layers.push(Box::new(AdaptiveAvgPool2d::new((1, 1))));
+    layers.push(Box::new(Flatten));
+    layers
+        .push(Box::new(Linear::new("fc", Array2::from_shape_fn((2, c), |(i, j)| (i + j) as f32 - 0.5), None).unwrap()));
+    Network::sequential(layers)
+}
+
+/// The case: a 512×512 max-pool window at stride 1 on a 1024² input
+/// (minutes of work) is refused by the work bound before it runs.
+#[test]
+fn a_huge_pooling_window_is_refused_by_the_work_bound() {
+    let net = tiny_net(1, vec![Box::new(MaxPool2d::new((512, 512), (1, 1), [0; 4]))]);
+    let x = image(1, 1, 1024, 1024);
+    for method in [Method::default(), Method::Gradient, Method::LrpEpsilon(0.25)] {
+        let err = net.explain(x.view(), 0, &method).unwrap_err();
+        assert!(matches!(err, RspError::WorkBound { .. }), "{method}: {err}");
+        assert!(err.to_string().contains("maxpool2d kernel 512×512"), "{err}");
+    }
+    assert!(matches!(net.forward(x.view()).unwrap_err(), RspError::WorkBound { .. }));
+    // The same layer on a small input is fine, and a raised bound lets the big one through the check.
+    assert!(net.forward(image(1, 1, 600, 600).view()).is_ok());
+    let mut raised = net.clone();
+    raised.set_work_bound(Some(u64::MAX));
+    let e = raised.estimate(&[1, 1, 1024, 1024], rsp::budget::Pass::Attribution).unwrap();
+    // 3 scans of 513² windows of 512² cells, 16 operations per step, plus the element-wise rest.
+    assert!(e.work >= 3 * 513 * 513 * 512 * 512 * 16, "{}", e.work);
+    assert_eq!(e.heaviest_node.0, 1);
+}
+
+/// The default work bound admits VGG16 and ResNet-152 at 224×224 with a wide
+/// margin, and their memory per sample is what such a model needs.
+#[test]
+fn the_default_limits_admit_real_models() {
+    use rsp::models::{ResNetConfig, VggConfig, WeightSource};
+    let weights = WeightSource::HeNormal { seed: 1 };
+    let vgg: Network<f32> = VggConfig::vgg16(false).build(&weights).unwrap();
+    let resnet: Network<f32> = ResNetConfig::resnet152().build(&weights).unwrap();
+    for (name, net) in [("vgg16", vgg), ("resnet152", resnet)] {
+        let e = net.estimate(&[8, 3, 224, 224], rsp::budget::Pass::Attribution).unwrap();
+        println!("{name}: work {:.3e} per sample, {} bytes per sample in flight", e.work, e.memory_per_sample);
+        assert!(e.work * 3 < rsp::limits::DEFAULT_MAX_WORK, "{name}: {:.3e}", e.work);
+        assert!(e.memory_per_sample < 3 << 30, "{name}: {}", e.memory_per_sample);
+    }
+}
+
+/// A budget below the estimate refuses every kind of call with the estimate
+/// and the budget in the error; above it, the call runs.
+#[test]
+fn the_memory_budget_refuses_every_call_over_it() {
+    let mut net = Network::<f32>::load(repo("data/digits_vgg.safetensors")).unwrap();
+    let x = image(2, 3, 64, 64);
+    let estimate = net.estimate(&[2, 3, 64, 64], rsp::budget::Pass::Attribution).unwrap().memory;
+    net.set_memory_budget(Some(estimate - 1));
+    assert_eq!(net.memory_budget(), estimate - 1);
+    for method in Method::ALL {
+        match net.explain(x.view(), 1, &method).unwrap_err() {
+            RspError::MemoryBudget { estimate: e, budget, .. } => assert_eq!((e, budget), (estimate, estimate - 1)),
+            other => panic!("{method}: {other}"),
+        }
+    }
+    assert!(matches!(net.attribute(x.view(), 1).unwrap_err(), RspError::MemoryBudget { .. }));
+    let forward = net.estimate(&[2, 3, 64, 64], rsp::budget::Pass::Forward).unwrap().memory;
+    assert!(forward < estimate);
+    net.set_memory_budget(Some(forward - 1));
+    assert!(matches!(net.forward(x.view()).unwrap_err(), RspError::MemoryBudget { .. }));
+    net.set_memory_budget(Some(estimate));
+    assert!(net.attribute(x.view(), 1).is_ok());
+}
+
+/// The cases on the command line: the digits model on a 4096² input
+/// under an 8G budget, and 20,000 ReLU layers on a 512² input, are refused
+/// with one line; `--max-memory` and `--max-work` are parsed and checked.
+#[test]
+fn the_cli_refuses_calls_over_the_budget_in_one_line() {
+    let dir = scratch("cli");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let model = repo("data/digits_vgg.safetensors").to_str().unwrap().to_string();
+    write_npy(Path::new(&p("big.npy")), &image(1, 3, 4096, 4096).into_dyn()).unwrap();
+    let big = ["attribute", "--model", &model, "--input", &p("big.npy"), "--target", "1", "--out", &p("r.npy")];
+    let mut args = big.to_vec();
+    args.extend(["--max-memory", "8G"]);
+    let line = assert_refused(&rsp(&args), &["memory budget exceeded", "8.0 GiB", "1×3×4096×4096"]);
+    assert!(line.contains("GiB"), "{line}");
+    assert!(!Path::new(&p("r.npy")).exists());
+
+    let relus: Vec<Box<dyn Layer<f32>>> = (0..20_000).map(|_| Box::new(Relu) as Box<dyn Layer<f32>>).collect();
+    let deep = tiny_net(3, relus);
+    rsp::io::safetensors::save(&deep, dir.join("relus.safetensors")).unwrap();
+    assert!(std::fs::metadata(dir.join("relus.safetensors")).unwrap().len() < 600_000);
+    write_npy(Path::new(&p("x512.npy")), &image(1, 3, 512, 512).into_dyn()).unwrap();
+    let o = rsp(&[
+        "attribute",
+        "--model",
+        &p("relus.safetensors"),
+        "--input",
+        &p("x512.npy"),
+        "--target",
+        "0",
+        "--out",
+        &p("r.npy"),
+        "--max-memory",
+        "8G",
+    ]);
+    assert_refused(&o, &["memory budget exceeded"]);
+
+    for (flag, value, word) in [
+        ("--max-memory", "8X", "not a size"),
+        ("--max-memory", "0", "not a size"),
+        ("--max-work", "lots", "--max-work"),
+    ] {
+        let mut args = big.to_vec();
+        args.extend([flag, value]);
+        assert_refused(&rsp(&args), &[word]);
+    }
+    let o = rsp(&[
+        "attribute",
+        "--model",
+        &model,
+        "--input",
+        &p("x512.npy"),
+        "--target",
+        "1",
+        "--out",
+        &p("r.npy"),
+        "--max-work",
+        "1e6",
+    ]);
+    assert_refused(&o, &["work bound exceeded", "1.000e6"]);
+    // The evaluate command takes the same options.
+    let scenes = repo("data/scenes_public.safetensors").to_str().unwrap().to_string();
+    let o = rsp(&[
+        "evaluate",
+        "--model",
+        &model,
+        "--scenes",
+        &scenes,
+        "--method",
+        "gradient",
+        "--limit",
+        "1",
+        "--max-memory",
+        "1K",
+    ]);
+    assert_refused(&o, &["memory budget exceeded"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--out` naming the model or the input (directly, through `..`, a symbolic
+/// link or a hard link) is refused before anything is written; a failed run
+/// leaves an existing output file as it was.
+#[test]
+fn the_output_never_replaces_an_input_or_a_previous_result_on_failure() {
+    let dir = scratch("out");
+    let p = |name: &str| dir.join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+    std::fs::copy(repo("data/digits_vgg.safetensors"), p("model.safetensors")).unwrap();
+    write_npy(&p("x.npy"), &image(1, 3, 32, 32).into_dyn()).unwrap();
+    let model_bytes = std::fs::read(p("model.safetensors")).unwrap();
+    let input_bytes = std::fs::read(p("x.npy")).unwrap();
+    std::os::unix::fs::symlink(p("x.npy"), p("link.npy")).unwrap();
+    std::fs::hard_link(p("model.safetensors"), p("hard.safetensors")).unwrap();
+    std::fs::create_dir_all(p("sub")).unwrap();
+    let dotted = dir.join("sub").join("..").join("x.npy");
+    for out in [p("model.safetensors"), p("x.npy"), p("link.npy"), p("hard.safetensors"), dotted] {
+        let o = rsp(&[
+            "attribute",
+            "--model",
+            &s(&p("model.safetensors")),
+            "--input",
+            &s(&p("x.npy")),
+            "--target",
+            "1",
+            "--out",
+            &s(&out),
+        ]);
+        assert_refused(&o, &["--out", "refusing to overwrite an input"]);
+    }
+    assert_eq!(std::fs::read(p("model.safetensors")).unwrap(), model_bytes);
+    assert_eq!(std::fs::read(p("x.npy")).unwrap(), input_bytes);
+
+    // A good run writes the result; a failing one (a bad target) keeps it.
+    let run = |target: &str| {
+        rsp(&[
+            "attribute",
+            "--model",
+            &s(&p("model.safetensors")),
+            "--input",
+            &s(&p("x.npy")),
+            "--target",
+            target,
+            "--out",
+            &s(&p("r.npy")),
+        ])
+    };
+    assert!(run("1").status.success());
+    let first = std::fs::read(p("r.npy")).unwrap();
+    let relevance: ArrayD<f32> = rsp::io::npy::read_npy(&p("r.npy")).unwrap();
+    assert_eq!(relevance.shape(), &[1, 3, 32, 32]);
+    assert_refused(&run("99"), &["out of range"]);
+    assert_eq!(std::fs::read(p("r.npy")).unwrap(), first);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains("rsp-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
