@@ -29,7 +29,7 @@
 //! assert!(matches!(err, rsp::RspError::MemoryBudget { .. }));
 //! ```
 
-use crate::error::{Result, RspError};
+use crate::error::{format_bytes, Result, RspError};
 use crate::float::Float;
 use crate::layers::{elements, LayerCost};
 use crate::limits::{DEFAULT_MAX_WORK, FALLBACK_MEMORY_LIMIT, GEMM_WORKSPACE_PER_THREAD, MEMORY_BUDGET_SHARE};
@@ -163,22 +163,6 @@ pub fn parse_size(text: &str) -> Result<u64> {
         return Err(bad());
     }
     Ok(bytes as u64)
-}
-
-/// A byte count for messages: `512 B`, `3.2 MiB`, `12.5 GiB`.
-pub(crate) fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 impl<T: Float> Network<T> {

@@ -55,8 +55,8 @@ pub enum RspError {
     /// runs; see [`crate::budget`]).
     #[error(
         "memory budget exceeded: {what} needs an estimated {} ({estimate} bytes), more than the budget of {} ({budget} bytes); use a smaller input or batch, or raise the budget (--max-memory, Network::set_memory_budget)",
-        crate::budget::format_bytes(*estimate),
-        crate::budget::format_bytes(*budget)
+        format_bytes(*estimate),
+        format_bytes(*budget)
     )]
     MemoryBudget {
         /// The estimated peak, in bytes.
@@ -152,5 +152,21 @@ pub(crate) fn check_finite<'a, T: crate::float::Float>(
     match values.into_iter().position(|v| !v.is_finite()) {
         Some(index) => Err(RspError::NonFinite { tensor: tensor(), index }),
         None => Ok(()),
+    }
+}
+
+/// A byte count for messages: `512 B`, `3.2 MiB`, `12.5 GiB`.
+pub(crate) fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
