@@ -105,4 +105,16 @@ pub mod docs {
     /// Model files: the `layers` format, ResNet metadata, ONNX (`docs/model-format.md`).
     #[doc = include_str!("../docs/model-format.md")]
     pub mod model_format {}
+    /// Every error, the readers' limits, the memory budget and the work bound (`docs/errors-and-limits.md`).
+    #[doc = include_str!("../docs/errors-and-limits.md")]
+    pub mod errors_and_limits {}
+    /// The evaluation on the digit scenes (`docs/evaluation.md`).
+    #[doc = include_str!("../docs/evaluation.md")]
+    pub mod evaluation {}
+    /// Speed and memory, and how they are measured (`docs/performance.md`).
+    #[doc = include_str!("../docs/performance.md")]
+    pub mod performance {}
+    /// What the tests check and how tightly (`docs/testing.md`).
+    #[doc = include_str!("../docs/testing.md")]
+    pub mod testing {}
 }
