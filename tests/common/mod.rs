@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// Parity tolerance (relative max-norm) of float64 results against the
 /// reference's float64 output: the worst error achieved is 2.4e-15
 /// (`vgg16_narrow_224`'s start relevance), so this leaves a margin of 40× while
-/// staying far below the method's 1e-9 stabilisers (a misplaced one fails).
+/// staying far below the method's 1e-9 stabilisers (a change of their size
+/// fails wherever it reaches the result).
 pub const F64_TOL: f64 = 1e-13;
 
 /// Float64 through ONNX on graphs with batch norm: the exporter stores ε as the
