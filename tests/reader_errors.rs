@@ -267,12 +267,12 @@ fn onnx_model(graph: &[u8]) -> Vec<u8> {
 
 #[test]
 fn onnx_files_that_would_expand_in_memory_are_refused_before_decoding() {
-    // 5 million empty initializers (10 MB): decoding would take ~1.7 GB.
+    // 5 million empty initializers (10 MB): decoding would take ~3.3 GB.
     let empty = onnx_model(&[0x2A, 0x00].repeat(5_000_000));
     let err = rsp::io::onnx::parse_onnx_bytes(&empty, "empty.onnx").unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RspError::Format { .. }), "{text}");
-    assert!(text.contains("decoding its 10000008 bytes would need about"), "{text}");
+    assert!(text.contains("decoding its 10000009 bytes would need about"), "{text}");
     assert!(text.contains("4 × the file size + 256 MiB"), "{text}");
 
     // One tensor of 40 million packed int64 zeros: 40 MB on the wire, 320 MB as i64 (+ growth).

@@ -17,7 +17,7 @@ use std::path::Path;
 impl<T: Float> Network<T> {
     /// Loads a model file, choosing the reader by extension: `.onnx` for
     /// ONNX (feature `onnx`), anything else as safetensors (the `layers`
-    /// format or ResNet metadata, [`safetensors::load`]).
+    /// format, ResNet metadata or a torchvision `arch` name; [`safetensors::load`]).
     ///
     /// ```no_run
     /// let net = rsp::Network::<f64>::load("data/digits_vgg.safetensors").unwrap();

@@ -62,7 +62,7 @@ pub fn parse_npy<T: Float>(bytes: &[u8], origin: &str) -> Result<ArrayD<T>> {
         _ => {
             return Err(RspError::format(
                 origin,
-                format!("dtype {descr} is not supported (only float32 '<f4' or float64 '<f8')"),
+                format!("dtype {descr} is not supported (only float32 or float64: '<f4', '<f8')"),
             ))
         }
     };
