@@ -352,7 +352,8 @@ fn mutated_safetensors_models_never_panic() {
     assert!(rsp::io::safetensors::from_bytes::<f32>(&base, "base").is_ok());
     let tally = Tally::default();
     runner(3000).run(&proptest::num::u64::ANY, |seed| safetensors_case(&base, seed, &tally)).unwrap();
-    tally.require("safetensors", 200, 140);
+    // 147 load and 98 attribute with the fixed seed since the layers format refuses unknown fields (226 before).
+    tally.require("safetensors", 130, 85);
 }
 
 /// Data offsets whose sum reaches `usize::MAX` (each tensor's size is valid on
