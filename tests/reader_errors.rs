@@ -110,12 +110,18 @@ fn npy_big_endian_floats_are_read_by_value() {
 #[test]
 fn npy_write_errors_are_io_errors() {
     let x = ndarray::ArrayD::<f32>::zeros(vec![1, 2]);
-    // /dev/full accepts the open and fails every write with ENOSPC.
+    // Outputs are written to a temporary file and renamed into place, so a
+    // special file such as /dev/full is refused rather than replaced.
     if std::path::Path::new("/dev/full").exists() {
         let err = rsp::io::npy::write_npy(std::path::Path::new("/dev/full"), &x).unwrap_err();
-        assert!(matches!(err, RspError::Io { .. }), "{err}");
-        assert!(err.to_string().contains("cannot access /dev/full"), "{err}");
+        assert!(err.to_string().contains("/dev/full: it exists and is not a regular file"), "{err}");
+        assert!(!std::fs::metadata("/dev/full").unwrap().is_file(), "/dev/full was replaced");
     }
+    // A directory that does not exist is an I/O error naming the path.
+    let missing = std::env::temp_dir().join("rsp-no-such-dir-for-npy").join("x.npy");
+    let err = rsp::io::npy::write_npy(&missing, &x).unwrap_err();
+    assert!(matches!(err, RspError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("rsp-no-such-dir-for-npy"), "{err}");
 }
 
 /// A 32×24 image with a gradient, saved in `format` and cut at `fraction` of its length.

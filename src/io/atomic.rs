@@ -35,6 +35,10 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std
     let name = path
         .file_name()
         .ok_or_else(|| RspError::InvalidArgument(format!("cannot write to {shown}: the path does not name a file")))?;
+    // Renaming over a device, a pipe or a directory would replace it, not write to it.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(RspError::InvalidArgument(format!("cannot write to {shown}: it exists and is not a regular file")));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
