@@ -150,7 +150,7 @@ fn bad_reader_inputs_are_one_line_and_exit_1() {
                 a[8] = "/dev/full".into();
                 a
             },
-            "cannot access /dev/full",
+            "/dev/full: it exists and is not a regular file",
         ),
     ];
     for (what, a, words) in cases {
