@@ -173,7 +173,7 @@ fn every_kind_of_bad_input_is_one_line_and_a_failure() {
                 v[8] = s(&dir);
                 v
             },
-            "cannot access",
+            "not a regular file",
         ),
         ("unknown flag", extra(&["--bogus"]), "--bogus"),
         ("bad dtype", extra(&["--dtype", "f16"]), "f16"),
