@@ -1,16 +1,16 @@
 //! The baselines RSP is compared with, one sample at a time: Grad-CAM, the
 //! gradient, gradient × input, LRP-ε and LRP-α1β0 (formulas in
-//! `docs/methods.md`; each layer's LRP rule sits next to its RSP rule in
-//! `src/layers/`).
+//! `docs/methods.md`; LRP's rules are the composites of `lrp.rs`). Each
+//! walks the graph with the one walk of `walk.rs`.
 
+use super::lrp::Lrp;
 use super::rsp::ensure_finite;
 use super::start::weighted_activation;
-use super::walk::accumulate;
+use super::walk::Rules;
 use super::{upsample_bilinear, Method, Plan, Sample, Target};
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::layers::{add_lrp_rule, LrpRule, RuleContext};
-use crate::network::{Activations, Network, NodeOp, Source};
+use crate::network::{Activations, Network, Source};
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Ix3, IxDyn};
 
 impl<T: Float> Network<T> {
@@ -54,14 +54,19 @@ impl<T: Float> Network<T> {
                 (Some(r), None, map)
             }
             Method::LrpEpsilon(e) => {
-                let r = self.lrp_sample(&acts, target, &logits, LrpRule::Epsilon(e))?;
+                let r = self.walk_from_output(&acts, target, &Lrp::epsilon(e))?;
                 let map = channel_sum(&r);
                 (Some(r), None, map)
             }
             Method::LrpAlpha1Beta0 => {
-                let r = self.lrp_sample(&acts, target, &logits, LrpRule::Alpha1Beta0)?;
+                let r = self.walk_from_output(&acts, target, &Lrp::alpha1_beta0())?;
                 let map = channel_sum(&r);
                 (Some(r), None, map)
+            }
+            Method::Custom(name) => {
+                return Err(RspError::InvalidArgument(format!(
+                    "the method `{name}` is given by its rules: run it with Network::explain_rules"
+                )));
             }
             Method::Rsp(_) => {
                 return Err(RspError::InvalidArgument("RSP is not a baseline: see rsp_sample".into()));
@@ -73,43 +78,35 @@ impl<T: Float> Network<T> {
         Ok(Sample { relevance, start_relevance, heatmap, logits, target, hostile: Vec::new(), trace: Vec::new() })
     }
 
-    /// LRP from `one-hot × logit` at the output through every node to the input.
-    fn lrp_sample(
+    /// One sample of a method given by its [`Rules`], walked from the output
+    /// (seeded by [`Rules::seed`]) to the input.
+    pub(crate) fn rules_sample(
         &self,
-        acts: &Activations<'_, T>,
-        target: usize,
-        logits: &ArrayD<T>,
-        rule: LrpRule,
-    ) -> Result<ArrayD<T>> {
-        let nodes = self.nodes();
-        let n = nodes.len();
-        let mut rel: Vec<Option<ArrayD<T>>> = vec![None; n];
-        let mut at_input: Option<ArrayD<T>> = None;
-        let mut r_out = ArrayD::zeros(logits.raw_dim());
-        r_out[[target]] = logits[[target]];
-        rel[n - 1] = Some(r_out);
-        for k in (0..n).rev() {
-            let Some(r) = rel[k].take() else { continue };
-            let node = &nodes[k];
-            let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
-                NodeOp::Layer(l) => {
-                    let src = node.inputs[0];
-                    let ctx = RuleContext { is_input_layer: src == Source::Input };
-                    vec![(src, l.lrp_backward(self.backend(), acts.get(src), r.view(), rule, ctx)?)]
-                }
-                NodeOp::Add => {
-                    let (ra, rb) = add_lrp_rule(acts.get(node.inputs[0]), acts.get(node.inputs[1]), r.view(), rule);
-                    vec![(node.inputs[0], ra), (node.inputs[1], rb)]
-                }
-            };
-            for (src, part) in parts {
-                let slot = match src {
-                    Source::Input => &mut at_input,
-                    Source::Node(j) => &mut rel[j],
-                };
-                accumulate(slot, part);
-            }
-        }
-        Ok(at_input.unwrap_or_else(|| ArrayD::zeros(acts.input.raw_dim())))
+        x: ArrayViewD<'_, T>,
+        n: usize,
+        target: &Target,
+        rules: &dyn Rules<T>,
+    ) -> Result<Sample<T>> {
+        let acts = self.forward_sample(x.view())?;
+        let target = target.class_of(n, self.logits_of(&acts)?);
+        let logits = acts.outputs.last().expect("non-empty").clone();
+        let r = self.walk_from_output(&acts, target, rules)?;
+        ensure_finite(&r, "input relevance (an intermediate value overflowed the float range)")?;
+        let heatmap = r.view().into_dimensionality::<Ix3>().expect("C×H×W input").sum_axis(Axis(0));
+        Ok(Sample {
+            relevance: Some(r),
+            start_relevance: None,
+            heatmap,
+            logits,
+            target,
+            hostile: Vec::new(),
+            trace: Vec::new(),
+        })
+    }
+
+    /// The walk from the output (seeded by `rules`) to the input.
+    fn walk_from_output(&self, acts: &Activations<'_, T>, target: usize, rules: &dyn Rules<T>) -> Result<ArrayD<T>> {
+        let seed = rules.seed(self.logits_of(acts)?, target);
+        Ok(self.walk(acts, self.nodes().len() - 1, seed, Source::Input, rules, false)?.0)
     }
 }

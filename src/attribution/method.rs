@@ -96,6 +96,9 @@ pub enum Method {
     LrpEpsilon(f64),
     /// LRP with the α1β0-rule on convolutions and linear layers.
     LrpAlpha1Beta0,
+    /// A method given by its [`Rules`](super::Rules) (named here), run with
+    /// [`crate::Network::explain_rules`]; [`crate::Network::explain`] refuses it.
+    Custom(&'static str),
 }
 
 impl Default for Method {
@@ -151,6 +154,7 @@ impl Method {
             Method::GradientXInput => "gradient-x-input",
             Method::LrpEpsilon(_) => "lrp-epsilon",
             Method::LrpAlpha1Beta0 => "lrp-alpha1-beta0",
+            Method::Custom(name) => name,
         }
     }
 
@@ -168,6 +172,7 @@ impl Method {
             Method::GradientXInput => "grad x input",
             Method::LrpEpsilon(_) => "LRP-eps",
             Method::LrpAlpha1Beta0 => "LRP-a1b0",
+            Method::Custom(name) => name,
         }
     }
 

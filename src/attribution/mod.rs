@@ -8,11 +8,14 @@
 //! | [`Method::GradCam`] | `ReLU(Σ_c A ⊙ α)` at the start layer, upsampled bilinearly (no input relevance) | `baselines.rs` |
 //! | [`Method::Gradient`] | `∂y_t/∂x` | `baselines.rs` |
 //! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `baselines.rs` |
-//! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `baselines.rs`, the layers' `lrp_backward` |
-//! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `baselines.rs`, the layers' `lrp_backward` |
+//! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
+//! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
+//! | your own ([`Rules`]) | [`Network::explain_rules`] | one file, anywhere |
 //!
 //! The formulas are in `docs/methods.md` and, for RSP, on the method page
-//! ([`crate::method_page`]). The reverse walks over the graph are in `walk.rs`.
+//! ([`crate::method_page`]). Every method walks the graph with the one
+//! reverse walk of `walk.rs`, which asks the method's [`Rules`] for each
+//! node's rule.
 //!
 //! ```
 //! use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, Relu};
@@ -35,6 +38,7 @@
 
 mod baselines;
 mod explanation;
+mod lrp;
 mod method;
 mod resample;
 mod rsp;
@@ -44,10 +48,12 @@ mod timing;
 mod walk;
 
 pub use explanation::Explanation;
+pub use lrp::{Lrp, LrpRule};
 pub use method::{HostileClasses, Method, RspOptions, StartRule, DEFAULT_LRP_EPSILON};
 pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};
+pub use walk::{GradientRules, RspRules, Rules};
 
 use crate::budget::Pass;
 use crate::error::{Result, RspError};
@@ -115,6 +121,11 @@ impl<T: Float> Network<T> {
         let input: ArrayView4<'a, T> = input.into();
         let target = target.into();
         let method = &method.into();
+        if let Method::Custom(name) = method {
+            return Err(RspError::InvalidArgument(format!(
+                "the method `{name}` is given by its rules: run it with Network::explain_rules"
+            )));
+        }
         let plan = self.plan(&input, &target, method, false)?;
         // At most a pool's worth of samples at once: what the memory estimate assumes.
         let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
@@ -125,6 +136,48 @@ impl<T: Float> Network<T> {
             }
         })?;
         Ok(assemble(method, samples, plan))
+    }
+
+    /// Explains the decision for `target` on a batch `(N, C, H, W)` with a
+    /// method given by its [`Rules`]: seeded at the logits by [`Rules::seed`]
+    /// and walked back to the input with the rules' layer and add rules. The
+    /// result's [`Explanation::method`] is [`Method::Custom`] with the rules'
+    /// name. This is how a method defined outside the crate runs
+    /// (`tests/custom_rule.rs` defines LRP-γ).
+    ///
+    /// ```
+    /// use rsp::attribution::{Lrp, GradientRules};
+    /// use rsp::layers::{AdaptiveAvgPool2d, Flatten, Layer, Linear, Relu};
+    /// use rsp::{Method, Network};
+    /// let net = Network::<f64>::sequential(vec![
+    ///     Box::new(Relu) as Box<dyn Layer<f64>>, Box::new(AdaptiveAvgPool2d::new((1, 1))), Box::new(Flatten),
+    ///     Box::new(Linear::new("fc", rsp::ndarray::arr2(&[[1.0, -2.0]]), None).unwrap()),
+    /// ]);
+    /// let x = rsp::ndarray::Array4::from_shape_fn((1, 2, 2, 2), |(_, c, i, j)| (c + i + j) as f64);
+    /// // The built-in rules run through it give the built-in methods' results.
+    /// let a = net.explain_rules(&x, 0, &Lrp::epsilon(0.5)).unwrap();
+    /// assert_eq!(a.relevance, net.explain(&x, 0, Method::LrpEpsilon(0.5)).unwrap().relevance);
+    /// let g = net.explain_rules(&x, 0, &GradientRules).unwrap();
+    /// assert_eq!(g.relevance, net.explain(&x, 0, Method::Gradient).unwrap().relevance);
+    /// assert_eq!(g.method, Method::Custom("gradient"));
+    /// ```
+    pub fn explain_rules<'a>(
+        &self,
+        input: impl AsArray<'a, T, Ix4>,
+        target: impl Into<Target>,
+        rules: &dyn Rules<T>,
+    ) -> Result<Explanation<T>>
+    where
+        T: 'a,
+    {
+        let input: ArrayView4<'a, T> = input.into();
+        let target = target.into();
+        let method = Method::Custom(rules.name());
+        let plan = self.plan(&input, &target, &method, false)?;
+        let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
+            self.rules_sample(input.index_axis(Axis(0), n).into_dyn(), n, &target, rules)
+        })?;
+        Ok(assemble(&method, samples, plan))
     }
 
     /// The short form: RSP's `(positive, hostile)` input relevance for

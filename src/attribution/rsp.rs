@@ -3,6 +3,7 @@
 //! back to the input (`walk.rs`, each layer's `rsp_backward`).
 
 use super::start::{comparative_start, single_class_start};
+use super::walk::RspRules;
 use super::{HostileClasses, Plan, RspOptions, Sample, StartRule, Target};
 use crate::error::{Result, RspError};
 use crate::float::Float;
@@ -108,7 +109,8 @@ impl<T: Float> Network<T> {
         options: &RspOptions,
     ) -> Result<Sample<T>> {
         let node = plan.start.expect("RSP has a start layer");
-        let (relevance, trace) = self.rsp_from(acts, node, start.relevance.clone(), options.keep_layer_relevances)?;
+        let (relevance, trace) =
+            self.walk(acts, node, start.relevance.clone(), Source::Input, &RspRules, options.keep_layer_relevances)?;
         ensure_finite(&relevance, "input relevance (an intermediate value overflowed the float range)")?;
         let heatmap = relevance.view().into_dimensionality::<Ix3>().expect("C×H×W input").sum_axis(Axis(0));
         Ok(Sample {

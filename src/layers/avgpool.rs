@@ -1,13 +1,12 @@
 //! Average pooling, fixed ([`AvgPool2d`]) and adaptive ([`AdaptiveAvgPool2d`]):
-//! forward, gradient, the pooling RSP rule (with `x̃ = x + 1e-9`) and the LRP
-//! rule (in proportion to the inputs).
+//! forward, gradient and the pooling RSP rule (with `x̃ = x + 1e-9`).
 
 use super::pool_rule::{pooling_rule, shifted};
-use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
-use crate::float::{safe_div, Float};
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use crate::float::Float;
+use ndarray::{ArrayD, ArrayViewD};
 
 /// Average pooling with kernel, stride and zero padding; output size rounded
 /// down. With padding, `count_include_pad` chooses the divisor (the kernel
@@ -38,6 +37,17 @@ impl AvgPool2d {
     pub fn new(kernel: (usize, usize), stride: (usize, usize)) -> Self {
         AvgPool2d { kernel, stride, padding: [0; 4], count_include_pad: true }
     }
+
+    /// The pooling windows (with their divisor) for one input sample of shape
+    /// `input` (`C×H×W`), for rules written outside the layer.
+    ///
+    /// ```
+    /// let win = rsp::layers::AvgPool2d::new((2, 2), (2, 2)).pool_windows(&[3, 4, 6]).unwrap();
+    /// assert_eq!(win.output_hw(), (2, 3));
+    /// ```
+    pub fn pool_windows(&self, input: &[usize]) -> Result<PoolWindows> {
+        AveragePooling::windows(self, input)
+    }
 }
 
 /// PyTorch's adaptive average pooling to a fixed output size; output `o`
@@ -61,6 +71,17 @@ impl AdaptiveAvgPool2d {
     /// Adaptive average pooling to `output` = (height, width).
     pub fn new(output: (usize, usize)) -> Self {
         AdaptiveAvgPool2d { output }
+    }
+
+    /// The pooling windows for one input sample of shape `input` (`C×H×W`),
+    /// for rules written outside the layer.
+    ///
+    /// ```
+    /// let win = rsp::layers::AdaptiveAvgPool2d::new((1, 1)).pool_windows(&[3, 4, 5]).unwrap();
+    /// assert_eq!(win.output_hw(), (1, 1));
+    /// ```
+    pub fn pool_windows(&self, input: &[usize]) -> Result<PoolWindows> {
+        AveragePooling::windows(self, input)
     }
 }
 
@@ -144,30 +165,6 @@ fn rsp_backward<T: Float, P: AveragePooling>(
     Ok(pooling_rule(x_tilde.view(), z.view(), as_chw(r, P::LABEL)?, |s| backend.avg_pool_adjoint(s, &win)).into_dyn())
 }
 
-/// LRP of an average pool (a linear layer with positive weights): the relevance
-/// is shared in proportion to the inputs. ε: `R_in = x ⊙ poolᵀ(R ⊘ (z + ε·sign z))`
-/// with `z = pool(x)`; α1β0: the same with `x⁺` in place of `x` and no ε.
-fn lrp_backward<T: Float, P: AveragePooling>(
-    pool: &P,
-    backend: &dyn Backend<T>,
-    x: ArrayViewD<T>,
-    r: ArrayViewD<T>,
-    rule: LrpRule,
-) -> Result<ArrayD<T>> {
-    let out = output_shape(pool, x.shape())?;
-    check_same_shape(&format!("relevance at the output of {}", P::LABEL), &out, r.shape())?;
-    let win = pool.windows(x.shape())?;
-    let x = as_chw(x, P::LABEL)?;
-    let x = match rule {
-        LrpRule::Epsilon(_) => x.to_owned(),
-        LrpRule::Alpha1Beta0 => x.mapv(|v| v.max(T::zero())),
-    };
-    let z = backend.avg_pool(x.view(), &win);
-    let s = Zip::from(&as_chw(r, P::LABEL)?).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
-    let back = backend.avg_pool_adjoint(s.view(), &win);
-    Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b).into_dyn())
-}
-
 /// The two average poolings differ only in their windows and description:
 /// one `Layer` implementation serves both.
 macro_rules! average_pooling_layer {
@@ -198,16 +195,6 @@ macro_rules! average_pooling_layer {
                 _ctx: RuleContext,
             ) -> Result<ArrayD<T>> {
                 rsp_backward(self, backend, x, relevance)
-            }
-            fn lrp_backward(
-                &self,
-                backend: &dyn Backend<T>,
-                x: ArrayViewD<T>,
-                relevance: ArrayViewD<T>,
-                rule: LrpRule,
-                _ctx: RuleContext,
-            ) -> Result<ArrayD<T>> {
-                lrp_backward(self, backend, x, relevance, rule)
             }
             /// Forward pass, gradient (one adjoint) and rule (one pooling,
             /// two adjoints): five scans of every window.

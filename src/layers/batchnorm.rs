@@ -1,7 +1,7 @@
 //! Batch normalisation at inference: forward, gradient, its RSP rule and its
 //! LRP rule (the identity on relevance).
 
-use super::{as_chw, check_same_shape, Layer, LayerKind, LrpRule, ParameterMut, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
 use crate::backend::Backend;
 use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
@@ -151,28 +151,6 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
             });
         }
         Ok(out.into_dyn())
-    }
-
-    /// LRP (both rules): the identity on relevance. Our choice: batch norm is
-    /// a per-channel affine map whose shift would absorb relevance under the
-    /// ε-rule; passing relevance through unchanged treats it as folded into
-    /// the neighbouring convolution's scale (as canonising LRP implementations
-    /// do) while keeping every layer's rule local.
-    fn lrp_backward(
-        &self,
-        _backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _rule: LrpRule,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        self.check(x.shape())?;
-        check_same_shape(
-            &format!("relevance at the output of batchnorm2d {}", self.name),
-            x.shape(),
-            relevance.shape(),
-        )?;
-        Ok(relevance.to_owned())
     }
 
     fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {

@@ -1,13 +1,12 @@
 //! 2-D convolution: forward pass, gradient, the z^B rule (input layer) and
-//! the sectional rule (every other layer); its LRP rules (z^B on the input
-//! layer, ε or α1β0 elsewhere), shared with [`Linear`](super::Linear).
+//! the sectional rule (every other layer).
 
 use super::sectional::sectional_rule;
-use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, ParameterMut, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
-use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayView4, ArrayViewD, Axis, Zip};
+use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Zip};
 
 /// A 2-D convolution (cross-correlation) with optional bias, any kernel size,
 /// stride and zero padding.
@@ -77,11 +76,24 @@ impl<T: Float> Conv2d<T> {
         (kh, kw)
     }
 
-    /// The z^B rule with the bounds `ℓ = min x`, `h = max x` of the whole
-    /// sample, zero-padded like `x`:
+    /// The z^B rule (RSP's and LRP's rule for the input layer) for one
+    /// sample `x` (`C×H×W`) and the relevance `r` at the output, with the
+    /// bounds `ℓ = min x`, `h = max x` of the whole sample, zero-padded like `x`:
     /// `Z = conv(x,W) − conv(ℓ,W⁺) − conv(h,W⁻)`, `S = R ⊘ Z`,
     /// `R_in = x ⊙ convᵀ(S,W) − ℓ ⊙ convᵀ(S,W⁺) − h ⊙ convᵀ(S,W⁻)`.
-    fn zb_rule(&self, backend: &dyn Backend<T>, x: ndarray::ArrayView3<T>, r: ndarray::ArrayView3<T>) -> Array3<T> {
+    /// The caller checks the shapes (`r` of the output's shape).
+    ///
+    /// ```
+    /// use rsp::backend::{ConvGeometry, CpuBackend};
+    /// use rsp::layers::Conv2d;
+    /// use rsp::ndarray::{Array3, Array4};
+    /// let conv = Conv2d::new("c", Array4::from_elem((1, 1, 1, 1), 2.0f64), None, ConvGeometry::square(1, 0)).unwrap();
+    /// let x = Array3::from_shape_vec((1, 1, 2), vec![0.0, 1.0]).unwrap();
+    /// let r = Array3::from_shape_vec((1, 1, 2), vec![1.0, 1.0]).unwrap();
+    /// // ℓ = 0: Z = 2x, and each input keeps the relevance of its output where Z ≠ 0.
+    /// assert_eq!(conv.zb_rule(&CpuBackend, x.view(), r.view()).into_raw_vec_and_offset().0, vec![0.0, 1.0]);
+    /// ```
+    pub fn zb_rule(&self, backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>) -> Array3<T> {
         let low = x.iter().copied().fold(T::infinity(), T::min);
         let high = x.iter().copied().fold(T::neg_infinity(), T::max);
         let w_pos = self.weight.mapv(|v| v.max(T::zero()));
@@ -103,15 +115,6 @@ impl<T: Float> Conv2d<T> {
     }
 }
 
-/// The LRP ε- and α1β0-rules of a convolution `z = conv(x, W) + b` (one
-/// sample), shared with [`Linear`](super::Linear) (a 1×1 convolution on a 1×1 map).
-///
-/// * ε: `S = R ⊘ (z + ε·sign(z))` (bias in `z`), `R_in = x ⊙ convᵀ(S, W)`;
-/// * α1β0: with `x⁺ = max(x,0)`, `x⁻ = min(x,0)`, `W^± ` likewise, the positive
-///   contributions are `x⁺W⁺` and `x⁻W⁻`: `z⁺ = conv(x⁺,W⁺) + conv(x⁻,W⁻)`,
-///   `S = R ⊘ z⁺`, `R_in = x⁺ ⊙ convᵀ(S,W⁺) + x⁻ ⊙ convᵀ(S,W⁻)` (no bias).
-///
-/// Divisions by zero give zero (safe division).
 /// The cost of a convolution (also a linear layer: a 1×1 kernel on a 1×1 map)
 /// reading `input` (C×H×W) and writing `output` (O×Ho×Wo). With `X`, `Y` the
 /// input and output sizes, `K = C·kh·kw·Ho·Wo` the unfolded input and `W` the
@@ -136,47 +139,6 @@ pub(crate) fn conv_cost(input: &[usize], output: &[usize], (kh, kw): (usize, usi
             x.saturating_mul(10),
             y.saturating_mul(10),
         ]),
-    }
-}
-
-pub(crate) fn lrp_conv_rule<T: Float>(
-    backend: &dyn Backend<T>,
-    x: ArrayView3<T>,
-    r: ArrayView3<T>,
-    weight: ArrayView4<T>,
-    bias: Option<&Array1<T>>,
-    geometry: &ConvGeometry,
-    rule: LrpRule,
-) -> Array3<T> {
-    let hw = (x.dim().1, x.dim().2);
-    match rule {
-        LrpRule::Epsilon(_) => {
-            let mut z = backend.conv2d(x, weight, geometry);
-            if let Some(b) = bias {
-                for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
-                    plane += bv;
-                }
-            }
-            let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
-            let back = backend.conv2d_input_adjoint(s.view(), weight, geometry, hw);
-            Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b)
-        }
-        LrpRule::Alpha1Beta0 => {
-            let x_pos = x.mapv(|v| v.max(T::zero()));
-            let x_neg = x.mapv(|v| v.min(T::zero()));
-            let w_pos = weight.mapv(|v| v.max(T::zero()));
-            let w_neg = weight.mapv(|v| v.min(T::zero()));
-            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry)
-                + backend.conv2d(x_neg.view(), w_neg.view(), geometry);
-            let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
-            let back_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), geometry, hw);
-            let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw);
-            Zip::from(&x_pos)
-                .and(&x_neg)
-                .and(&back_pos)
-                .and(&back_neg)
-                .map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn)
-        }
     }
 }
 
@@ -234,27 +196,6 @@ impl<T: Float> Layer<T> for Conv2d<T> {
             self.zb_rule(backend, x, r)
         } else {
             sectional_rule(backend, x, r, &self.geometry, self.kernel_hw())
-        };
-        Ok(rin.into_dyn())
-    }
-
-    /// LRP: the z^B rule (the same as RSP's) on the input layer, else the ε- or α1β0-rule.
-    fn lrp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        rule: LrpRule,
-        ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        let out = self.output_shape(x.shape())?;
-        check_same_shape(&format!("relevance at the output of conv2d {}", self.name), &out, relevance.shape())?;
-        let x = as_chw(x, &self.name)?;
-        let r = as_chw(relevance, &self.name)?;
-        let rin = if ctx.is_input_layer {
-            self.zb_rule(backend, x, r)
-        } else {
-            lrp_conv_rule(backend, x, r, self.weight.view(), self.bias.as_ref(), &self.geometry, rule)
         };
         Ok(rin.into_dyn())
     }

@@ -1,6 +1,6 @@
 //! Dropout: the identity at inference, for the forward pass, the gradient, RSP and LRP.
 
-use super::{check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
+use super::{check_same_shape, Layer, LayerKind, RuleContext};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::float::Float;
@@ -40,19 +40,6 @@ impl<T: Float> Layer<T> for Dropout {
         _backend: &dyn Backend<T>,
         x: ArrayViewD<T>,
         relevance: ArrayViewD<T>,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        check_same_shape("relevance at the output of dropout", x.shape(), relevance.shape())?;
-        Ok(relevance.to_owned())
-    }
-
-    /// LRP (both rules): the identity.
-    fn lrp_backward(
-        &self,
-        _backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _rule: LrpRule,
         _ctx: RuleContext,
     ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of dropout", x.shape(), relevance.shape())?;

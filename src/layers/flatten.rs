@@ -1,6 +1,6 @@
 //! Flatten a sample to a vector. Gradient, RSP and LRP reshape back.
 
-use super::{check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
+use super::{check_same_shape, Layer, LayerKind, RuleContext};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::float::Float;
@@ -44,19 +44,6 @@ impl<T: Float> Layer<T> for Flatten {
         _backend: &dyn Backend<T>,
         x: ArrayViewD<T>,
         relevance: ArrayViewD<T>,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        check_same_shape("relevance at the output of flatten", &[x.len()], relevance.shape())?;
-        Ok(reshape(relevance, x.shape()))
-    }
-
-    /// LRP (both rules): reshaped back.
-    fn lrp_backward(
-        &self,
-        _backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _rule: LrpRule,
         _ctx: RuleContext,
     ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of flatten", &[x.len()], relevance.shape())?;

@@ -1,10 +1,8 @@
 //! Fully connected layer. Its RSP rule is the sectional rule of a 1×1
-//! convolution on a 1×1 map (see `sectional.rs`); so are its LRP rules (see
-//! `conv2d.rs`).
+//! convolution on a 1×1 map (see `sectional.rs`).
 
-use super::conv2d::lrp_conv_rule;
 use super::sectional::sectional_rule;
-use super::{check_same_shape, Layer, LayerCost, LayerKind, LrpRule, ParameterMut, RuleContext};
+use super::{check_same_shape, Layer, LayerCost, LayerKind, ParameterMut, RuleContext};
 use crate::backend::{Backend, ConvGeometry};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
@@ -112,27 +110,6 @@ impl<T: Float> Layer<T> for Linear<T> {
         let x_map = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
         let r_map = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
         let rin = sectional_rule(backend, x_map, r_map, &ConvGeometry::square(1, 0), (1, 1));
-        Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn())
-    }
-
-    /// LRP: the ε- or α1β0-rule of a 1×1 convolution on a 1×1 map (bias in
-    /// `z` for ε). The z^B rule is for convolutions only: a linear layer
-    /// reading the network input uses the ε- or α1β0-rule too.
-    fn lrp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        rule: LrpRule,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        self.check_input(x.shape())?;
-        let (o, i) = self.weight.dim();
-        check_same_shape(&format!("relevance at the output of linear {}", self.name), &[o], relevance.shape())?;
-        let x_map = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
-        let r_map = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
-        let w = self.weight.view().into_shape_with_order((o, i, 1, 1)).expect("standard layout");
-        let rin = lrp_conv_rule(backend, x_map, r_map, w, self.bias.as_ref(), &ConvGeometry::square(1, 0), rule);
         Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn())
     }
 

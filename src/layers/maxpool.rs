@@ -1,7 +1,7 @@
 //! Max pooling: forward, gradient (to the first maximal element), its RSP rule
 //! and its LRP rule (winner-take-all, routed like the gradient).
 
-use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, LrpRule, RuleContext};
+use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, RuleContext};
 use crate::backend::{Backend, PoolWindows};
 use crate::error::{Result, RspError};
 use crate::float::Float;
@@ -89,23 +89,6 @@ impl<T: Float> Layer<T> for MaxPool2d {
         // in one pass (see `pool_rule.rs` for the composed form average pooling uses).
         let rin = backend.max_pool_rule(as_chw(x, "maxpool2d")?, as_chw(relevance, "maxpool2d")?, &win);
         Ok(rin.into_dyn())
-    }
-
-    /// LRP (both rules): winner-take-all, each output's relevance goes to its
-    /// window's first maximal input, as the gradient is routed.
-    fn lrp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _rule: LrpRule,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        let win = self.windows(x.shape())?;
-        let (oh, ow) = win.output_hw();
-        check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
-        let (_, argmax) = backend.max_pool(as_chw(x, "maxpool2d")?, &win);
-        Ok(backend.max_pool_adjoint(as_chw(relevance, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
     }
 
     /// The forward pass, the gradient and the rule each scan every window

@@ -11,12 +11,10 @@
 //! | [`BatchNorm2d`] | bias share removed, relevance kept where `x·w ≠ 0` | `batchnorm.rs` |
 //! | residual `Add` (a graph node, not a layer) | split in proportion to clamped inputs | `add.rs` |
 //!
-//! Each file also holds the layer's **LRP** rule ([`Layer::lrp_backward`],
-//! for the baselines LRP-ε and LRP-α1β0 of [`crate::attribution`]): the ε- or
-//! α1β0-rule on convolutions and linear layers (the z^B rule on a convolution
-//! that reads the network input), winner-take-all for max pooling, in
-//! proportion to the inputs for average pooling and the residual sum, and the
-//! identity for ReLU, dropout, flatten and batch normalisation.
+//! The other methods' rules are not stored in the layers: the gradient is
+//! [`Layer::gradient`], and the LRP rules are mapped to layer kinds by the
+//! method ([`crate::attribution::Lrp`], as zennit's composites), so a new rule
+//! or method ([`crate::attribution::Rules`]) changes no layer.
 //!
 //! A layer sees **one sample** (`C×H×W` or a flat vector); the
 //! [`Network`](crate::Network) maps the samples of a batch.
@@ -33,7 +31,6 @@ mod pool_rule;
 mod relu;
 mod sectional;
 
-pub(crate) use add::add_lrp_rule;
 pub use add::add_rule;
 pub use avgpool::{AdaptiveAvgPool2d, AvgPool2d};
 pub use batchnorm::BatchNorm2d;
@@ -89,51 +86,6 @@ pub struct RuleContext {
     /// The layer consumes the network input (a convolution there uses the z^B
     /// rule with the input's bounds instead of the sectional rule).
     pub is_input_layer: bool,
-}
-
-/// The LRP rule a layer applies in [`Layer::lrp_backward`].
-///
-/// ```
-/// use rsp::layers::LrpRule;
-/// assert_eq!(LrpRule::Epsilon(0.25).epsilon(), Some(0.25));
-/// assert_eq!(LrpRule::Alpha1Beta0.epsilon(), None);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LrpRule {
-    /// The ε-rule: `R_in = x ⊙ Wᵀ(R ⊘ (z + ε·sign(z)))`, with `z = Wx + b`
-    /// (bias included) and `sign(0) = 1`. `ε = 0` is LRP-0 (a zero `z` then
-    /// passes no relevance).
-    Epsilon(f64),
-    /// The α1β0-rule: only positive contributions `(x_j w_jk)⁺` count,
-    /// `z⁺_k = Σ_j (x_j w_jk)⁺` (no bias), `R_in = Σ_k (x_j w_jk)⁺ R_k / z⁺_k`.
-    Alpha1Beta0,
-}
-
-impl LrpRule {
-    /// The ε of the ε-rule, `None` for α1β0.
-    pub fn epsilon(self) -> Option<f64> {
-        match self {
-            LrpRule::Epsilon(e) => Some(e),
-            LrpRule::Alpha1Beta0 => None,
-        }
-    }
-
-    /// The stabilised denominator of the ε-rule, `z + ε·sign(z)` with
-    /// `sign(0) = 1`; `z` itself for α1β0 (whose `z⁺` needs no stabiliser:
-    /// it is ≥ 0 and a zero passes no relevance).
-    pub(crate) fn stabilise<T: Float>(self, z: T) -> T {
-        match self {
-            LrpRule::Epsilon(e) => {
-                let e = T::of(e);
-                if z >= T::zero() {
-                    z + e
-                } else {
-                    z - e
-                }
-            }
-            LrpRule::Alpha1Beta0 => z,
-        }
-    }
 }
 
 /// What one layer costs for one sample, for the pre-flight check of every call
@@ -240,32 +192,6 @@ pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
         relevance: ArrayViewD<T>,
         ctx: RuleContext,
     ) -> Result<ArrayD<T>>;
-
-    /// The LRP rule (see [`LrpRule`]): relevance at the input given the
-    /// relevance at the output, for the input `x` the forward pass saw. The
-    /// built-in layers all implement it; the default says the layer has none.
-    ///
-    /// ```
-    /// use rsp::backend::CpuBackend;
-    /// use rsp::layers::{Layer, Linear, LrpRule, RuleContext};
-    /// // y = 1·x₀ + 3·x₁ at x = (1, 1): z = 4, relevance 4 splits 1 : 3.
-    /// let fc = Linear::new("fc", ndarray::arr2(&[[1.0f64, 3.0]]), None).unwrap();
-    /// let x = ndarray::arr1(&[1.0, 1.0]).into_dyn();
-    /// let r = ndarray::arr1(&[4.0]).into_dyn();
-    /// let rin = fc.lrp_backward(&CpuBackend, x.view(), r.view(), LrpRule::Epsilon(0.0), RuleContext::default()).unwrap();
-    /// assert_eq!(rin, ndarray::arr1(&[1.0, 3.0]).into_dyn());
-    /// ```
-    fn lrp_backward(
-        &self,
-        backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        rule: LrpRule,
-        ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        let _ = (backend, x, relevance, rule, ctx);
-        Err(RspError::Model(format!("layer `{}` has no LRP rule", self.describe())))
-    }
 
     /// What the layer costs for one sample of shape `input` (whose output has
     /// shape `output`): the memory and work the pre-flight check of every call

@@ -1,6 +1,6 @@
 //! Rectified linear unit. RSP and LRP rules: identity.
 
-use super::{check_same_shape, Layer, LayerKind, LrpRule, RuleContext};
+use super::{check_same_shape, Layer, LayerKind, RuleContext};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::float::Float;
@@ -43,19 +43,6 @@ impl<T: Float> Layer<T> for Relu {
         _backend: &dyn Backend<T>,
         x: ArrayViewD<T>,
         relevance: ArrayViewD<T>,
-        _ctx: RuleContext,
-    ) -> Result<ArrayD<T>> {
-        check_same_shape("relevance at the output of relu", x.shape(), relevance.shape())?;
-        Ok(relevance.to_owned())
-    }
-
-    /// LRP (both rules): the identity.
-    fn lrp_backward(
-        &self,
-        _backend: &dyn Backend<T>,
-        x: ArrayViewD<T>,
-        relevance: ArrayViewD<T>,
-        _rule: LrpRule,
         _ctx: RuleContext,
     ) -> Result<ArrayD<T>> {
         check_same_shape("relevance at the output of relu", x.shape(), relevance.shape())?;

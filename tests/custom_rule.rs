@@ -1,0 +1,143 @@
+//! A rule and a method written outside the crate: LRP-γ (Montavon et al.,
+//! 2019) as one `Rules` implementation, using only the public API; no layer
+//! and no file of the crate knows about it.
+//!
+//! LRP-γ on convolutions and linear layers: `W' = W + γ·W⁺`,
+//! `R_in = x ⊙ W'ᵀ(R ⊘ W'x)`; the z^B rule on the input convolution; every
+//! other layer as in the built-in LRP composite.
+
+use rsp::attribution::{Lrp, Rules};
+use rsp::backend::{Backend, ConvGeometry};
+use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext};
+use rsp::ndarray::{Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayView4, ArrayViewD, Ix3, Zip};
+use rsp::{Method, Network};
+
+struct LrpGamma {
+    gamma: f64,
+}
+
+impl LrpGamma {
+    /// `x ⊙ W'ᵀ(R ⊘ conv(x, W'))`, divisions by zero giving zero.
+    fn conv(
+        &self,
+        backend: &dyn Backend<f64>,
+        x: ArrayView3<f64>,
+        r: ArrayView3<f64>,
+        w: ArrayView4<f64>,
+        g: &ConvGeometry,
+    ) -> Array3<f64> {
+        let w = w.mapv(|v| v + self.gamma * v.max(0.0));
+        let z = backend.conv2d(x, w.view(), g);
+        let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| if zv == 0.0 { 0.0 } else { rv / zv });
+        let back = backend.conv2d_input_adjoint(s.view(), w.view(), g, (x.dim().1, x.dim().2));
+        Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b)
+    }
+}
+
+impl Rules<f64> for LrpGamma {
+    fn name(&self) -> &'static str {
+        "lrp-gamma"
+    }
+
+    fn layer(
+        &self,
+        backend: &dyn Backend<f64>,
+        layer: &dyn Layer<f64>,
+        x: ArrayViewD<f64>,
+        r: ArrayViewD<f64>,
+        ctx: RuleContext,
+    ) -> rsp::Result<ArrayD<f64>> {
+        if let Some(conv) = layer.downcast_ref::<Conv2d<f64>>() {
+            let (x, r) = (x.into_dimensionality::<Ix3>().unwrap(), r.into_dimensionality::<Ix3>().unwrap());
+            return Ok(if ctx.is_input_layer {
+                conv.zb_rule(backend, x, r)
+            } else {
+                self.conv(backend, x, r, conv.weight().view(), conv.geometry())
+            }
+            .into_dyn());
+        }
+        if let Some(fc) = layer.downcast_ref::<Linear<f64>>() {
+            let (o, i) = fc.weight().dim();
+            let w = fc.weight().view().into_shape_with_order((o, i, 1, 1)).unwrap();
+            let x = x.into_shape_with_order((i, 1, 1)).unwrap();
+            let r = r.into_shape_with_order((o, 1, 1)).unwrap();
+            let rin = self.conv(backend, x, r, w, &ConvGeometry::square(1, 0));
+            return Ok(rin.into_shape_with_order(i).unwrap().into_dyn());
+        }
+        Lrp::epsilon(0.0).layer(backend, layer, x, r, ctx)
+    }
+
+    fn add(
+        &self,
+        a: ArrayViewD<f64>,
+        b: ArrayViewD<f64>,
+        r: ArrayViewD<f64>,
+    ) -> rsp::Result<(ArrayD<f64>, ArrayD<f64>)> {
+        Lrp::epsilon(0.0).add(a, b, r)
+    }
+
+    fn seed(&self, logits: ArrayView1<f64>, target: usize) -> ArrayD<f64> {
+        Rules::<f64>::seed(&Lrp::epsilon(0.0), logits, target)
+    }
+}
+
+/// conv → relu → conv → relu → max pool → adaptive pool → flatten → linear, no biases.
+fn network() -> Network<f64> {
+    let w = |shape: (usize, usize, usize, usize), seed: usize| {
+        Array4::from_shape_fn(shape, |(o, c, u, v)| (((o * 7 + c * 5 + u * 3 + v + seed) % 11) as f64 - 5.0) * 0.07)
+    };
+    let mut net = Network::new();
+    net.push(Conv2d::new("c0", w((6, 3, 3, 3), 1), None, ConvGeometry::square(1, 1)).unwrap());
+    net.push(Relu);
+    net.push(Conv2d::new("c1", w((6, 6, 3, 3), 2), None, ConvGeometry::square(1, 1)).unwrap());
+    net.push(Relu);
+    net.push(MaxPool2d::new((2, 2), (2, 2), [0; 4]));
+    net.push(AdaptiveAvgPool2d::new((2, 2)));
+    net.push(Flatten);
+    let fc = rsp::ndarray::Array2::from_shape_fn((4, 24), |(i, j)| ((i * 5 + j) % 7) as f64 * 0.1 - 0.3);
+    net.push(Linear::new("fc", fc, None).unwrap());
+    net
+}
+
+fn input() -> Array4<f64> {
+    Array4::from_shape_fn((2, 3, 8, 8), |(n, c, i, j)| (((n + c * 3 + i * 5 + j * 7) % 13) as f64) / 13.0 - 0.2)
+}
+
+#[test]
+fn lrp_gamma_zero_is_lrp_zero_bit_for_bit() {
+    // With γ = 0, W' = W: the rule is LRP-0, the built-in ε-rule with ε = 0 on a
+    // network without biases, computed by the same operations.
+    let (net, x) = (network(), input());
+    let ours = net.explain_rules(&x, [1, 2], &LrpGamma { gamma: 0.0 }).unwrap();
+    let builtin = net.explain(&x, [1, 2], Method::LrpEpsilon(0.0)).unwrap();
+    assert_eq!(ours.relevance, builtin.relevance);
+    assert_eq!(ours.heatmaps, builtin.heatmaps);
+    assert_eq!(ours.method, Method::Custom("lrp-gamma"));
+    assert_eq!(ours.method.name(), "lrp-gamma");
+}
+
+#[test]
+fn lrp_gamma_conserves_the_target_logit_and_differs_from_lrp_zero() {
+    // Every layer above the input reads ReLU outputs (x ≥ 0), so z' = W'x ≥ Wx > 0
+    // wherever relevance arrives: each layer conserves it, and so does z^B at the
+    // input (no biases). The input relevance sums to the target's logit.
+    let (net, x) = (network(), input());
+    let e = net.explain_rules(&x, [1, 2], &LrpGamma { gamma: 0.25 }).unwrap();
+    let r = e.relevance.as_ref().unwrap();
+    let lrp0 = net.explain(&x, [1, 2], Method::LrpEpsilon(0.0)).unwrap().relevance.unwrap();
+    for (n, &t) in [1usize, 2].iter().enumerate() {
+        let logit = e.logits[[n, t]];
+        let total: f64 = r.index_axis(rsp::ndarray::Axis(0), n).sum();
+        assert!((total - logit).abs() <= 1e-9 * logit.abs().max(1.0), "sample {n}: {total} vs logit {logit}");
+    }
+    // γ > 0 favours positive contributions: a different map.
+    let diff = (r - &lrp0).mapv(f64::abs).sum();
+    assert!(diff > 1e-6, "LRP-γ equals LRP-0");
+}
+
+#[test]
+fn explain_refuses_a_method_given_by_rules() {
+    let (net, x) = (network(), input());
+    let err = net.explain(&x, 1, Method::Custom("lrp-gamma")).unwrap_err();
+    assert!(err.to_string().contains("explain_rules"), "{err}");
+}
