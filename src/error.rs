@@ -79,6 +79,16 @@ pub enum RspError {
         /// The call and its most expensive node.
         what: String,
     },
+    /// A backend failed to run a kernel: a device out of memory, a driver or
+    /// kernel error (the CPU backends never fail; a device backend reports
+    /// its failures here).
+    #[error("the {} backend failed: {}", capped(.backend), capped(.reason))]
+    Backend {
+        /// The backend's name ([`Backend::name`](crate::backend::Backend::name)).
+        backend: String,
+        /// What failed.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("cannot access {}: {source}", capped(.path))]
     Io {

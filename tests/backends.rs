@@ -63,19 +63,19 @@ proptest! {
         let (oh, ow) = k.geom.output_size((k.h, k.w), (k.kh, k.kw)).unwrap();
         let s = Array3::from_shape_fn((k.o, oh, ow), |_| v());
         let (cpu, refb) = (CpuBackend, ReferenceBackend);
-        prop_assert!(close(&Backend::<f64>::conv2d(&cpu, x.view(), w.view(), &k.geom), &refb.conv2d(x.view(), w.view(), &k.geom)));
+        prop_assert!(close(&Backend::<f64>::conv2d(&cpu, x.view(), w.view(), &k.geom).unwrap(), &refb.conv2d(x.view(), w.view(), &k.geom).unwrap()));
         prop_assert!(close(
-            &Backend::<f64>::conv2d_input_adjoint(&cpu, s.view(), w.view(), &k.geom, (k.h, k.w)),
-            &refb.conv2d_input_adjoint(s.view(), w.view(), &k.geom, (k.h, k.w))
+            &Backend::<f64>::conv2d_input_adjoint(&cpu, s.view(), w.view(), &k.geom, (k.h, k.w)).unwrap(),
+            &refb.conv2d_input_adjoint(s.view(), w.view(), &k.geom, (k.h, k.w)).unwrap()
         ));
-        let g_cpu = Backend::<f64>::conv2d_weight_grad(&cpu, x.view(), s.view(), &k.geom, (k.kh, k.kw));
-        let g_ref = refb.conv2d_weight_grad(x.view(), s.view(), &k.geom, (k.kh, k.kw));
+        let g_cpu = Backend::<f64>::conv2d_weight_grad(&cpu, x.view(), s.view(), &k.geom, (k.kh, k.kw)).unwrap();
+        let g_ref = refb.conv2d_weight_grad(x.view(), s.view(), &k.geom, (k.kh, k.kw)).unwrap();
         let scale = g_ref.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
         prop_assert!(g_cpu.iter().zip(&g_ref).all(|(a, b)| (a - b).abs() <= 1e-12 * scale));
         let x_pos = x.mapv(|v| v.max(0.0));
         prop_assert!(close(
-            &Backend::<f64>::sectional_contributions(&cpu, x_pos.view(), s.view(), &k.geom, (k.kh, k.kw)),
-            &Backend::<f64>::sectional_contributions(&refb, x_pos.view(), s.view(), &k.geom, (k.kh, k.kw))
+            &Backend::<f64>::sectional_contributions(&cpu, x_pos.view(), s.view(), &k.geom, (k.kh, k.kw)).unwrap(),
+            &Backend::<f64>::sectional_contributions(&refb, x_pos.view(), s.view(), &k.geom, (k.kh, k.kw)).unwrap()
         ));
     }
 
@@ -87,8 +87,8 @@ proptest! {
         let w = Array4::from_shape_fn((k.o, k.c, k.kh, k.kw), |_| v());
         let (oh, ow) = k.geom.output_size((k.h, k.w), (k.kh, k.kw)).unwrap();
         let s = Array3::from_shape_fn((k.o, oh, ow), |_| v());
-        let lhs: f64 = (Backend::<f64>::conv2d(&CpuBackend, x.view(), w.view(), &k.geom) * &s).sum();
-        let rhs: f64 = (Backend::<f64>::conv2d_input_adjoint(&CpuBackend, s.view(), w.view(), &k.geom, (k.h, k.w)) * &x).sum();
+        let lhs: f64 = (Backend::<f64>::conv2d(&CpuBackend, x.view(), w.view(), &k.geom).unwrap() * &s).sum();
+        let rhs: f64 = (Backend::<f64>::conv2d_input_adjoint(&CpuBackend, s.view(), w.view(), &k.geom, (k.h, k.w)).unwrap() * &x).sum();
         prop_assert!((lhs - rhs).abs() <= 1e-10 * (1.0 + lhs.abs()));
     }
 

@@ -25,12 +25,12 @@ impl LrpGamma {
         r: ArrayView3<f64>,
         w: ArrayView4<f64>,
         g: &ConvGeometry,
-    ) -> Array3<f64> {
+    ) -> rsp::Result<Array3<f64>> {
         let w = w.mapv(|v| v + self.gamma * v.max(0.0));
-        let z = backend.conv2d(x, w.view(), g);
+        let z = backend.conv2d(x, w.view(), g)?;
         let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| if zv == 0.0 { 0.0 } else { rv / zv });
-        let back = backend.conv2d_input_adjoint(s.view(), w.view(), g, (x.dim().1, x.dim().2));
-        Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b)
+        let back = backend.conv2d_input_adjoint(s.view(), w.view(), g, (x.dim().1, x.dim().2))?;
+        Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b))
     }
 }
 
@@ -50,9 +50,9 @@ impl Rules<f64> for LrpGamma {
         if let Some(conv) = layer.downcast_ref::<Conv2d<f64>>() {
             let (x, r) = (x.into_dimensionality::<Ix3>().unwrap(), r.into_dimensionality::<Ix3>().unwrap());
             return Ok(if ctx.is_input_layer {
-                conv.zb_rule(backend, x, r)
+                conv.zb_rule(backend, x, r)?
             } else {
-                self.conv(backend, x, r, conv.weight().view(), conv.geometry())
+                self.conv(backend, x, r, conv.weight().view(), conv.geometry())?
             }
             .into_dyn());
         }
@@ -61,7 +61,7 @@ impl Rules<f64> for LrpGamma {
             let w = fc.weight().view().into_shape_with_order((o, i, 1, 1)).unwrap();
             let x = x.into_shape_with_order((i, 1, 1)).unwrap();
             let r = r.into_shape_with_order((o, 1, 1)).unwrap();
-            let rin = self.conv(backend, x, r, w, &ConvGeometry::square(1, 0));
+            let rin = self.conv(backend, x, r, w, &ConvGeometry::square(1, 0))?;
             return Ok(rin.into_shape_with_order(i).unwrap().into_dyn());
         }
         Lrp::epsilon(0.0).layer(backend, layer, x, r, ctx)

@@ -122,9 +122,9 @@ impl<T: Float> Rules<T> for Lrp {
         if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
             let (x, r) = (chw(x)?, chw(relevance)?);
             let rin = if ctx.is_input_layer {
-                conv.zb_rule(backend, x, r)
+                conv.zb_rule(backend, x, r)?
             } else {
-                conv_rule(backend, x, r, conv.weight().view(), conv.bias(), conv.geometry(), rule)
+                conv_rule(backend, x, r, conv.weight().view(), conv.bias(), conv.geometry(), rule)?
             };
             return Ok(rin.into_dyn());
         }
@@ -134,7 +134,7 @@ impl<T: Float> Rules<T> for Lrp {
             let x_map = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
             let r_map = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
             let w = fc.weight().view().into_shape_with_order((o, i, 1, 1)).expect("standard layout");
-            let rin = conv_rule(backend, x_map, r_map, w, fc.bias(), &ConvGeometry::square(1, 0), rule);
+            let rin = conv_rule(backend, x_map, r_map, w, fc.bias(), &ConvGeometry::square(1, 0), rule)?;
             return Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn());
         }
         if layer.downcast_ref::<MaxPool2d>().is_some() {
@@ -198,35 +198,35 @@ fn conv_rule<T: Float>(
     bias: Option<&Array1<T>>,
     geometry: &ConvGeometry,
     rule: LrpRule,
-) -> Array3<T> {
+) -> Result<Array3<T>> {
     let hw = (x.dim().1, x.dim().2);
     match rule {
         LrpRule::Epsilon(_) => {
-            let mut z = backend.conv2d(x, weight, geometry);
+            let mut z = backend.conv2d(x, weight, geometry)?;
             if let Some(b) = bias {
                 for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
                     plane += bv;
                 }
             }
             let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
-            let back = backend.conv2d_input_adjoint(s.view(), weight, geometry, hw);
-            Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b)
+            let back = backend.conv2d_input_adjoint(s.view(), weight, geometry, hw)?;
+            Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b))
         }
         LrpRule::Alpha1Beta0 => {
             let x_pos = x.mapv(|v| v.max(T::zero()));
             let x_neg = x.mapv(|v| v.min(T::zero()));
             let w_pos = weight.mapv(|v| v.max(T::zero()));
             let w_neg = weight.mapv(|v| v.min(T::zero()));
-            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry)
-                + backend.conv2d(x_neg.view(), w_neg.view(), geometry);
+            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry)?
+                + backend.conv2d(x_neg.view(), w_neg.view(), geometry)?;
             let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
-            let back_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), geometry, hw);
-            let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw);
-            Zip::from(&x_pos)
+            let back_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), geometry, hw)?;
+            let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw)?;
+            Ok(Zip::from(&x_pos)
                 .and(&x_neg)
                 .and(&back_pos)
                 .and(&back_neg)
-                .map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn)
+                .map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn))
         }
     }
 }
@@ -246,9 +246,9 @@ fn avg_pool_rule<T: Float>(
         LrpRule::Epsilon(_) => x.to_owned(),
         LrpRule::Alpha1Beta0 => x.mapv(|v| v.max(T::zero())),
     };
-    let z = backend.avg_pool(x.view(), win);
+    let z = backend.avg_pool(x.view(), win)?;
     let s = Zip::from(&chw(r)?).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
-    let back = backend.avg_pool_adjoint(s.view(), win);
+    let back = backend.avg_pool_adjoint(s.view(), win)?;
     Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b).into_dyn())
 }
 

@@ -4,6 +4,7 @@ use super::im2col::{col2im_into, im2col_into};
 use super::matmul::{gemm, gemm_into};
 use super::workspace::Scratch;
 use super::{Backend, ConvGeometry};
+use crate::error::Result;
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis, Zip};
@@ -15,7 +16,7 @@ use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayV
 /// use rsp::backend::{Backend, CpuBackend};
 /// let a = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
 /// let id = ndarray::arr2(&[[1.0f32, 0.0], [0.0, 1.0]]);
-/// assert_eq!(CpuBackend::default().matmul(a.view(), id.view()), a);
+/// assert_eq!(CpuBackend::default().matmul(a.view(), id.view()).unwrap(), a);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -52,7 +53,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         "cpu"
     }
 
-    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Array3<T> {
+    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {
         let (c, h, wd) = x.dim();
         let (o, _, kh, kw) = w.dim();
         let out_hw = output_hw(g, (h, wd), (kh, kw));
@@ -60,7 +61,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         let mut cols = unfold(x, (kh, kw), g, out_hw);
         let w = w.as_standard_layout();
         let out = gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view());
-        out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous")
+        Ok(out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous"))
     }
 
     fn conv2d_input_adjoint(
@@ -69,7 +70,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         w: ArrayView4<T>,
         g: &ConvGeometry,
         input_hw: (usize, usize),
-    ) -> Array3<T> {
+    ) -> Result<Array3<T>> {
         let (o, oh, ow) = s.dim();
         let (_, c, kh, kw) = w.dim();
         let w = w.as_standard_layout();
@@ -80,7 +81,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         gemm_into(weight_matrix(w.view()).t(), s2, cols.view_mut());
         let mut out = Array3::zeros((c, input_hw.0, input_hw.1));
         col2im_into(cols.view(), (kh, kw), g, (oh, ow), None, out.view_mut());
-        out
+        Ok(out)
     }
 
     fn conv2d_weight_grad(
@@ -89,7 +90,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         r: ArrayView3<T>,
         g: &ConvGeometry,
         kernel_hw: (usize, usize),
-    ) -> Array4<T> {
+    ) -> Result<Array4<T>> {
         let (c, h, wd) = x.dim();
         let (o, oh, ow) = r.dim();
         let mut cols = unfold(x, kernel_hw, g, output_hw(g, (h, wd), kernel_hw));
@@ -97,11 +98,11 @@ impl<T: Float> Backend<T> for CpuBackend {
         let r = r.as_standard_layout();
         let r2 = r.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
         let grad = gemm(r2, cols.t());
-        grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1)).expect("contiguous")
+        Ok(grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1)).expect("contiguous"))
     }
 
-    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
-        gemm(a, b)
+    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Result<Array2<T>> {
+        Ok(gemm(a, b))
     }
 
     /// Fused sectional rule: one im2col of `x⁺` shared by all products, and the
@@ -122,7 +123,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         r: ArrayView3<T>,
         g: &ConvGeometry,
         kernel_hw: (usize, usize),
-    ) -> Array3<T> {
+    ) -> Result<Array3<T>> {
         let (c, h, wd) = x_pos.dim();
         let (o, oh, ow) = r.dim();
         let (p, ck) = (oh * ow, c * kernel_hw.0 * kernel_hw.1);
@@ -141,7 +142,7 @@ impl<T: Float> Backend<T> for CpuBackend {
             .collect();
         let mut out = Array3::zeros((c, h, wd));
         if rows.is_empty() {
-            return out;
+            return Ok(out);
         }
         let n = rows.len();
         let mut sections_buf = Scratch::take(n * p);
@@ -178,7 +179,7 @@ impl<T: Float> Backend<T> for CpuBackend {
         // cols is not needed any more: it receives Gᵀ·S.
         gemm_into(kernels.t(), quotients.view(), cols.view_mut());
         col2im_into(cols.view(), kernel_hw, g, (oh, ow), Some(x_pos), out.view_mut());
-        out
+        Ok(out)
     }
 }
 
@@ -210,8 +211,11 @@ mod tests {
                     ((o * 5 + c * 3 + u + v) % 7) as f64 * 0.2 - 0.5
                 });
                 let out_hw = g.output_size((11, 13), kernel).unwrap();
-                let cpu: Array3<f64> = CpuBackend.conv2d(x.view(), w.view(), g);
-                assert!(close(&cpu, &ReferenceBackend.conv2d(x.view(), w.view(), g)), "conv2d {g:?} {kernel:?}");
+                let cpu: Array3<f64> = CpuBackend.conv2d(x.view(), w.view(), g).unwrap();
+                assert!(
+                    close(&cpu, &ReferenceBackend.conv2d(x.view(), w.view(), g).unwrap()),
+                    "conv2d {g:?} {kernel:?}"
+                );
                 let r = Array3::from_shape_fn((6, out_hw.0, out_hw.1), |(o, i, j)| {
                     if o == 2 {
                         0.0
@@ -221,17 +225,17 @@ mod tests {
                         ((o * 13 + i * 5 + j * 11) % 9) as f64 * 0.25 - 1.0
                     }
                 });
-                let adj: Array3<f64> = CpuBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13));
+                let adj: Array3<f64> = CpuBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13)).unwrap();
                 assert!(
-                    close(&adj, &ReferenceBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13))),
+                    close(&adj, &ReferenceBackend.conv2d_input_adjoint(r.view(), w.view(), g, (11, 13)).unwrap()),
                     "adjoint {g:?}"
                 );
-                let wg: Array4<f64> = CpuBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel);
-                let wg_ref = ReferenceBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel);
+                let wg: Array4<f64> = CpuBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel).unwrap();
+                let wg_ref = ReferenceBackend.conv2d_weight_grad(x.view(), r.view(), g, kernel).unwrap();
                 assert!(wg.iter().zip(&wg_ref).all(|(a, b)| (a - b).abs() < 1e-12), "weight grad {g:?}");
                 let x_pos = x.mapv(|v| v.max(0.0));
-                let sec = CpuBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
-                let sec_ref = ReferenceBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel);
+                let sec = CpuBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel).unwrap();
+                let sec_ref = ReferenceBackend.sectional_contributions(x_pos.view(), r.view(), g, kernel).unwrap();
                 assert!(close(&sec, &sec_ref), "sectional {g:?} {kernel:?}");
             }
         }

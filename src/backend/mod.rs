@@ -6,7 +6,9 @@
 //!   the tests compare every other backend against.
 //!
 //! Every kernel works on **one sample** (`C×H×W` views); the network maps
-//! samples in parallel. A new backend implements the five required methods;
+//! samples in parallel. Every kernel returns a [`Result`](crate::Result): a
+//! device backend reports out-of-memory and driver failures as
+//! [`RspError::Backend`](crate::RspError::Backend) (the CPU backends never fail). A new backend implements the five required methods;
 //! the derived ones (pooling, the fused sectional rule) have default
 //! implementations built from those and may be overridden when a faster fused
 //! version exists. See `docs/architecture.md` ("Adding a backend").
@@ -23,6 +25,7 @@ pub use matmul::{matmul_with_kernel, Kernel};
 pub use pooling::PoolWindows;
 pub use reference::ReferenceBackend;
 
+use crate::error::Result;
 use crate::float::{safe_div, Float};
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Zip};
 use std::fmt::Debug;
@@ -69,7 +72,11 @@ impl ConvGeometry {
 ///
 /// Shapes: `x` is an input sample `C×H×W`, `w` a weight `O×C×kh×kw`, `s` and
 /// `r` are output-shaped `O×Ho×Wo`. Callers (the layers) validate shapes
-/// before calling; kernels may panic on inconsistent shapes.
+/// before calling; kernels may panic on inconsistent shapes. Every kernel
+/// returns a [`Result`], so that a device's failures (out of memory, a driver
+/// error) are typed errors ([`RspError::Backend`](crate::RspError::Backend)).
+///
+/// [`Result`]: crate::Result
 ///
 /// ```
 /// use rsp::backend::{Backend, ConvGeometry, CpuBackend, ReferenceBackend};
@@ -77,17 +84,18 @@ impl ConvGeometry {
 /// let x = Array3::from_shape_fn((2, 5, 4), |(c, i, j)| (c + i * j) as f64);
 /// let w = Array4::from_shape_fn((3, 2, 3, 3), |(o, c, u, v)| (o + c) as f64 - (u * v) as f64);
 /// let g = ConvGeometry::square(1, 1);
-/// let fast = Backend::<f64>::conv2d(&CpuBackend::default(), x.view(), w.view(), &g);
-/// let slow = Backend::<f64>::conv2d(&ReferenceBackend, x.view(), w.view(), &g);
+/// let fast = Backend::<f64>::conv2d(&CpuBackend::default(), x.view(), w.view(), &g)?;
+/// let slow = Backend::<f64>::conv2d(&ReferenceBackend, x.view(), w.view(), &g)?;
 /// assert_eq!(fast.dim(), (3, 5, 4));
 /// assert!((&fast - &slow).iter().all(|d| d.abs() < 1e-12));
+/// # Ok::<(), rsp::RspError>(())
 /// ```
 pub trait Backend<T: Float>: Send + Sync + Debug {
     /// A short name for messages and benchmarks.
     fn name(&self) -> &'static str;
 
     /// Cross-correlation without bias: `O×Ho×Wo`.
-    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, geom: &ConvGeometry) -> Array3<T>;
+    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, geom: &ConvGeometry) -> Result<Array3<T>>;
 
     /// Adjoint of [`Backend::conv2d`] with respect to its input (a transposed
     /// convolution): the gradient of `Σ conv(x, w) ⊙ s` with respect to `x`,
@@ -98,7 +106,7 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         w: ArrayView4<T>,
         geom: &ConvGeometry,
         input_hw: (usize, usize),
-    ) -> Array3<T>;
+    ) -> Result<Array3<T>>;
 
     /// Weight gradient of [`Backend::conv2d`] with `r` as upstream gradient:
     /// `G[o,i,u,v] = Σ_{p,q} r[o,p,q] · x_pad[i, p·sh+u, q·sw+v]`, shape `O×C×kh×kw`.
@@ -108,10 +116,10 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         r: ArrayView3<T>,
         geom: &ConvGeometry,
         kernel_hw: (usize, usize),
-    ) -> Array4<T>;
+    ) -> Result<Array4<T>>;
 
     /// Matrix product `a · b`.
-    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T>;
+    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Result<Array2<T>>;
 
     /// The two sections of the sectional rule, already subtracted:
     /// `C⁺ − C⁻` with `C^± = x⁺ ⊙ convᵀ(R^± ⊘ A^±, G^±)`, where `G^±` are the
@@ -123,13 +131,13 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         r: ArrayView3<T>,
         geom: &ConvGeometry,
         kernel_hw: (usize, usize),
-    ) -> Array3<T> {
+    ) -> Result<Array3<T>> {
         let input_hw = (x_pos.dim().1, x_pos.dim().2);
         let r_pos = r.mapv(|v| v.max(T::zero()));
         let r_neg = r.mapv(|v| (-v).max(T::zero()));
-        let section = |r_part: &Array3<T>| {
-            let g = self.conv2d_weight_grad(x_pos, r_part.view(), geom, kernel_hw);
-            let a = self.conv2d(x_pos, g.view(), geom);
+        let section = |r_part: &Array3<T>| -> Result<Array3<T>> {
+            let g = self.conv2d_weight_grad(x_pos, r_part.view(), geom, kernel_hw)?;
+            let a = self.conv2d(x_pos, g.view(), geom)?;
             // The mask M^± is [R^± > 0]; outside it the quotient is 0 anyway.
             let s = Zip::from(r_part).and(&a).map_collect(
                 |&rv, &av| {
@@ -140,40 +148,45 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
                     }
                 },
             );
-            let back = self.conv2d_input_adjoint(s.view(), g.view(), geom, input_hw);
-            Zip::from(&back).and(&x_pos).map_collect(|&b, &xv| xv * b)
+            let back = self.conv2d_input_adjoint(s.view(), g.view(), geom, input_hw)?;
+            Ok(Zip::from(&back).and(&x_pos).map_collect(|&b, &xv| xv * b))
         };
-        let c_pos = section(&r_pos);
-        let c_neg = section(&r_neg);
-        c_pos - c_neg
+        let c_pos = section(&r_pos)?;
+        let c_neg = section(&r_neg)?;
+        Ok(c_pos - c_neg)
     }
 
     /// Max pooling over `windows`: the maxima and, for each output, the flat
     /// `(h, w)` index of its window's first maximal element in row-major order.
-    fn max_pool(&self, x: ArrayView3<T>, windows: &PoolWindows) -> (Array3<T>, Array3<u32>) {
-        pooling::max_pool(x, windows)
+    fn max_pool(&self, x: ArrayView3<T>, windows: &PoolWindows) -> Result<(Array3<T>, Array3<u32>)> {
+        Ok(pooling::max_pool(x, windows))
     }
 
     /// Adjoint of max pooling: routes each `s` value to its winner (accumulating).
-    fn max_pool_adjoint(&self, s: ArrayView3<T>, argmax: ArrayView3<u32>, input_hw: (usize, usize)) -> Array3<T> {
-        pooling::max_pool_adjoint(s, argmax, input_hw)
+    fn max_pool_adjoint(
+        &self,
+        s: ArrayView3<T>,
+        argmax: ArrayView3<u32>,
+        input_hw: (usize, usize),
+    ) -> Result<Array3<T>> {
+        Ok(pooling::max_pool_adjoint(s, argmax, input_hw))
     }
 
     /// The max-pooling RSP rule in one pass (no pooled or routed intermediate
     /// tensors): `x̃ = x + 1e-9`, each output's `P ⊘ z` and `N ⊘ z` routed to its
     /// window's first maximum of `x̃`, times `x̃`. Bit-identical to composing
     /// [`Backend::max_pool`] and [`Backend::max_pool_adjoint`] as the formula reads.
-    fn max_pool_rule(&self, x: ArrayView3<T>, r: ArrayView3<T>, windows: &PoolWindows) -> Array3<T> {
-        pooling::max_pool_rule(x, r, windows)
+    fn max_pool_rule(&self, x: ArrayView3<T>, r: ArrayView3<T>, windows: &PoolWindows) -> Result<Array3<T>> {
+        Ok(pooling::max_pool_rule(x, r, windows))
     }
 
     /// Average pooling over `windows`.
-    fn avg_pool(&self, x: ArrayView3<T>, windows: &PoolWindows) -> Array3<T> {
-        pooling::avg_pool(x, windows)
+    fn avg_pool(&self, x: ArrayView3<T>, windows: &PoolWindows) -> Result<Array3<T>> {
+        Ok(pooling::avg_pool(x, windows))
     }
 
     /// Adjoint of average pooling: spreads each `s / |window|` over its window.
-    fn avg_pool_adjoint(&self, s: ArrayView3<T>, windows: &PoolWindows) -> Array3<T> {
-        pooling::avg_pool_adjoint(s, windows)
+    fn avg_pool_adjoint(&self, s: ArrayView3<T>, windows: &PoolWindows) -> Result<Array3<T>> {
+        Ok(pooling::avg_pool_adjoint(s, windows))
     }
 }

@@ -2,6 +2,7 @@
 //! oracle the tests compare the fast backend against; do not optimise it.
 
 use super::{Backend, ConvGeometry};
+use crate::error::Result;
 use crate::float::Float;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4};
 
@@ -11,7 +12,7 @@ use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4};
 /// use rsp::backend::{Backend, ReferenceBackend};
 /// let a = ndarray::arr2(&[[1.0, 2.0], [3.0, 4.0]]);
 /// let b = ndarray::arr2(&[[5.0], [6.0]]);
-/// assert_eq!(Backend::<f64>::matmul(&ReferenceBackend, a.view(), b.view()), ndarray::arr2(&[[17.0], [39.0]]));
+/// assert_eq!(Backend::<f64>::matmul(&ReferenceBackend, a.view(), b.view()).unwrap(), ndarray::arr2(&[[17.0], [39.0]]));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReferenceBackend;
@@ -28,11 +29,11 @@ impl<T: Float> Backend<T> for ReferenceBackend {
         "reference"
     }
 
-    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Array3<T> {
+    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {
         let (c, h, wd) = x.dim();
         let (o, _, kh, kw) = w.dim();
         let (oh, ow) = g.output_size((h, wd), (kh, kw)).expect("validated by the layer");
-        Array3::from_shape_fn((o, oh, ow), |(oc, p, q)| {
+        Ok(Array3::from_shape_fn((o, oh, ow), |(oc, p, q)| {
             let mut acc = T::zero();
             for ic in 0..c {
                 for u in 0..kh {
@@ -44,7 +45,7 @@ impl<T: Float> Backend<T> for ReferenceBackend {
                 }
             }
             acc
-        })
+        }))
     }
 
     fn conv2d_input_adjoint(
@@ -53,7 +54,7 @@ impl<T: Float> Backend<T> for ReferenceBackend {
         w: ArrayView4<T>,
         g: &ConvGeometry,
         input_hw: (usize, usize),
-    ) -> Array3<T> {
+    ) -> Result<Array3<T>> {
         let (o, oh, ow) = s.dim();
         let (_, c, kh, kw) = w.dim();
         let (h, wd) = input_hw;
@@ -74,7 +75,7 @@ impl<T: Float> Backend<T> for ReferenceBackend {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     fn conv2d_weight_grad(
@@ -83,11 +84,11 @@ impl<T: Float> Backend<T> for ReferenceBackend {
         r: ArrayView3<T>,
         g: &ConvGeometry,
         kernel_hw: (usize, usize),
-    ) -> Array4<T> {
+    ) -> Result<Array4<T>> {
         let (c, h, wd) = x.dim();
         let (o, oh, ow) = r.dim();
         let (kh, kw) = kernel_hw;
-        Array4::from_shape_fn((o, c, kh, kw), |(oc, ic, u, v)| {
+        Ok(Array4::from_shape_fn((o, c, kh, kw), |(oc, ic, u, v)| {
             let mut acc = T::zero();
             for p in 0..oh {
                 let Some(i) = source(p, u, g.stride[0], g.padding[0], h) else { continue };
@@ -97,12 +98,12 @@ impl<T: Float> Backend<T> for ReferenceBackend {
                 }
             }
             acc
-        })
+        }))
     }
 
-    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
+    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Result<Array2<T>> {
         let (m, k) = a.dim();
         let n = b.dim().1;
-        Array2::from_shape_fn((m, n), |(i, j)| (0..k).fold(T::zero(), |acc, t| acc + a[[i, t]] * b[[t, j]]))
+        Ok(Array2::from_shape_fn((m, n), |(i, j)| (0..k).fold(T::zero(), |acc, t| acc + a[[i, t]] * b[[t, j]])))
     }
 }

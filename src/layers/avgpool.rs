@@ -136,7 +136,7 @@ fn output_shape<P: AveragePooling>(pool: &P, input: &[usize]) -> Result<Vec<usiz
 
 fn forward<T: Float, P: AveragePooling>(pool: &P, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
     let win = pool.windows(x.shape())?;
-    Ok(backend.avg_pool(as_chw(x, P::LABEL)?, &win).into_dyn())
+    Ok(backend.avg_pool(as_chw(x, P::LABEL)?, &win)?.into_dyn())
 }
 
 fn gradient<T: Float, P: AveragePooling>(
@@ -148,7 +148,7 @@ fn gradient<T: Float, P: AveragePooling>(
     let out = output_shape(pool, x.shape())?;
     check_same_shape(&format!("gradient at the output of {}", P::LABEL), &out, g.shape())?;
     let win = pool.windows(x.shape())?;
-    Ok(backend.avg_pool_adjoint(as_chw(g, P::LABEL)?, &win).into_dyn())
+    Ok(backend.avg_pool_adjoint(as_chw(g, P::LABEL)?, &win)?.into_dyn())
 }
 
 fn rsp_backward<T: Float, P: AveragePooling>(
@@ -161,8 +161,8 @@ fn rsp_backward<T: Float, P: AveragePooling>(
     check_same_shape(&format!("relevance at the output of {}", P::LABEL), &out, r.shape())?;
     let win = pool.windows(x.shape())?;
     let x_tilde = shifted(as_chw(x, P::LABEL)?);
-    let z = backend.avg_pool(x_tilde.view(), &win);
-    Ok(pooling_rule(x_tilde.view(), z.view(), as_chw(r, P::LABEL)?, |s| backend.avg_pool_adjoint(s, &win)).into_dyn())
+    let z = backend.avg_pool(x_tilde.view(), &win)?;
+    Ok(pooling_rule(x_tilde.view(), z.view(), as_chw(r, P::LABEL)?, |s| backend.avg_pool_adjoint(s, &win))?.into_dyn())
 }
 
 /// The two average poolings differ only in their windows and description:

@@ -91,9 +91,9 @@ impl<T: Float> Conv2d<T> {
     /// let x = Array3::from_shape_vec((1, 1, 2), vec![0.0, 1.0]).unwrap();
     /// let r = Array3::from_shape_vec((1, 1, 2), vec![1.0, 1.0]).unwrap();
     /// // ℓ = 0: Z = 2x, and each input keeps the relevance of its output where Z ≠ 0.
-    /// assert_eq!(conv.zb_rule(&CpuBackend, x.view(), r.view()).into_raw_vec_and_offset().0, vec![0.0, 1.0]);
+    /// assert_eq!(conv.zb_rule(&CpuBackend, x.view(), r.view()).unwrap().into_raw_vec_and_offset().0, vec![0.0, 1.0]);
     /// ```
-    pub fn zb_rule(&self, backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>) -> Array3<T> {
+    pub fn zb_rule(&self, backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>) -> Result<Array3<T>> {
         let low = x.iter().copied().fold(T::infinity(), T::min);
         let high = x.iter().copied().fold(T::neg_infinity(), T::max);
         let w_pos = self.weight.mapv(|v| v.max(T::zero()));
@@ -101,17 +101,17 @@ impl<T: Float> Conv2d<T> {
         let g = &self.geometry;
         let lows = Array3::from_elem(x.raw_dim(), low);
         let highs = Array3::from_elem(x.raw_dim(), high);
-        let z = backend.conv2d(x, self.weight.view(), g)
-            - backend.conv2d(lows.view(), w_pos.view(), g)
-            - backend.conv2d(highs.view(), w_neg.view(), g);
+        let z = backend.conv2d(x, self.weight.view(), g)?
+            - backend.conv2d(lows.view(), w_pos.view(), g)?
+            - backend.conv2d(highs.view(), w_neg.view(), g)?;
         let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
         let hw = (x.dim().1, x.dim().2);
-        let through_w = backend.conv2d_input_adjoint(s.view(), self.weight.view(), g, hw);
-        let through_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), g, hw);
-        let through_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), g, hw);
+        let through_w = backend.conv2d_input_adjoint(s.view(), self.weight.view(), g, hw)?;
+        let through_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), g, hw)?;
+        let through_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), g, hw)?;
         let mut out = Zip::from(&x).and(&through_w).map_collect(|&xv, &a| xv * a);
         Zip::from(&mut out).and(&through_pos).and(&through_neg).for_each(|o, &p, &n| *o = *o - low * p - high * n);
-        out
+        Ok(out)
     }
 }
 
@@ -165,7 +165,7 @@ impl<T: Float> Layer<T> for Conv2d<T> {
 
     fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
         self.output_shape(x.shape())?;
-        let mut z = backend.conv2d(as_chw(x, &self.name)?, self.weight.view(), &self.geometry);
+        let mut z = backend.conv2d(as_chw(x, &self.name)?, self.weight.view(), &self.geometry)?;
         if let Some(b) = &self.bias {
             Zip::from(z.outer_iter_mut()).and(b).par_for_each(|mut plane, &bv| plane += bv);
         }
@@ -177,7 +177,7 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         check_same_shape(&format!("gradient at the output of conv2d {}", self.name), &out, grad_output.shape())?;
         let hw = (x.shape()[1], x.shape()[2]);
         Ok(backend
-            .conv2d_input_adjoint(as_chw(grad_output, &self.name)?, self.weight.view(), &self.geometry, hw)
+            .conv2d_input_adjoint(as_chw(grad_output, &self.name)?, self.weight.view(), &self.geometry, hw)?
             .into_dyn())
     }
 
@@ -193,9 +193,9 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         let x = as_chw(x, &self.name)?;
         let r = as_chw(relevance, &self.name)?;
         let rin = if ctx.is_input_layer {
-            self.zb_rule(backend, x, r)
+            self.zb_rule(backend, x, r)?
         } else {
-            sectional_rule(backend, x, r, &self.geometry, self.kernel_hw())
+            sectional_rule(backend, x, r, &self.geometry, self.kernel_hw())?
         };
         Ok(rin.into_dyn())
     }

@@ -79,7 +79,7 @@ impl<T: Float> Layer<T> for Linear<T> {
     fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
         self.check_input(x.shape())?;
         let column = x.into_shape_with_order((self.weight.ncols(), 1)).expect("checked vector");
-        let mut y = backend.matmul(self.weight.view(), column).remove_axis(Axis(1));
+        let mut y = backend.matmul(self.weight.view(), column)?.remove_axis(Axis(1));
         if let Some(b) = &self.bias {
             y += b;
         }
@@ -94,7 +94,7 @@ impl<T: Float> Layer<T> for Linear<T> {
             grad_output.shape(),
         )?;
         let column = grad_output.into_shape_with_order((self.weight.nrows(), 1)).expect("checked vector");
-        Ok(backend.matmul(self.weight.t(), column).remove_axis(Axis(1)).into_dyn())
+        Ok(backend.matmul(self.weight.t(), column)?.remove_axis(Axis(1)).into_dyn())
     }
 
     fn rsp_backward(
@@ -109,7 +109,7 @@ impl<T: Float> Layer<T> for Linear<T> {
         check_same_shape(&format!("relevance at the output of linear {}", self.name), &[o], relevance.shape())?;
         let x_map = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
         let r_map = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
-        let rin = sectional_rule(backend, x_map, r_map, &ConvGeometry::square(1, 0), (1, 1));
+        let rin = sectional_rule(backend, x_map, r_map, &ConvGeometry::square(1, 0), (1, 1))?;
         Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn())
     }
 

@@ -64,15 +64,15 @@ impl<T: Float> Layer<T> for MaxPool2d {
 
     fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
         let win = self.windows(x.shape())?;
-        Ok(backend.max_pool(as_chw(x, "maxpool2d")?, &win).0.into_dyn())
+        Ok(backend.max_pool(as_chw(x, "maxpool2d")?, &win)?.0.into_dyn())
     }
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         let win = self.windows(x.shape())?;
         let (oh, ow) = win.output_hw();
         check_same_shape("gradient at the output of maxpool2d", &[x.shape()[0], oh, ow], grad_output.shape())?;
-        let (_, argmax) = backend.max_pool(as_chw(x, "maxpool2d")?, &win);
-        Ok(backend.max_pool_adjoint(as_chw(grad_output, "maxpool2d")?, argmax.view(), win.input_hw).into_dyn())
+        let (_, argmax) = backend.max_pool(as_chw(x, "maxpool2d")?, &win)?;
+        Ok(backend.max_pool_adjoint(as_chw(grad_output, "maxpool2d")?, argmax.view(), win.input_hw)?.into_dyn())
     }
 
     fn rsp_backward(
@@ -87,7 +87,7 @@ impl<T: Float> Layer<T> for MaxPool2d {
         check_same_shape("relevance at the output of maxpool2d", &[x.shape()[0], oh, ow], relevance.shape())?;
         // `x̃ ⊙ maxpoolᵀ(P ⊘ z) + x̃ ⊙ maxpoolᵀ(N ⊘ z)` with `x̃ = x + 1e-9`, `z = maxpool(x̃)`,
         // in one pass (see `pool_rule.rs` for the composed form average pooling uses).
-        let rin = backend.max_pool_rule(as_chw(x, "maxpool2d")?, as_chw(relevance, "maxpool2d")?, &win);
+        let rin = backend.max_pool_rule(as_chw(x, "maxpool2d")?, as_chw(relevance, "maxpool2d")?, &win)?;
         Ok(rin.into_dyn())
     }
 

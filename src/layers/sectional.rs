@@ -10,6 +10,7 @@
 //!   which conserves `Σ R` and makes below-average contributors hostile.
 
 use crate::backend::{Backend, ConvGeometry};
+use crate::error::Result;
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
 use ndarray::{Array3, ArrayView3, Zip};
@@ -25,12 +26,12 @@ pub(crate) fn sectional_rule<T: Float>(
     r: ArrayView3<T>,
     geom: &ConvGeometry,
     kernel_hw: (usize, usize),
-) -> Array3<T> {
+) -> Result<Array3<T>> {
     let mut x_pos = x.to_owned();
     x_pos.par_mapv_inplace(|v| v.max(T::zero()));
-    let mut c = backend.sectional_contributions(x_pos.view(), r, geom, kernel_hw);
+    let mut c = backend.sectional_contributions(x_pos.view(), r, geom, kernel_hw)?;
     if kernel_hw.0 == 1 {
-        return c;
+        return Ok(c);
     }
     let total: T = r.iter().copied().sum();
     // An integer count: the same whatever the order, so it may run in parallel.
@@ -42,7 +43,7 @@ pub(crate) fn sectional_rule<T: Float>(
             *v = two * *v - shift;
         }
     });
-    c
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -54,7 +55,7 @@ mod tests {
     fn the_sectional_rule_conserves_relevance() {
         let x = Array3::from_shape_fn((2, 4, 4), |(c, i, j)| (c + i + j) as f64 * 0.1);
         let r = Array3::from_shape_fn((3, 4, 4), |(o, i, j)| (o as f64 - 1.0) * 0.2 + (i * j) as f64 * 0.01);
-        let rin = sectional_rule(&CpuBackend, x.view(), r.view(), &ConvGeometry::square(1, 1), (3, 3));
+        let rin = sectional_rule(&CpuBackend, x.view(), r.view(), &ConvGeometry::square(1, 1), (3, 3)).unwrap();
         assert!((rin.sum() - r.sum()).abs() < 1e-12);
     }
 }
