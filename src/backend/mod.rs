@@ -6,7 +6,7 @@
 //!   the tests compare every other backend against.
 //!
 //! Every kernel works on **one sample** (`C×H×W` views); the network maps
-//! samples in parallel. Every kernel returns a [`Result`](crate::Result): a
+//! samples in parallel. Every kernel returns a [`Result`]: a
 //! device backend reports out-of-memory and driver failures as
 //! [`RspError::Backend`](crate::RspError::Backend) (the CPU backends never fail). A new backend implements the five required methods;
 //! the derived ones (pooling, the fused sectional rule) have default
@@ -75,8 +75,6 @@ impl ConvGeometry {
 /// before calling; kernels may panic on inconsistent shapes. Every kernel
 /// returns a [`Result`], so that a device's failures (out of memory, a driver
 /// error) are typed errors ([`RspError::Backend`](crate::RspError::Backend)).
-///
-/// [`Result`]: crate::Result
 ///
 /// ```
 /// use rsp::backend::{Backend, ConvGeometry, CpuBackend, ReferenceBackend};
