@@ -10,6 +10,7 @@
 //! changed input) is redone. Layout and formats: docs/scaling.md.
 
 use crate::{load_model, progress_bar, Limits};
+use rayon::prelude::*;
 use rsp::image_io::{load_image, Normalization};
 use rsp::io::npy::{read_npy, write_npy};
 use rsp::network::InputNormalization;
@@ -272,11 +273,18 @@ fn reusable(entry: &Value, identity: &Map<String, Value>, input_sha: &str, out_d
         && file_ok("figure", "figure_sha256")
 }
 
-/// Appends one line and forces it to disk: a kill leaves at most a torn last line.
-fn append_line(file: &mut std::fs::File, v: &Value, path: &Path) -> Result<(), RspError> {
-    let mut line = serde_json::to_string(v).map_err(|e| RspError::InvalidArgument(e.to_string()))?;
-    line.push('\n');
-    file.write_all(line.as_bytes()).map_err(io_error(path))?;
+/// Appends lines and forces them to disk: a kill leaves at most a torn last line.
+fn append_lines<'a>(
+    file: &mut std::fs::File,
+    values: impl Iterator<Item = &'a Value>,
+    path: &Path,
+) -> Result<(), RspError> {
+    let mut text = String::new();
+    for v in values {
+        text.push_str(&serde_json::to_string(v).map_err(|e| RspError::InvalidArgument(e.to_string()))?);
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes()).map_err(io_error(path))?;
     file.sync_data().map_err(io_error(path))
 }
 
@@ -417,8 +425,8 @@ pub fn run<T: Float>(args: &FolderArgs) -> Result<(), RspError> {
         let target = args.target.map_or(Target::Predicted, Target::Single);
         let e = net.explain(&x, target, &args.method)?;
         let t2 = Instant::now();
-        let mut written = Vec::with_capacity(chunk.len());
-        for (n, (item, _)) in chunk.iter().enumerate() {
+        // In parallel: each file is synced before its rename, and those waits overlap.
+        let write_one = |(n, (item, _)): (usize, &(&Item, String))| -> Result<_, RspError> {
             let (relevance, figure) = (item.relevance(), item.figure());
             let (relevance_path, figure_path) = (args.out_dir.join(&relevance), args.out_dir.join(&figure));
             if let Some(parent) = relevance_path.parent() {
@@ -432,10 +440,12 @@ pub fn run<T: Float>(args: &FolderArgs) -> Result<(), RspError> {
             let image =
                 e.heatmap_image(n, FIGURE_SCALE).ok_or_else(|| RspError::InvalidArgument("no heatmap".into()))?;
             rsp::render::save_png(&image, &figure_path)?;
-            written.push((relevance, sha256_file(&relevance_path)?, figure, sha256_file(&figure_path)?));
-        }
+            Ok((relevance, sha256_file(&relevance_path)?, figure, sha256_file(&figure_path)?))
+        };
+        let written = chunk.par_iter().enumerate().map(write_one).collect::<Result<Vec<_>, _>>()?;
         let t3 = Instant::now();
         let share = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3 / chunk.len() as f64;
+        let mut lines = Vec::with_capacity(chunk.len());
         for (n, ((item, input_sha), (relevance, relevance_sha, figure, figure_sha))) in
             chunk.iter().zip(written).enumerate()
         {
@@ -460,9 +470,12 @@ pub fn run<T: Float>(args: &FolderArgs) -> Result<(), RspError> {
             if let Some(o) = v.as_object_mut() {
                 o.extend(identity.clone());
             }
-            append_line(&mut journal, &v, &manifest_path)?;
-            entries.insert(&item.name, v);
-            bar.inc(1);
+            lines.push((&item.name, v));
+        }
+        append_lines(&mut journal, lines.iter().map(|(_, v)| v), &manifest_path)?;
+        bar.inc(lines.len() as u64);
+        for (name, v) in lines {
+            entries.insert(name, v);
         }
     }
     bar.finish_and_clear();
