@@ -85,6 +85,7 @@ pub mod models;
 pub mod network;
 #[cfg(feature = "image")]
 pub mod render;
+pub mod shard;
 
 pub use attribution::{attribute, Explanation, HostileClasses, Method, RspOptions, StartRule, Target};
 pub use error::{Result, RspError};
@@ -115,6 +116,9 @@ pub mod docs {
     /// Speed and memory, and how they are measured (`docs/performance.md`).
     #[doc = include_str!("../docs/performance.md")]
     pub mod performance {}
+    /// Folders of images, resumable runs, shards under Slurm or Kubernetes, merging (`docs/scaling.md`).
+    #[doc = include_str!("../docs/scaling.md")]
+    pub mod scaling {}
     /// What the tests check and how tightly (`docs/testing.md`).
     #[doc = include_str!("../docs/testing.md")]
     pub mod testing {}

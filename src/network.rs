@@ -107,6 +107,7 @@ pub struct Network<T: Float = f32> {
     start_layer: Option<usize>,
     class_names: Option<Vec<String>>,
     input_shape: Option<Vec<usize>>,
+    input_normalization: Option<InputNormalization>,
     /// `None`: [`crate::budget::default_memory_budget`].
     pub(crate) memory_budget: Option<u64>,
     /// `None`: [`crate::limits::DEFAULT_MAX_WORK`].
@@ -126,6 +127,47 @@ impl<T: Float> fmt::Debug for Network<T> {
 impl<T: Float> Default for Network<T> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Per-channel input normalisation `x = (v - mean[c]) / std[c]`, applied to
+/// pixel values `v` in `[0, 1]`, as a model file declares it.
+///
+/// ```
+/// let n = rsp::network::InputNormalization { mean: vec![0.3; 3], std: vec![0.3; 3] };
+/// assert!(n.validate().is_ok());
+/// let bad = rsp::network::InputNormalization { mean: vec![0.3; 3], std: vec![0.3, 0.0, 0.3] };
+/// assert!(bad.validate().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputNormalization {
+    /// Per-channel mean, subtracted first.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation, divided by second.
+    pub std: Vec<f32>,
+}
+
+impl InputNormalization {
+    /// Checks that there is at least one channel, as many means as standard
+    /// deviations, every mean finite and every std finite and positive.
+    ///
+    /// # Errors
+    /// [`RspError::InvalidArgument`] naming what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.mean.is_empty() || self.mean.len() != self.std.len() {
+            return Err(RspError::InvalidArgument(format!(
+                "input normalisation needs one mean and one std per channel, got {} and {}",
+                self.mean.len(),
+                self.std.len()
+            )));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(RspError::InvalidArgument(
+                "input normalisation: every mean must be finite and every std finite and positive".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +195,7 @@ impl<T: Float> Network<T> {
             start_layer: None,
             class_names: None,
             input_shape: None,
+            input_normalization: None,
             memory_budget: None,
             work_bound: None,
         }
@@ -270,6 +313,34 @@ impl<T: Float> Network<T> {
     /// Sets the declared per-sample input shape.
     pub fn set_input_shape(&mut self, shape: Option<Vec<usize>>) {
         self.input_shape = shape;
+    }
+
+    /// How the model expects its input channels normalised, if the model file
+    /// says (metadata `normalization`); tools that read images apply it.
+    pub fn input_normalization(&self) -> Option<&InputNormalization> {
+        self.input_normalization.as_ref()
+    }
+
+    /// Sets the declared input normalisation.
+    ///
+    /// # Errors
+    /// [`RspError::InvalidArgument`] if the statistics are unusable
+    /// ([`InputNormalization::validate`]) or their channel count differs from
+    /// the declared input shape's.
+    pub fn set_input_normalization(&mut self, norm: Option<InputNormalization>) -> Result<()> {
+        if let Some(n) = &norm {
+            n.validate()?;
+            if let Some(c) = self.input_shape.as_ref().and_then(|s| s.first()) {
+                if *c != n.mean.len() {
+                    return Err(RspError::InvalidArgument(format!(
+                        "the input normalisation has {} channels, the declared input shape {c}",
+                        n.mean.len()
+                    )));
+                }
+            }
+        }
+        self.input_normalization = norm;
+        Ok(())
     }
 
     /// Checks the network for one sample of shape `(C, H, W)` and returns every

@@ -179,7 +179,7 @@ fn progress_ticks_once_per_scene() {
     let tick = || {
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let options = EvalOptions { limit: Some(7), progress: Some(&tick) };
+    let options = EvalOptions { limit: Some(7), progress: Some(&tick), ..Default::default() };
     let report = evaluate(&model::<f64>(), scenes(), &Method::GradCam, &options).unwrap();
     assert_eq!(count.into_inner(), 7);
     let pairs: usize = (0..7).map(|i| scenes().objects(i).len()).sum();

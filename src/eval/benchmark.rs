@@ -24,6 +24,9 @@ pub struct EvalOptions<'a> {
     pub limit: Option<usize>,
     /// Called once per finished scene (from any thread).
     pub progress: Option<&'a (dyn Fn() + Sync)>,
+    /// Only this shard's share of those scenes (scene `i` belongs to shard
+    /// `i mod N + 1`); the whole selection by default.
+    pub shard: crate::shard::Shard,
 }
 
 /// The scores of one method, as `data/README.md` defines them.
@@ -62,7 +65,7 @@ impl Report {
 }
 
 /// The scores of one (scene, object) pair.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct PairScore {
     /// The scene.
     pub scene: usize,
@@ -171,9 +174,10 @@ pub fn score_pairs<T: Float>(
     options: &EvalOptions<'_>,
 ) -> Result<Vec<PairScore>> {
     let n = scene_count(scenes, options.limit);
+    let selected: Vec<usize> = (0..n).filter(|&i| options.shard.owns(i)).collect();
     check_evaluation_budget(net, scenes, n)?;
-    let per_scene: Vec<Vec<PairScore>> = crate::network::map_samples(n, |i| {
-        let r = score_scene(net, scenes, i, method);
+    let per_scene: Vec<Vec<PairScore>> = crate::network::map_samples(selected.len(), |k| {
+        let r = score_scene(net, scenes, selected[k], method);
         if let Some(p) = options.progress {
             p();
         }
@@ -184,34 +188,56 @@ pub fn score_pairs<T: Float>(
 
 /// Combines pair scores into a [`Report`] (sums in the given order).
 pub fn summarise(method: &Method, scenes: usize, pairs: &[PairScore]) -> Report {
-    let n = pairs.len();
-    let hits = pairs.iter().filter(|p| p.hit).count();
-    let hostile: Vec<bool> = pairs.iter().filter_map(|p| p.hostile_hit).collect();
-    let hostile_hits = hostile.iter().filter(|&&h| h).count();
-    let iou_sum: f64 = pairs.iter().map(|p| p.iou).sum();
-    let ratio = |a: usize, b: usize| {
-        if b == 0 {
-            f64::NAN
-        } else {
-            a as f64 / b as f64
+    Report::from_pairs(method.to_string(), scenes, pairs)
+}
+
+impl Report {
+    /// The report of a method named `method` over `scenes` scenes whose pairs
+    /// scored `pairs` (sums in the given order, so pairs in scene order give
+    /// the numbers of one unsharded run bit for bit).
+    ///
+    /// ```
+    /// use rsp::eval::benchmark::{PairScore, Report};
+    /// let pairs = [
+    ///     PairScore { scene: 0, class: 1, hit: true, hostile_hit: Some(false), iou: 0.5 },
+    ///     PairScore { scene: 0, class: 2, hit: false, hostile_hit: Some(true), iou: 0.25 },
+    /// ];
+    /// let r = Report::from_pairs("rsp".into(), 1, &pairs);
+    /// assert_eq!((r.pointing_game, r.hostile_pointing_game, r.miou), (0.5, 0.5, 0.375));
+    /// ```
+    pub fn from_pairs(method: String, scenes: usize, pairs: &[PairScore]) -> Report {
+        let n = pairs.len();
+        let hits = pairs.iter().filter(|p| p.hit).count();
+        let hostile: Vec<bool> = pairs.iter().filter_map(|p| p.hostile_hit).collect();
+        let hostile_hits = hostile.iter().filter(|&&h| h).count();
+        let iou_sum: f64 = pairs.iter().map(|p| p.iou).sum();
+        let ratio = |a: usize, b: usize| {
+            if b == 0 {
+                f64::NAN
+            } else {
+                a as f64 / b as f64
+            }
+        };
+        Report {
+            method,
+            pointing_game: ratio(hits, n),
+            hostile_pointing_game: ratio(hostile_hits, hostile.len()),
+            miou: if n == 0 { f64::NAN } else { iou_sum / n as f64 },
+            pairs: n,
+            hostile_pairs: hostile.len(),
+            scenes,
         }
-    };
-    Report {
-        method: method.to_string(),
-        pointing_game: ratio(hits, n),
-        hostile_pointing_game: ratio(hostile_hits, hostile.len()),
-        miou: if n == 0 { f64::NAN } else { iou_sum / n as f64 },
-        pairs: n,
-        hostile_pairs: hostile.len(),
-        scenes,
     }
 }
 
 /// Evaluates `method` on the scenes: pointing game, hostile pointing game and mIoU.
 ///
+/// With a [`EvalOptions::shard`] other than the whole run, the report covers
+/// that shard's scenes only (and may have no pairs: its ratios are then NaN).
+///
 /// # Errors
-/// [`RspError::InvalidArgument`] if the scenes evaluated hold no object (no
-/// score is defined), and any error of explaining a scene.
+/// [`RspError::InvalidArgument`] if the scenes evaluated (the whole run) hold
+/// no object (no score is defined), and any error of explaining a scene.
 ///
 /// ```no_run
 /// use rsp::eval::{benchmark::{evaluate, EvalOptions}, dataset::Scenes};
@@ -227,9 +253,13 @@ pub fn evaluate<T: Float>(
     method: &Method,
     options: &EvalOptions<'_>,
 ) -> Result<Report> {
-    check_scorable(scenes, scene_count(scenes, options.limit))?;
+    let n = scene_count(scenes, options.limit);
+    // A shard may hold no object; the merged run is checked as a whole.
+    if options.shard.is_whole() {
+        check_scorable(scenes, n)?;
+    }
     let pairs = score_pairs(net, scenes, method, options)?;
-    Ok(summarise(method, scene_count(scenes, options.limit), &pairs))
+    Ok(summarise(method, options.shard.share_of(n), &pairs))
 }
 
 /// One step of the cascading randomisation.

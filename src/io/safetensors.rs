@@ -772,6 +772,9 @@ pub fn save<T: Float>(net: &Network<T>, path: impl AsRef<Path>) -> Result<()> {
         full.extend_from_slice(shape);
         metadata.insert("input_shape".to_string(), serde_json::to_string(&full).expect("serialisable"));
     }
+    if let Some(norm) = net.input_normalization() {
+        metadata.insert("normalization".to_string(), serde_json::to_string(norm).expect("serialisable"));
+    }
     let bytes = ::safetensors::serialize(views, Some(metadata)).map_err(|e| RspError::model(e.to_string()))?;
     crate::io::atomic::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
 }
@@ -783,7 +786,8 @@ fn to_le_bytes<T: Float>(v: T) -> Vec<u8> {
     }
 }
 
-/// Applies the metadata every model file may carry: `start_layer`, `classes`, `input_shape`.
+/// Applies the metadata every model file may carry: `start_layer`, `classes`,
+/// `input_shape`, `normalization` (`{"mean": [..], "std": [..]}`).
 pub(crate) fn apply_common_metadata<T: Float>(
     net: &mut Network<T>,
     metadata: &HashMap<String, String>,
@@ -804,6 +808,8 @@ pub(crate) fn apply_common_metadata<T: Float>(
             net.set_input_shape(Some(shape[1..].to_vec()));
         }
     }
+    let norm = json_field::<crate::network::InputNormalization>(metadata, "normalization", origin)?;
+    net.set_input_normalization(norm).map_err(|e| RspError::format(origin, e.to_string()))?;
     Ok(())
 }
 
