@@ -76,7 +76,7 @@ impl RspOptions {
 /// assert_eq!(m.to_string(), "gradient-x-input");
 /// assert_eq!("lrp-epsilon=0.01".parse::<Method>().unwrap(), Method::LrpEpsilon(0.01));
 /// assert_eq!("rsp-comparative".parse::<Method>().unwrap(), Method::Rsp(rsp::RspOptions::COMPARATIVE));
-/// assert_eq!(Method::ALL.len(), 7);
+/// assert_eq!(Method::ALL.len(), 9);
 /// assert!("gradcam++".parse::<Method>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +96,13 @@ pub enum Method {
     LrpEpsilon(f64),
     /// LRP with the α1β0-rule on convolutions and linear layers.
     LrpAlpha1Beta0,
+    /// Contrastive LRP (CLRP1; Gu, Yang & Tresp 2018): LRP-α1β0 of the
+    /// target minus that of the dual class made of all other classes, rescaled
+    /// to the same total. The paper's map is the positive part.
+    Clrp,
+    /// Softmax-gradient LRP (Iwana, Kuroki & Uchida 2019): LRP-α1β0 seeded with
+    /// the gradient of the target's softmax probability with respect to the logits.
+    Sglrp,
     /// A method given by its [`Rules`](super::Rules) (named here), run with
     /// [`crate::Network::explain_rules`]; [`crate::Network::explain`] refuses it.
     Custom(&'static str),
@@ -129,7 +136,7 @@ impl From<&Method> for Method {
 impl Method {
     /// Every method under its command-line name: RSP (single-class and
     /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`].
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 9] = [
         Method::Rsp(RspOptions::SINGLE_CLASS),
         Method::Rsp(RspOptions::COMPARATIVE),
         Method::GradCam,
@@ -137,6 +144,8 @@ impl Method {
         Method::GradientXInput,
         Method::LrpEpsilon(DEFAULT_LRP_EPSILON),
         Method::LrpAlpha1Beta0,
+        Method::Clrp,
+        Method::Sglrp,
     ];
 
     /// The method's command-line name (without ε).
@@ -154,6 +163,8 @@ impl Method {
             Method::GradientXInput => "gradient-x-input",
             Method::LrpEpsilon(_) => "lrp-epsilon",
             Method::LrpAlpha1Beta0 => "lrp-alpha1-beta0",
+            Method::Clrp => "clrp",
+            Method::Sglrp => "sglrp",
             Method::Custom(name) => name,
         }
     }
@@ -172,6 +183,8 @@ impl Method {
             Method::GradientXInput => "grad x input",
             Method::LrpEpsilon(_) => "LRP-eps",
             Method::LrpAlpha1Beta0 => "LRP-a1b0",
+            Method::Clrp => "CLRP",
+            Method::Sglrp => "SGLRP",
             Method::Custom(name) => name,
         }
     }

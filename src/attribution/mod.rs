@@ -10,6 +10,8 @@
 //! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `baselines.rs` |
 //! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
 //! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
+//! | [`Method::Clrp`] | LRP-α1β0 of the target minus that of the other classes, rescaled | `contrastive.rs` |
+//! | [`Method::Sglrp`] | LRP-α1β0 from the softmax gradient of `p_t` at the output ([`Sglrp`]) | `contrastive.rs` |
 //! | your own ([`Rules`]) | [`Network::explain_rules`] | one file, anywhere |
 //!
 //! The formulas are in `docs/methods.md` and, for RSP, on the method page
@@ -37,6 +39,7 @@
 //! ```
 
 mod baselines;
+mod contrastive;
 mod explanation;
 mod lrp;
 mod method;
@@ -47,6 +50,7 @@ mod target;
 mod timing;
 mod walk;
 
+pub use contrastive::Sglrp;
 pub use explanation::Explanation;
 pub use lrp::{Lrp, LrpRule};
 pub use method::{HostileClasses, Method, RspOptions, StartRule, DEFAULT_LRP_EPSILON};

@@ -61,6 +61,12 @@ enum MethodArg {
     /// LRP with the α1β0-rule.
     #[value(name = "lrp-alpha1-beta0")]
     LrpAlpha1Beta0,
+    /// Contrastive LRP (CLRP1): the target against all other classes.
+    #[value(name = "clrp")]
+    Clrp,
+    /// Softmax-gradient LRP.
+    #[value(name = "sglrp")]
+    Sglrp,
 }
 
 impl MethodArg {
@@ -73,6 +79,8 @@ impl MethodArg {
             MethodArg::GradientXInput => Method::GradientXInput,
             MethodArg::LrpEpsilon => Method::LrpEpsilon(epsilon),
             MethodArg::LrpAlpha1Beta0 => Method::LrpAlpha1Beta0,
+            MethodArg::Clrp => Method::Clrp,
+            MethodArg::Sglrp => Method::Sglrp,
         }
     }
 }

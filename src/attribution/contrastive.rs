@@ -1,0 +1,97 @@
+//! The class-contrastive members of the LRP family: CLRP (Gu, Yang & Tresp,
+//! ACCV 2018) and SGLRP (Iwana, Kuroki & Uchida, ICCV Workshops 2019).
+//!
+//! Both propagate with the LRP-α1β0 composite of `lrp.rs` ([`Lrp::alpha1_beta0`]):
+//! the z⁺ rule on every convolution and linear layer whose input is
+//! non-negative (every layer after a ReLU) and z^B on the input convolution —
+//! bounded Deep Taylor decomposition, the propagation both papers build on.
+//! What makes them contrastive is the relevance they start from at the logits:
+//!
+//! * **SGLRP** ([`Sglrp`], one walk): the gradient of the target's softmax
+//!   probability `p_t` with respect to the logits, `R_t = p_t (1 − p_t)` and
+//!   `R_n = −p_t p_n` for `n ≠ t`. The seed sums to zero; the other classes
+//!   enter with negative relevance in proportion to their probability.
+//! * **CLRP** (two walks, [`clrp`]): the target's relevance `R_target`, seeded with
+//!   `|y_t|` at the target, minus the relevance of the *dual* virtual class,
+//!   seeded with `|y_n|` at every other class (the paper's CLRP1 and its
+//!   released code's default), rescaled to the same total:
+//!   `R = R_target − (Σ R_target / Σ R_dual) · R_dual`. The paper's CLRP map is
+//!   its positive part ([`Explanation::positive`](crate::Explanation::positive));
+//!   the negative part is where the other classes' evidence outweighs the target's.
+//!
+//! The formulas, and where these differ from the authors' released code, are in
+//! `docs/methods.md`.
+
+use super::lrp::Lrp;
+use super::walk::Rules;
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::float::{safe_div, Float};
+use crate::layers::{Layer, RuleContext};
+use crate::network::{Activations, Network, Source};
+use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
+
+/// SGLRP: the LRP-α1β0 composite seeded with the softmax gradient of the
+/// target (see the module's documentation). Also usable with
+/// [`Network::explain_rules`]; [`crate::Method::Sglrp`] runs it.
+///
+/// ```
+/// use rsp::attribution::{Rules, Sglrp};
+/// let logits = rsp::ndarray::arr1(&[0.0f64, 0.0]);
+/// // Two equal logits: p = (½, ½), so the seed is (¼, −¼).
+/// let seed = Rules::<f64>::seed(&Sglrp, logits.view(), 0);
+/// assert_eq!(seed.into_raw_vec_and_offset().0, vec![0.25, -0.25]);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sglrp;
+
+impl<T: Float> Rules<T> for Sglrp {
+    fn name(&self) -> &'static str {
+        "sglrp"
+    }
+
+    fn layer(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
+        Lrp::alpha1_beta0().layer(backend, layer, x, relevance, ctx)
+    }
+
+    fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, relevance: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)> {
+        Rules::<T>::add(&Lrp::alpha1_beta0(), a, b, relevance)
+    }
+
+    /// `∂p_t/∂y`: `p_t (1 − p_t)` at the target, `−p_t p_n` elsewhere, with
+    /// `p = softmax(y)` computed from `y − max y` (no overflow).
+    fn seed(&self, logits: ArrayView1<T>, target: usize) -> ArrayD<T> {
+        let top = logits.iter().copied().fold(T::neg_infinity(), T::max);
+        let exp: Vec<T> = logits.iter().map(|&y| (y - top).exp()).collect();
+        let total: T = exp.iter().copied().sum();
+        let p_target = exp[target] / total;
+        let mut seed = ArrayD::zeros(IxDyn(&[logits.len()]));
+        for (n, &e) in exp.iter().enumerate() {
+            seed[[n]] = if n == target { p_target * (T::one() - p_target) } else { -(p_target * (e / total)) };
+        }
+        seed
+    }
+}
+
+/// CLRP's input relevance for one sample: `R_target − (Σ R_target / Σ R_dual) · R_dual`
+/// (see the module's documentation); `R_target` alone when `Σ R_dual = 0`.
+pub(crate) fn clrp<T: Float>(net: &Network<T>, acts: &Activations<'_, T>, target: usize) -> Result<ArrayD<T>> {
+    let logits = net.logits_of(acts)?;
+    let mut target_seed = ArrayD::zeros(IxDyn(&[logits.len()]));
+    target_seed[[target]] = logits[target].abs();
+    let mut dual_seed = logits.mapv(|y| y.abs()).into_dyn();
+    dual_seed[[target]] = T::zero();
+    let rules = Lrp::alpha1_beta0();
+    let last = net.nodes().len() - 1;
+    let target_relevance = net.walk(acts, last, target_seed, Source::Input, &rules, false)?.0;
+    let dual_relevance = net.walk(acts, last, dual_seed, Source::Input, &rules, false)?.0;
+    let scale = safe_div(target_relevance.sum(), dual_relevance.sum());
+    Ok(ndarray::Zip::from(&target_relevance).and(&dual_relevance).map_collect(|&t, &d| t - scale * d))
+}
