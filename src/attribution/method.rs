@@ -76,7 +76,8 @@ impl RspOptions {
 /// assert_eq!(m.to_string(), "gradient-x-input");
 /// assert_eq!("lrp-epsilon=0.01".parse::<Method>().unwrap(), Method::LrpEpsilon(0.01));
 /// assert_eq!("rsp-comparative".parse::<Method>().unwrap(), Method::Rsp(rsp::RspOptions::COMPARATIVE));
-/// assert_eq!(Method::ALL.len(), 7);
+/// assert_eq!("rap".parse::<Method>().unwrap(), Method::Rap);
+/// assert_eq!(Method::ALL.len(), 8);
 /// assert!("gradcam++".parse::<Method>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +97,10 @@ pub enum Method {
     LrpEpsilon(f64),
     /// LRP with the α1β0-rule on convolutions and linear layers.
     LrpAlpha1Beta0,
+    /// RAP (Relative Attributing Propagation, Nam et al., AAAI 2020) as its
+    /// released code computes it, from the one-hot target at the logits
+    /// ([`Rap`](super::Rap), `docs/method-rap.md`).
+    Rap,
     /// A method given by its [`Rules`](super::Rules) (named here), run with
     /// [`crate::Network::explain_rules`]; [`crate::Network::explain`] refuses it.
     Custom(&'static str),
@@ -128,8 +133,8 @@ impl From<&Method> for Method {
 
 impl Method {
     /// Every method under its command-line name: RSP (single-class and
-    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`].
-    pub const ALL: [Method; 7] = [
+    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`], then RAP.
+    pub const ALL: [Method; 8] = [
         Method::Rsp(RspOptions::SINGLE_CLASS),
         Method::Rsp(RspOptions::COMPARATIVE),
         Method::GradCam,
@@ -137,6 +142,7 @@ impl Method {
         Method::GradientXInput,
         Method::LrpEpsilon(DEFAULT_LRP_EPSILON),
         Method::LrpAlpha1Beta0,
+        Method::Rap,
     ];
 
     /// The method's command-line name (without ε).
@@ -154,6 +160,7 @@ impl Method {
             Method::GradientXInput => "gradient-x-input",
             Method::LrpEpsilon(_) => "lrp-epsilon",
             Method::LrpAlpha1Beta0 => "lrp-alpha1-beta0",
+            Method::Rap => "rap",
             Method::Custom(name) => name,
         }
     }
@@ -172,6 +179,7 @@ impl Method {
             Method::GradientXInput => "grad x input",
             Method::LrpEpsilon(_) => "LRP-eps",
             Method::LrpAlpha1Beta0 => "LRP-a1b0",
+            Method::Rap => "RAP",
             Method::Custom(name) => name,
         }
     }

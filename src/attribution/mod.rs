@@ -10,6 +10,7 @@
 //! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `baselines.rs` |
 //! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
 //! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
+//! | [`Method::Rap`] | RAP as released, from the one-hot at the output (`docs/method-rap.md`) | `baselines.rs`, `rap.rs` ([`Rap`]) |
 //! | your own ([`Rules`]) | [`Network::explain_rules`] | one file, anywhere |
 //!
 //! The formulas are in `docs/methods.md` and, for RSP, on the method page
@@ -40,6 +41,7 @@ mod baselines;
 mod explanation;
 mod lrp;
 mod method;
+mod rap;
 mod resample;
 mod rsp;
 pub(crate) mod start;
@@ -50,6 +52,7 @@ mod walk;
 pub use explanation::Explanation;
 pub use lrp::{Lrp, LrpRule};
 pub use method::{HostileClasses, Method, RspOptions, StartRule, DEFAULT_LRP_EPSILON};
+pub use rap::Rap;
 pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};
