@@ -58,7 +58,7 @@ fn rules(c: &mut Criterion) {
     let input_layer = conv(64, 3, 3);
     let image = Array3::from_shape_fn((3, 224, 224), |(k, i, j)| noise(4 + (k * 224 + i) * 224 + j)).into_dyn();
     let r = relevance(64, 224, 224, 5).into_dyn();
-    let ctx = RuleContext { is_input_layer: true };
+    let ctx = RuleContext { is_input_layer: true, ..Default::default() };
     group.bench_function("zB input conv 3->64 224x224", |b| {
         b.iter(|| input_layer.rsp_backward(&CpuBackend, image.view(), r.view(), ctx).unwrap())
     });

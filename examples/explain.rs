@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! cargo run --release --example explain -- --image cat.png [--model resnet.onnx] [--target 281]
-//!     [--method rsp|rsp-comparative|gradcam|gradient|gradient-x-input|lrp-epsilon|lrp-alpha1-beta0]
+//!     [--method rsp|rsp-comparative|gradcam|gradient|gradient-x-input|lrp-epsilon|lrp-alpha1-beta0|rap|clrp|sglrp]
 //!     [--normalization imagenet|scenes|none] [--size H,W] [--out figure.png]
 //! ```
 //!

@@ -101,6 +101,9 @@ pub mod docs {
     /// The baselines next to RSP: their formulas and how they are called (`docs/methods.md`).
     #[doc = include_str!("../docs/methods.md")]
     pub mod methods {}
+    /// RAP as its authors' released code computes it: every rule and constant (`docs/method-rap.md`).
+    #[doc = include_str!("../docs/method-rap.md")]
+    pub mod method_rap {}
     /// Modules and the data flow of one attribution (`docs/architecture.md`).
     #[doc = include_str!("../docs/architecture.md")]
     pub mod architecture {}

@@ -1,11 +1,13 @@
 //! The baselines RSP is compared with, one sample at a time: Grad-CAM, the
-//! gradient, gradient × input, LRP-ε, LRP-α1β0, CLRP and SGLRP (formulas in
-//! `docs/methods.md`; LRP's rules are the composites of `lrp.rs`, the
-//! contrastive seeds are in `contrastive.rs`). Each
+//! gradient, gradient × input, LRP-ε, LRP-α1β0 (formulas in
+//! `docs/methods.md`; LRP's rules are the composites of `lrp.rs`), RAP
+//! (`rap.rs`, `docs/method-rap.md`), CLRP and SGLRP (their seeds in
+//! `contrastive.rs`). Each
 //! walks the graph with the one walk of `walk.rs`.
 
 use super::contrastive::{clrp, Sglrp};
 use super::lrp::Lrp;
+use super::rap::Rap;
 use super::rsp::ensure_finite;
 use super::start::weighted_activation;
 use super::walk::Rules;
@@ -62,6 +64,11 @@ impl<T: Float> Network<T> {
             }
             Method::LrpAlpha1Beta0 => {
                 let r = self.walk_from_output(&acts, target, &Lrp::alpha1_beta0())?;
+                let map = channel_sum(&r);
+                (Some(r), None, map)
+            }
+            Method::Rap => {
+                let r = self.walk_from_output(&acts, target, &Rap)?;
                 let map = channel_sum(&r);
                 (Some(r), None, map)
             }

@@ -76,7 +76,8 @@ impl RspOptions {
 /// assert_eq!(m.to_string(), "gradient-x-input");
 /// assert_eq!("lrp-epsilon=0.01".parse::<Method>().unwrap(), Method::LrpEpsilon(0.01));
 /// assert_eq!("rsp-comparative".parse::<Method>().unwrap(), Method::Rsp(rsp::RspOptions::COMPARATIVE));
-/// assert_eq!(Method::ALL.len(), 9);
+/// assert_eq!("rap".parse::<Method>().unwrap(), Method::Rap);
+/// assert_eq!(Method::ALL.len(), 10);
 /// assert!("gradcam++".parse::<Method>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +97,10 @@ pub enum Method {
     LrpEpsilon(f64),
     /// LRP with the α1β0-rule on convolutions and linear layers.
     LrpAlpha1Beta0,
+    /// RAP (Relative Attributing Propagation, Nam et al., AAAI 2020) as its
+    /// released code computes it, from the one-hot target at the logits
+    /// ([`Rap`](super::Rap), `docs/method-rap.md`).
+    Rap,
     /// Contrastive LRP (CLRP1; Gu, Yang & Tresp 2018): LRP-α1β0 of the
     /// target minus that of the dual class made of all other classes, rescaled
     /// to the same total. The paper's map is the positive part.
@@ -135,8 +140,9 @@ impl From<&Method> for Method {
 
 impl Method {
     /// Every method under its command-line name: RSP (single-class and
-    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`].
-    pub const ALL: [Method; 9] = [
+    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`], then
+    /// the bi-polar family: RAP, CLRP, SGLRP.
+    pub const ALL: [Method; 10] = [
         Method::Rsp(RspOptions::SINGLE_CLASS),
         Method::Rsp(RspOptions::COMPARATIVE),
         Method::GradCam,
@@ -144,6 +150,7 @@ impl Method {
         Method::GradientXInput,
         Method::LrpEpsilon(DEFAULT_LRP_EPSILON),
         Method::LrpAlpha1Beta0,
+        Method::Rap,
         Method::Clrp,
         Method::Sglrp,
     ];
@@ -163,6 +170,7 @@ impl Method {
             Method::GradientXInput => "gradient-x-input",
             Method::LrpEpsilon(_) => "lrp-epsilon",
             Method::LrpAlpha1Beta0 => "lrp-alpha1-beta0",
+            Method::Rap => "rap",
             Method::Clrp => "clrp",
             Method::Sglrp => "sglrp",
             Method::Custom(name) => name,
@@ -183,6 +191,7 @@ impl Method {
             Method::GradientXInput => "grad x input",
             Method::LrpEpsilon(_) => "LRP-eps",
             Method::LrpAlpha1Beta0 => "LRP-a1b0",
+            Method::Rap => "RAP",
             Method::Clrp => "CLRP",
             Method::Sglrp => "SGLRP",
             Method::Custom(name) => name,

@@ -10,6 +10,7 @@
 //! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `baselines.rs` |
 //! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
 //! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
+//! | [`Method::Rap`] | RAP as released, from the one-hot at the output (`docs/method-rap.md`) | `baselines.rs`, `rap.rs` ([`Rap`]) |
 //! | [`Method::Clrp`] | LRP-α1β0 of the target minus that of the other classes, rescaled | `contrastive.rs` |
 //! | [`Method::Sglrp`] | LRP-α1β0 from the softmax gradient of `p_t` at the output ([`Sglrp`]) | `contrastive.rs` |
 //! | your own ([`Rules`]) | [`Network::explain_rules`] | one file, anywhere |
@@ -43,6 +44,7 @@ mod contrastive;
 mod explanation;
 mod lrp;
 mod method;
+mod rap;
 mod resample;
 mod rsp;
 pub(crate) mod start;
@@ -54,6 +56,7 @@ pub use contrastive::Sglrp;
 pub use explanation::Explanation;
 pub use lrp::{Lrp, LrpRule};
 pub use method::{HostileClasses, Method, RspOptions, StartRule, DEFAULT_LRP_EPSILON};
+pub use rap::Rap;
 pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};

@@ -160,7 +160,7 @@ impl<T: Float> Network<T> {
             let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
                 NodeOp::Layer(l) => {
                     let src = node.inputs[0];
-                    let ctx = RuleContext { is_input_layer: src == Source::Input };
+                    let ctx = RuleContext { is_input_layer: src == Source::Input, receives_seed: k == from };
                     vec![(src, rules.layer(self.backend(), l.as_ref(), acts.get(src), r.view(), ctx)?)]
                 }
                 NodeOp::Add => {

@@ -86,6 +86,10 @@ pub struct RuleContext {
     /// The layer consumes the network input (a convolution there uses the z^B
     /// rule with the input's bounds instead of the sectional rule).
     pub is_input_layer: bool,
+    /// The node is the one the walk starts at: the relevance at its output is
+    /// the walk's seed (RAP's first-propagation rule keys on it; RSP, LRP and
+    /// the gradient ignore it).
+    pub receives_seed: bool,
 }
 
 /// What one layer costs for one sample, for the pre-flight check of every call

@@ -61,6 +61,9 @@ enum MethodArg {
     /// LRP with the α1β0-rule.
     #[value(name = "lrp-alpha1-beta0")]
     LrpAlpha1Beta0,
+    /// RAP (Relative Attributing Propagation) as released, from the one-hot target at the logits.
+    #[value(name = "rap")]
+    Rap,
     /// Contrastive LRP (CLRP1): the target against all other classes.
     #[value(name = "clrp")]
     Clrp,
@@ -79,6 +82,7 @@ impl MethodArg {
             MethodArg::GradientXInput => Method::GradientXInput,
             MethodArg::LrpEpsilon => Method::LrpEpsilon(epsilon),
             MethodArg::LrpAlpha1Beta0 => Method::LrpAlpha1Beta0,
+            MethodArg::Rap => Method::Rap,
             MethodArg::Clrp => Method::Clrp,
             MethodArg::Sglrp => Method::Sglrp,
         }
