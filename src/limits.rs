@@ -98,8 +98,8 @@ pub const DEFAULT_MAX_WORK: u64 = 500_000_000_000;
 /// convolutions runs in wide vector registers inside a cache-blocked GEMM.
 pub const POOL_STEP_WORK: u64 = 16;
 
-/// The number of steps of a pixel-flipping curve by default
-/// ([`crate::eval::faithfulness::FaithfulnessOptions::step`]): a 64×64 map is
+/// The number of steps of a pixel-flipping curve by default (`step` of
+/// `eval::faithfulness::FaithfulnessOptions`, feature `eval`): a 64×64 map is
 /// flipped 128 pixels at a time.
 pub const DEFAULT_FLIP_STEPS: usize = 32;
 

@@ -185,8 +185,8 @@ fn curves_on_shipped_scenes_start_and_end_at_the_forward_logits() {
             assert_eq!((*c.deletion.last().unwrap(), *c.lerf.last().unwrap(), c.insertion[0]), (empty, empty, empty));
             // Deleting the most relevant first under −h is deleting the least
             // relevant first under h (ties go to the lower index in both).
-            let negated = flip_curves(&net, x.view(), h.mapv(|v| -v).view(), b.class, &FaithfulnessOptions::default())
-                .unwrap();
+            let negated =
+                flip_curves(&net, x.view(), h.mapv(|v| -v).view(), b.class, &FaithfulnessOptions::default()).unwrap();
             assert_eq!(negated.deletion, c.lerf);
             assert_eq!(auc(&c.fractions, &negated.deletion), c.areas().2);
         }
@@ -197,13 +197,16 @@ fn curves_on_shipped_scenes_start_and_end_at_the_forward_logits() {
 fn scene_measures_satisfy_their_invariants_and_leave_the_other_scores_alone() {
     let net = Network::<f32>::load(path("data/digits_vgg.safetensors")).unwrap();
     let scenes = scenes();
-    let plain = evaluate(&net, &scenes, &Method::default(), &EvalOptions { limit: Some(6), ..Default::default() })
-        .unwrap();
+    let plain =
+        evaluate(&net, &scenes, &Method::default(), &EvalOptions { limit: Some(6), ..Default::default() }).unwrap();
     assert!(plain.faithfulness.is_none());
     assert!(!plain.to_json().contains("deletion_auc"));
     let rsp = evaluate(&net, &scenes, &Method::default(), &options(6)).unwrap();
     let f = rsp.faithfulness.clone().unwrap();
-    assert_eq!((rsp.pointing_game, rsp.hostile_pointing_game, rsp.miou), (plain.pointing_game, plain.hostile_pointing_game, plain.miou));
+    assert_eq!(
+        (rsp.pointing_game, rsp.hostile_pointing_game, rsp.miou),
+        (plain.pointing_game, plain.hostile_pointing_game, plain.miou)
+    );
     assert!(rsp.to_json().contains("\"deletion_auc\":"));
     // RSP's ranking matters: deleting its most relevant pixels first hurts the
     // logit more than deleting its least relevant first.

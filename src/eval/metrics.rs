@@ -229,9 +229,18 @@ pub fn negative_mass_in<T: Float>(h: ArrayView2<T>, region: ArrayView2<u8>) -> R
 }
 
 /// Σ over `region` of `part(h)` / Σ `part(h)`, `None` if the total is 0.
-fn mass_in<T: Float>(h: ArrayView2<T>, region: ArrayView2<u8>, part: fn(f64) -> f64, what: &str) -> Result<Option<f64>> {
+fn mass_in<T: Float>(
+    h: ArrayView2<T>,
+    region: ArrayView2<u8>,
+    part: fn(f64) -> f64,
+    what: &str,
+) -> Result<Option<f64>> {
     if h.dim() != region.dim() {
-        return Err(RspError::shape(format!("{what} region"), format!("the heatmap's shape {:?}", h.shape()), region.shape()));
+        return Err(RspError::shape(
+            format!("{what} region"),
+            format!("the heatmap's shape {:?}", h.shape()),
+            region.shape(),
+        ));
     }
     let (mut inside, mut total) = (0.0, 0.0);
     for (&v, &m) in h.iter().zip(region.iter()) {
