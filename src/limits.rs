@@ -97,3 +97,12 @@ pub const DEFAULT_MAX_WORK: u64 = 500_000_000_000;
 /// step is a scalar load and compare (or add), while a multiply–add of the
 /// convolutions runs in wide vector registers inside a cache-blocked GEMM.
 pub const POOL_STEP_WORK: u64 = 16;
+
+/// The number of steps of a pixel-flipping curve by default (`step` of
+/// `eval::faithfulness::FaithfulnessOptions`, feature `eval`): a 64×64 map is
+/// flipped 128 pixels at a time.
+pub const DEFAULT_FLIP_STEPS: usize = 32;
+
+/// The most perturbed images one forward call of the pixel-flipping curves
+/// holds, whatever the step size: memory stays bounded by this many inputs.
+pub const FLIP_BATCH: usize = 64;

@@ -328,6 +328,47 @@ fn evaluate_shards_merge_to_the_unsharded_report_bit_for_bit() {
 }
 
 #[test]
+fn faithfulness_shards_merge_to_the_unsharded_report_bit_for_bit() {
+    let dir = scratch("faithfulness");
+    let run = |extra: &[&str]| {
+        let mut c = rsp();
+        c.args(["evaluate", "--model", MODEL, "--scenes", SCENES, "--limit", "5", "--json", "--method", "rsp"])
+            .args(["--faithfulness", "--flip-step", "512", "--seed", "3"])
+            .args(extra);
+        ok(c.output().unwrap(), "evaluate --faithfulness")
+    };
+    let whole = run(&[]);
+    let whole_json: Value = serde_json::from_str(whole.lines().last().unwrap()).unwrap();
+    for key in ["deletion_auc", "insertion_auc", "lerf_auc", "positive_mass", "hostile_mass", "random_logit_spearman"] {
+        assert!(whole_json[key].is_f64(), "{key} in {whole_json}");
+    }
+    let files: Vec<PathBuf> = (1..=3)
+        .map(|i| {
+            let file = dir.join(format!("shard-{i}.txt"));
+            std::fs::write(&file, run(&["--shard", &format!("{i}/3")])).unwrap();
+            file
+        })
+        .collect();
+    let mut merge = rsp();
+    merge.arg("merge").arg("--json").args(&files);
+    let merged = ok(merge.output().unwrap(), "merge");
+    assert_eq!(merged.lines().last().unwrap(), whole.lines().last().unwrap());
+    for line in whole.lines().filter(|l| l.contains("AUC") || l.contains("mass") || l.contains("random-logit")) {
+        assert!(merged.contains(line), "{line} missing from {merged}");
+    }
+    // A shard without the measures, or with another step, is not part of this run.
+    let other = dir.join("other.txt");
+    let mut c = rsp();
+    c.args(["evaluate", "--model", MODEL, "--scenes", SCENES, "--limit", "5", "--json", "--method", "rsp"])
+        .args(["--shard", "2/3"]);
+    std::fs::write(&other, ok(c.output().unwrap(), "plain shard")).unwrap();
+    let mut mixed = rsp();
+    mixed.arg("merge").args([&files[0], &other, &files[2]]);
+    fails_with(mixed.output().unwrap(), "`faithfulness_options` differs", "without the measures");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn bad_folder_runs_are_one_line_errors() {
     let dir = scratch("errors");
     let images = dir.join("images");

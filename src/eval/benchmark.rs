@@ -6,6 +6,7 @@
 //! scene order, so the numbers do not depend on the number of threads.
 
 use super::dataset::Scenes;
+use super::faithfulness::{FaithfulnessOptions, FaithfulnessSummary, PairFaithfulness};
 use super::metrics::{hostile_pointing_hit, pointing_hit, spearman, top_k_iou, BoxRegion};
 use crate::attribution::{Method, Target};
 use crate::error::{Result, RspError};
@@ -27,6 +28,9 @@ pub struct EvalOptions<'a> {
     /// Only this shard's share of those scenes (scene `i` belongs to shard
     /// `i mod N + 1`); the whole selection by default.
     pub shard: crate::shard::Shard,
+    /// Also compute the faithfulness measures of [`super::faithfulness`] for
+    /// every pair (pixel flipping costs about 100 forward passes per pair).
+    pub faithfulness: Option<FaithfulnessOptions>,
 }
 
 /// The scores of one method, as `data/README.md` defines them.
@@ -49,6 +53,10 @@ pub struct Report {
     /// Number of scenes evaluated.
     #[serde(skip)]
     pub scenes: usize,
+    /// The faithfulness measures, if they were computed (their keys are then
+    /// part of the JSON line).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub faithfulness: Option<FaithfulnessSummary>,
 }
 
 impl Report {
@@ -56,7 +64,7 @@ impl Report {
     /// `{"method":…,"pointing_game":…,"hostile_pointing_game":…,"miou":…,"pairs":…}`.
     ///
     /// ```
-    /// let r = rsp::eval::benchmark::Report { method: "rsp".into(), pointing_game: 1.0, hostile_pointing_game: 0.5, miou: 0.25, pairs: 2, hostile_pairs: 2, scenes: 1 };
+    /// let r = rsp::eval::benchmark::Report { method: "rsp".into(), pointing_game: 1.0, hostile_pointing_game: 0.5, miou: 0.25, pairs: 2, hostile_pairs: 2, scenes: 1, faithfulness: None };
     /// assert_eq!(r.to_json(), r#"{"method":"rsp","pointing_game":1.0,"hostile_pointing_game":0.5,"miou":0.25,"pairs":2}"#);
     /// ```
     pub fn to_json(&self) -> String {
@@ -77,6 +85,9 @@ pub struct PairScore {
     pub hostile_hit: Option<bool>,
     /// IoU of the top-k region with the ink mask.
     pub iou: f64,
+    /// The faithfulness measures, if they were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faithfulness: Option<PairFaithfulness>,
 }
 
 /// The maps of one scene: `(slot, box)` of each object and the maps `(objects, H, W)`.
@@ -105,6 +116,18 @@ pub fn scene_heatmaps<T: Float>(net: &Network<T>, scenes: &Scenes, i: usize, met
 
 /// The scores of every pair of scene `i`.
 pub fn score_scene<T: Float>(net: &Network<T>, scenes: &Scenes, i: usize, method: &Method) -> Result<Vec<PairScore>> {
+    score_scene_with(net, scenes, i, method, None)
+}
+
+/// The scores of every pair of scene `i`, with the faithfulness measures if
+/// `faithfulness` is given.
+pub fn score_scene_with<T: Float>(
+    net: &Network<T>,
+    scenes: &Scenes,
+    i: usize,
+    method: &Method,
+    faithfulness: Option<&FaithfulnessOptions>,
+) -> Result<Vec<PairScore>> {
     let (slots, maps) = scene_heatmaps(net, scenes, i, method)?;
     let boxes: Vec<BoxRegion> = slots.iter().map(|(_, b)| *b).collect();
     let mut out = Vec::with_capacity(slots.len());
@@ -119,7 +142,14 @@ pub fn score_scene<T: Float>(net: &Network<T>, scenes: &Scenes, i: usize, method
             hit: pointing_hit(map, b, BOX_MARGIN),
             hostile_hit: (!others.is_empty()).then(|| hostile_pointing_hit(map, &others, BOX_MARGIN)),
             iou: top_k_iou(map, scenes.mask(i, *slot))?,
+            faithfulness: None,
         });
+    }
+    if let Some(options) = faithfulness {
+        let measures = super::faithfulness::score_scene(net, scenes, i, method, &slots, &maps, options)?;
+        for (pair, m) in out.iter_mut().zip(measures) {
+            pair.faithfulness = Some(m);
+        }
     }
     Ok(out)
 }
@@ -177,7 +207,7 @@ pub fn score_pairs<T: Float>(
     let selected: Vec<usize> = (0..n).filter(|&i| options.shard.owns(i)).collect();
     check_evaluation_budget(net, scenes, n)?;
     let per_scene: Vec<Vec<PairScore>> = crate::network::map_samples(selected.len(), |k| {
-        let r = score_scene(net, scenes, selected[k], method);
+        let r = score_scene_with(net, scenes, selected[k], method, options.faithfulness.as_ref());
         if let Some(p) = options.progress {
             p();
         }
@@ -199,8 +229,8 @@ impl Report {
     /// ```
     /// use rsp::eval::benchmark::{PairScore, Report};
     /// let pairs = [
-    ///     PairScore { scene: 0, class: 1, hit: true, hostile_hit: Some(false), iou: 0.5 },
-    ///     PairScore { scene: 0, class: 2, hit: false, hostile_hit: Some(true), iou: 0.25 },
+    ///     PairScore { scene: 0, class: 1, hit: true, hostile_hit: Some(false), iou: 0.5, faithfulness: None },
+    ///     PairScore { scene: 0, class: 2, hit: false, hostile_hit: Some(true), iou: 0.25, faithfulness: None },
     /// ];
     /// let r = Report::from_pairs("rsp".into(), 1, &pairs);
     /// assert_eq!((r.pointing_game, r.hostile_pointing_game, r.miou), (0.5, 0.5, 0.375));
@@ -226,6 +256,9 @@ impl Report {
             pairs: n,
             hostile_pairs: hostile.len(),
             scenes,
+            faithfulness: FaithfulnessSummary::of(
+                &pairs.iter().map(|p| (p.faithfulness, p.hostile_hit.is_some())).collect::<Vec<_>>(),
+            ),
         }
     }
 }
@@ -274,11 +307,12 @@ pub struct SensitivityStep {
     pub spearman: f64,
 }
 
-/// A small deterministic generator (SplitMix64) for the He-normal draws.
-struct SplitMix64(u64);
+/// A small deterministic generator (SplitMix64) for the He-normal draws and
+/// the random-logit test's classes.
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -187,6 +187,72 @@ pub fn top_k_iou<T: Float>(h: ArrayView2<T>, mask: ArrayView2<u8>) -> Result<f64
     Ok(inter as f64 / (2 * k - inter) as f64)
 }
 
+/// Relevance mass accuracy of the positive map: Σ over the nonzero pixels of
+/// `mask` of `h⁺ = max(h, 0)` / Σ over the map of `h⁺` (sums in f64,
+/// row-major). `0.0` when the map has no positive part: nothing points at the
+/// object. Negative relevance is left out (it would cancel positive evidence
+/// in the mask).
+///
+/// # Errors
+/// [`RspError::Shape`] if `mask` and `h` differ in shape.
+///
+/// ```
+/// use ndarray::array;
+/// use rsp::eval::metrics::positive_mass_in;
+/// let h = array![[3.0, -5.0], [1.0, 0.0]];
+/// let mask = array![[1u8, 1], [0, 0]];
+/// assert_eq!(positive_mass_in(h.view(), mask.view())?, 0.75);
+/// # Ok::<(), rsp::RspError>(())
+/// ```
+pub fn positive_mass_in<T: Float>(h: ArrayView2<T>, mask: ArrayView2<u8>) -> Result<f64> {
+    Ok(mass_in(h, mask, |v| v.max(0.0), "positive_mass_in")?.unwrap_or(0.0))
+}
+
+/// The share of the negative map that falls in `region`: Σ over the nonzero
+/// pixels of `region` of `h⁻ = max(−h, 0)` / Σ over the map of `h⁻` (sums in
+/// f64, row-major); `None` when the map has no negative part (the share is
+/// undefined, e.g. for Grad-CAM).
+///
+/// # Errors
+/// [`RspError::Shape`] if `region` and `h` differ in shape.
+///
+/// ```
+/// use ndarray::array;
+/// use rsp::eval::metrics::negative_mass_in;
+/// let h = array![[3.0, -6.0], [-2.0, 0.0]];
+/// assert_eq!(negative_mass_in(h.view(), array![[0u8, 1], [0, 1]].view())?, Some(0.75));
+/// assert_eq!(negative_mass_in(h.mapv(f64::abs).view(), array![[1u8, 1], [1, 1]].view())?, None);
+/// # Ok::<(), rsp::RspError>(())
+/// ```
+pub fn negative_mass_in<T: Float>(h: ArrayView2<T>, region: ArrayView2<u8>) -> Result<Option<f64>> {
+    mass_in(h, region, |v| (-v).max(0.0), "negative_mass_in")
+}
+
+/// Σ over `region` of `part(h)` / Σ `part(h)`, `None` if the total is 0.
+fn mass_in<T: Float>(
+    h: ArrayView2<T>,
+    region: ArrayView2<u8>,
+    part: fn(f64) -> f64,
+    what: &str,
+) -> Result<Option<f64>> {
+    if h.dim() != region.dim() {
+        return Err(RspError::shape(
+            format!("{what} region"),
+            format!("the heatmap's shape {:?}", h.shape()),
+            region.shape(),
+        ));
+    }
+    let (mut inside, mut total) = (0.0, 0.0);
+    for (&v, &m) in h.iter().zip(region.iter()) {
+        let p = part(v.to_f64().unwrap_or(f64::NAN));
+        total += p;
+        if m != 0 {
+            inside += p;
+        }
+    }
+    Ok((total > 0.0).then(|| (inside / total).clamp(0.0, 1.0)))
+}
+
 /// A total order on floats where NaN sorts below everything (and equals NaN),
 /// so sorting can never panic on an inconsistent comparison.
 fn cmp_nan_lowest<T: Float>(a: T, b: T) -> Ordering {

@@ -5,8 +5,10 @@
 //! upsampling used to bring feature-level maps to input resolution.
 //! [`dataset`] reads the multi-digit scenes of `data/README.md` and
 //! [`benchmark`] scores any [`Method`](crate::Method) on them (and measures
-//! model sensitivity); see `docs/evaluation.md`.
+//! model sensitivity); [`faithfulness`] adds pixel flipping, the positive
+//! and hostile masses and the random-logit test; see `docs/evaluation.md`.
 
 pub mod benchmark;
 pub mod dataset;
+pub mod faithfulness;
 pub mod metrics;

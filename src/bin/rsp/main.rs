@@ -8,6 +8,7 @@ use ndarray::Ix4;
 use rsp::attribution::DEFAULT_LRP_EPSILON;
 use rsp::eval::benchmark::{evaluate, model_sensitivity, sensitivity_ticks, EvalOptions};
 use rsp::eval::dataset::Scenes;
+use rsp::eval::faithfulness::FaithfulnessOptions;
 use rsp::io::npy::{read_npy, write_npy};
 use rsp::shard::Shard;
 use rsp::{Float, HostileClasses, Method, Network, RspError, RspOptions, StartRule, Target};
@@ -186,9 +187,21 @@ enum Command {
         /// and print the Spearman correlation after each step.
         #[arg(long)]
         sensitivity: bool,
-        /// Seed of the weight randomisation.
+        /// Seed of the weight randomisation and of the random-logit test's classes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also compute the faithfulness measures (docs/evaluation.md): pixel
+        /// flipping (deletion, insertion, LeRF), positive mass in the target's
+        /// mask, hostile mass on the other objects, random-logit test. Costs
+        /// about 100 forward passes per pair.
+        #[arg(long)]
+        faithfulness: bool,
+        /// Pixels replaced per pixel-flipping step (default: 1/32 of the image's pixels).
+        #[arg(long, value_name = "PIXELS", requires = "faithfulness")]
+        flip_step: Option<usize>,
+        /// The value (normalised input units) that replaces a flipped pixel in every channel.
+        #[arg(long, value_name = "V", default_value_t = 0.0, allow_negative_numbers = true)]
+        flip_baseline: f64,
         /// Evaluate only shard I of N (1-based) of the scenes; --json then
         /// prints what `rsp merge` needs. Default: the scheduler's (Slurm
         /// array, Kubernetes indexed Job), else all.
@@ -458,6 +471,7 @@ struct EvaluateArgs {
     sensitivity: bool,
     seed: u64,
     shard: Shard,
+    faithfulness: Option<FaithfulnessOptions>,
     /// `--method` as the CLI names it, and its options, for the shard output.
     method_name: String,
     epsilon: f64,
@@ -480,7 +494,7 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     let started = std::time::Instant::now();
     let bar = progress_bar(shard.share_of(count), &format!("{method}"), "scenes");
     let tick = || bar.inc(1);
-    let options = EvalOptions { limit: args.limit, progress: Some(&tick), shard };
+    let options = EvalOptions { limit: args.limit, progress: Some(&tick), shard, faithfulness: args.faithfulness };
     let pairs =
         if shard.is_whole() { None } else { Some(rsp::eval::benchmark::score_pairs(&net, &scenes, method, &options)?) };
     let report = match &pairs {
@@ -511,12 +525,15 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
         println!("hostile pointing game: {:.4}", report.hostile_pointing_game);
     }
     println!("mIoU:                  {:.4}", report.miou);
+    if let Some(f) = &report.faithfulness {
+        f.lines().iter().for_each(|l| println!("{l}"));
+    }
     println!("time: {elapsed:.2} s");
     if args.sensitivity {
         let ticks = sensitivity_ticks(&net, &scenes, args.limit);
         let bar = progress_bar(ticks, &format!("{method} sensitivity"), "steps");
         let tick = || bar.inc(1);
-        let options = EvalOptions { limit: args.limit, progress: Some(&tick), shard };
+        let options = EvalOptions { limit: args.limit, progress: Some(&tick), shard, faithfulness: None };
         let steps = model_sensitivity(&net, &scenes, method, args.seed, &options)?;
         bar.finish_and_clear();
         println!("model sensitivity (cascading randomisation from the top, seed {}): mean Spearman of |h|", args.seed);
@@ -527,7 +544,7 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     match (&pairs, args.json) {
         (Some(pairs), true) => {
             // What `rsp merge` needs: every pair's outcome and what identifies the run.
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "kind": "evaluate-shard",
                 "shard": shard.to_string(),
                 "model_sha256": folder::sha256_file(&args.model)?,
@@ -543,6 +560,12 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
                 "miou": report.miou,
                 "pairs": report.pairs,
             });
+            if let Some(options) = &args.faithfulness {
+                line["faithfulness_options"] = serde_json::json!(options);
+            }
+            if let Some(Ok(serde_json::Value::Object(keys))) = report.faithfulness.as_ref().map(serde_json::to_value) {
+                keys.into_iter().for_each(|(k, v)| line[k] = v);
+            }
             println!("{line}");
         }
         (None, true) => println!("{}", report.to_json()),
@@ -621,10 +644,18 @@ fn run(cli: Cli) -> Result<(), RspError> {
             epsilon,
             sensitivity,
             seed,
+            faithfulness,
+            flip_step,
+            flip_baseline,
             shard,
             limits,
         } => {
             check_epsilon(epsilon)?;
+            let faithfulness =
+                faithfulness.then_some(FaithfulnessOptions { step: flip_step, baseline: flip_baseline, seed });
+            if let Some(f) = &faithfulness {
+                f.step_for(1)?;
+            }
             let method_name = method_name(method);
             let method = method.method(epsilon);
             let shard = Shard::resolve(shard.as_deref())?;
@@ -638,6 +669,7 @@ fn run(cli: Cli) -> Result<(), RspError> {
                 sensitivity,
                 seed,
                 shard,
+                faithfulness,
                 method_name,
                 epsilon,
                 limits,

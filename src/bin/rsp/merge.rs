@@ -77,7 +77,8 @@ fn check_same(first: &Value, first_path: &Path, other: &Value, path: &Path, keys
 }
 
 /// The keys that make evaluate shards parts of one run.
-const EVALUATE_IDENTITY: [&str; 6] = ["model_sha256", "scenes_sha256", "method", "dtype", "options", "scenes_total"];
+const EVALUATE_IDENTITY: [&str; 7] =
+    ["model_sha256", "scenes_sha256", "method", "dtype", "options", "scenes_total", "faithfulness_options"];
 
 fn merge_evaluate(shards: Vec<(PathBuf, Value)>, json_out: bool) -> Result<String, RspError> {
     let ids: Vec<(Shard, &Path)> =
@@ -124,6 +125,12 @@ fn merge_evaluate(shards: Vec<(PathBuf, Value)>, json_out: bool) -> Result<Strin
         out.push_str(&format!("hostile pointing game: {:.4}\n", report.hostile_pointing_game));
     }
     out.push_str(&format!("mIoU:                  {:.4}\n", report.miou));
+    if let Some(f) = &report.faithfulness {
+        f.lines().iter().for_each(|l| {
+            out.push_str(l);
+            out.push('\n');
+        });
+    }
     if json_out {
         out.push_str(&report.to_json());
         out.push('\n');
