@@ -43,11 +43,12 @@ use ndarray::{Ix1, IxDyn, Zip};
 /// ```
 /// use rsp::attribution::{Rap, Rules};
 /// use rsp::backend::CpuBackend;
-/// use rsp::layers::{Linear, RuleContext};
+/// use rsp::layers::{Layer, Linear, RuleContext};
 /// // The logits layer y = x₀ − x₁ + 1 at x = (2, 1): y = 2.
 /// let fc = Linear::new("fc", rsp::ndarray::arr2(&[[1.0f64, -1.0]]), Some(rsp::ndarray::arr1(&[1.0]))).unwrap();
 /// let x = rsp::ndarray::arr1(&[2.0, 1.0]).into_dyn();
-/// let seed = Rules::<f64>::seed(&Rap, x.view().into_dimensionality().unwrap(), 0);
+/// let y = fc.forward(&CpuBackend, x.view()).unwrap();
+/// let seed = Rules::<f64>::seed(&Rap, y.view().into_dimensionality().unwrap(), 0);
 /// assert_eq!(seed, rsp::ndarray::arr1(&[1.0]).into_dyn()); // the one-hot, not the logit
 /// let ctx = RuleContext { receives_seed: true, ..Default::default() };
 /// let r = Rap.layer(&CpuBackend, &fc, x.view(), seed.view(), ctx).unwrap();
@@ -355,5 +356,61 @@ mod tests {
         let r = arr1(&[-3.0]).into_dyn();
         let rin = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
         assert_eq!(rin, arr1(&[-2.0, -1.0]).into_dyn());
+    }
+
+    /// The Conv2d version of `pos_prop` sends the negative relevance's first
+    /// share through `Z2` (divided by `Z2`), unlike the Linear version: the same
+    /// numbers as the Linear test above as a 1×1 convolution. With `R = −3`:
+    /// `S1n = −3/2`, `S2n = −1`, both through `−W⁻`: `C = (0, −5)`, then the
+    /// excess −2 goes to the one nonzero entry: `(0, −3)`.
+    #[test]
+    fn a_hidden_convolution_sends_negative_relevance_through_the_negative_weights() {
+        let conv = Conv2d::new(
+            "c",
+            ndarray::Array4::from_shape_vec((1, 2, 1, 1), vec![1.0f64, -2.0]).unwrap(),
+            None,
+            ConvGeometry::square(1, 0),
+        )
+        .unwrap();
+        let x = ndarray::Array3::from_elem((2, 1, 1), 1.0).into_dyn();
+        let run = |r: f64| {
+            let r = ndarray::Array3::from_elem((1, 1, 1), r).into_dyn();
+            Rap.layer(&CpuBackend, &conv, x.view(), r.view(), RuleContext::default())
+                .unwrap()
+                .into_raw_vec_and_offset()
+                .0
+        };
+        assert_eq!(run(3.0), vec![2.0, 1.0]);
+        assert_eq!(run(-3.0), vec![0.0, -3.0]);
+    }
+
+    /// Inputs of both signs: each sign's half is shifted to `ΣR` on its own, so
+    /// the result sums to `2·ΣR` (the released code's behaviour, kept).
+    /// `W = [[1, −2]]`, `x = (1, −1)`, `R = 3`: `x⁺` passes 3 through `W⁺`,
+    /// `x⁻` passes `(−1)·(−2)·(3/2) = 3` through `W⁻`.
+    #[test]
+    fn inputs_of_both_signs_are_shifted_separately() {
+        let fc = Linear::new("fc", arr2(&[[1.0f64, -2.0]]), None).unwrap();
+        let x = arr1(&[1.0, -1.0]).into_dyn();
+        let r = arr1(&[3.0]).into_dyn();
+        let rin = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
+        assert_eq!(rin, arr1(&[3.0, 3.0]).into_dyn());
+    }
+
+    /// The first propagation (logits layer) vs the hidden rule on the same
+    /// layer: the structural flag decides, not the relevance's values.
+    #[test]
+    fn the_first_propagation_is_chosen_by_the_walk_start() {
+        let fc = Linear::new("fc", arr2(&[[1.0f64, -1.0]]), Some(arr1(&[1.0]))).unwrap();
+        let x = arr1(&[2.0, 1.0]).into_dyn();
+        let r = arr1(&[1.0]).into_dyn();
+        let seeded = RuleContext { receives_seed: true, ..Default::default() };
+        let first = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), seeded).unwrap();
+        let hidden = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
+        // First: (4, −2) redistributed to (4/3, 2/3), sum = the logit 2.
+        assert!((first[0] - 4.0 / 3.0).abs() < 1e-15 && (first[1] - 2.0 / 3.0).abs() < 1e-15);
+        // Hidden (bias ignored): Z1 = 2, Z2 = 1, T = 3: S1 = 1/2, S2 = (1/3)/1, C = (1, 1/3);
+        // the excess 1/3 is taken back evenly: (5/6, 1/6).
+        assert!((hidden[0] - 5.0 / 6.0).abs() < 1e-15 && (hidden[1] - 1.0 / 6.0).abs() < 1e-15);
     }
 }
