@@ -129,7 +129,14 @@ fn merge<T: Float>(net: &Network<T>, residue: Residue) -> Result<Network<T>> {
                 let (gamma, .., eps) = bn.parameters();
                 let c = gamma.len();
                 let (ones, zeros) = (Array1::ones(c), Array1::zeros(c));
-                let identity = BatchNorm2d::new(node.layer().map_or("", |l| l.name()), ones.clone(), zeros.clone(), zeros, ones, eps)?;
+                let identity = BatchNorm2d::new(
+                    node.layer().map_or("", |l| l.name()),
+                    ones.clone(),
+                    zeros.clone(),
+                    zeros,
+                    ones,
+                    eps,
+                )?;
                 kept.push(Node { op: NodeOp::Layer(Box::new(identity)), inputs: vec![Source::Node(new_conv)] });
                 moved.push(Source::Node(kept.len() - 1));
             } else {

@@ -115,7 +115,10 @@ fn the_cli_gives_zennits_map() {
         "f64".into(),
     ];
     let rsp = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_rsp")).args(base.iter().map(String::as_str).chain(extra.iter().copied())).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_rsp"))
+            .args(base.iter().map(String::as_str).chain(extra.iter().copied()))
+            .output()
+            .unwrap()
     };
     let o = rsp(&["--method", "epsilon-gamma-box", "--low", "-3", "--high", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -181,9 +184,14 @@ fn merging_batch_norm_keeps_the_forward_pass() {
 /// but a convolution, stays.
 #[test]
 fn merging_batch_norm_folds_only_what_it_can() {
-    let bn = || BatchNorm2d::new("bn", arr1(&[2.0, -1.0]), arr1(&[0.5, 0.25]), arr1(&[0.1, -0.2]), arr1(&[4.0, 0.5]), 1e-5).unwrap();
+    let bn = || {
+        BatchNorm2d::new("bn", arr1(&[2.0, -1.0]), arr1(&[0.5, 0.25]), arr1(&[0.1, -0.2]), arr1(&[4.0, 0.5]), 1e-5)
+            .unwrap()
+    };
     let conv = || {
-        let w = Array4::from_shape_fn((2, 1, 3, 3), |(o, _, u, v)| (o as f64 + 1.0) * 0.3 - u as f64 * 0.2 + v as f64 * 0.1);
+        let w = Array4::from_shape_fn((2, 1, 3, 3), |(o, _, u, v)| {
+            (o as f64 + 1.0) * 0.3 - u as f64 * 0.2 + v as f64 * 0.1
+        });
         Conv2d::new("c", w, None, ConvGeometry::square(1, 1)).unwrap()
     };
     let x = Array4::from_shape_fn((1, 1, 5, 5), |(_, _, i, j)| (i as f64 - 2.0) * 0.7 + j as f64 * 0.3);
@@ -232,7 +240,8 @@ fn the_method_and_its_rules_agree_without_batch_norm() {
 
 fn conv(weight: Array4<f64>, bias: Option<f64>, padding: usize) -> Conv2d<f64> {
     let o = weight.dim().0;
-    Conv2d::new("c", weight, bias.map(|b| rsp::ndarray::Array1::from_elem(o, b)), ConvGeometry::square(1, padding)).unwrap()
+    Conv2d::new("c", weight, bias.map(|b| rsp::ndarray::Array1::from_elem(o, b)), ConvGeometry::square(1, padding))
+        .unwrap()
 }
 
 const FIRST: RuleContext = RuleContext { is_input_layer: true };
@@ -246,7 +255,8 @@ const EPS: f64 = 1e-6;
 /// whatever x, W and b are.
 #[test]
 fn flat_by_hand() {
-    let layer = conv(Array4::from_shape_fn((2, 1, 2, 2), |(o, _, u, v)| o as f64 - u as f64 * 3.0 + v as f64), Some(7.0), 1);
+    let layer =
+        conv(Array4::from_shape_fn((2, 1, 2, 2), |(o, _, u, v)| o as f64 - u as f64 * 3.0 + v as f64), Some(7.0), 1);
     let x = Array3::from_shape_vec((1, 2, 2), vec![0.3, -5.0, 2.0, 0.0]).unwrap().into_dyn();
     let r = Array3::from_shape_fn((2, 3, 3), |(o, _, _)| o as f64 + 1.0).into_dyn();
     let rin = ZennitComposite::EpsilonPlusFlat.layer(&CpuBackend, &layer, x.view(), r.view(), FIRST).unwrap();
@@ -322,7 +332,13 @@ fn names_parse_and_bounds_are_checked() {
     assert_eq!(m.to_string(), "epsilon-gamma-box=-2.5,3");
     assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
     assert!(Method::ALL.contains(&Method::EpsilonPlusFlat));
-    for bad in ["epsilon-gamma-box", "epsilon-gamma-box=3,-3", "epsilon-gamma-box=1", "epsilon-gamma-box=a,b", "epsilon-gamma-box=-inf,1"] {
+    for bad in [
+        "epsilon-gamma-box",
+        "epsilon-gamma-box=3,-3",
+        "epsilon-gamma-box=1",
+        "epsilon-gamma-box=a,b",
+        "epsilon-gamma-box=-inf,1",
+    ] {
         assert!(bad.parse::<Method>().is_err(), "{bad}");
     }
     let net = rsp::io::safetensors::load::<f64>(&path("lrp_vgg_tiny")).unwrap();

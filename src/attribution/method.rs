@@ -258,7 +258,8 @@ impl FromStr for Method {
             };
         }
         if let Some(bounds) = s.strip_prefix("epsilon-gamma-box=") {
-            let parsed = bounds.split_once(',').and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)));
+            let parsed =
+                bounds.split_once(',').and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)));
             let Some((low, high)) = parsed else {
                 return Err(RspError::InvalidArgument(format!(
                     "epsilon-gamma-box=LOW,HIGH needs two numbers, got `{bounds}`"

@@ -2,8 +2,8 @@
 //! number (zennit 0.5.1, the reference PyTorch LRP library; its `rules.py`,
 //! `composites.py` and `core.py` define them): each layer kind mapped to
 //! zennit's rule, with zennit's defaults and bias handling. The network runs
-//! with its batch norms folded into the convolutions first
-//! ([`crate::canonize::merge_batch_norm`], zennit's `SequentialMergeBatchNorm`);
+//! with its batch norms folded into the convolutions first, as zennit's
+//! `SequentialMergeBatchNorm` leaves it ([`crate::canonize::merge_batch_norm_as_zennit`]);
 //! [`Network::explain`](crate::Network::explain) does that for
 //! [`Method::EpsilonPlusFlat`](super::Method::EpsilonPlusFlat) and
 //! [`Method::EpsilonGammaBox`](super::Method::EpsilonGammaBox).
@@ -221,12 +221,7 @@ fn sign_parts<T: Float>(x: ArrayView3<T>) -> (Array3<T>, Option<Array3<T>>) {
 }
 
 /// Epsilon(1e-6), bias kept: `z = conv(x, W) + b`, `R_in = x ⊙ convᵀ(R ⊘ stab(z), W)`.
-fn epsilon<T: Float>(
-    backend: &dyn Backend<T>,
-    x: ArrayView3<T>,
-    r: ArrayView3<T>,
-    a: &Affine<T>,
-) -> Result<Array3<T>> {
+fn epsilon<T: Float>(backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>, a: &Affine<T>) -> Result<Array3<T>> {
     let z = plus_bias(backend.conv2d(x, a.weight, &a.geometry)?, a.bias, |b| b);
     let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| rv / stabilize(zv));
     let back = backend.conv2d_input_adjoint(s.view(), a.weight, &a.geometry, (x.dim().1, x.dim().2))?;
@@ -281,20 +276,24 @@ fn gamma<T: Float>(
         z_p += &backend.conv2d(xn.view(), w_n.view(), g)?;
         z_n += &backend.conv2d(xn.view(), w_p.view(), g)?;
     }
-    let s_p = Zip::from(&r).and(&z).and(&z_p).map_collect(|&rv, &zv, &zp| {
-        if zv > T::zero() {
-            rv / stabilize(zp)
-        } else {
-            T::zero()
-        }
-    });
-    let s_n = Zip::from(&r).and(&z).and(&z_n).map_collect(|&rv, &zv, &zn| {
-        if zv < T::zero() {
-            rv / stabilize(zn)
-        } else {
-            T::zero()
-        }
-    });
+    let s_p = Zip::from(&r).and(&z).and(&z_p).map_collect(
+        |&rv, &zv, &zp| {
+            if zv > T::zero() {
+                rv / stabilize(zp)
+            } else {
+                T::zero()
+            }
+        },
+    );
+    let s_n = Zip::from(&r).and(&z).and(&z_n).map_collect(
+        |&rv, &zv, &zn| {
+            if zv < T::zero() {
+                rv / stabilize(zn)
+            } else {
+                T::zero()
+            }
+        },
+    );
     let through = |s: &Array3<T>, w: &Array4<T>| backend.conv2d_input_adjoint(s.view(), w.view(), g, hw);
     let mut rin = x_pos * (through(&s_p, &w_p)? + through(&s_n, &w_n)?);
     if let Some(xn) = &x_neg {
@@ -324,11 +323,8 @@ fn z_box<T: Float>(
     let z_low = plus_bias(backend.conv2d(lows.view(), w_pos.view(), g)?, a.bias, positive);
     let highs = Array3::from_elem(x.raw_dim(), high);
     let z_high = plus_bias(backend.conv2d(highs.view(), w_neg.view(), g)?, a.bias, negative);
-    let s = Zip::from(&r)
-        .and(&z)
-        .and(&z_low)
-        .and(&z_high)
-        .map_collect(|&rv, &zv, &zl, &zh| rv / stabilize(zv - (zl + zh)));
+    let s =
+        Zip::from(&r).and(&z).and(&z_low).and(&z_high).map_collect(|&rv, &zv, &zl, &zh| rv / stabilize(zv - (zl + zh)));
     let through_w = backend.conv2d_input_adjoint(s.view(), a.weight, g, hw)?;
     let through_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), g, hw)?;
     let through_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), g, hw)?;
@@ -351,7 +347,7 @@ fn flat<T: Float>(backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>, 
     let mut s = Array3::zeros(z.raw_dim());
     for r_o in r.outer_iter() {
         Zip::from(s.index_axis_mut(Axis(0), 0)).and(&r_o).and(z.index_axis(Axis(0), 0)).for_each(|sv, &rv, &zv| {
-            *sv = *sv + rv / stabilize(zv);
+            *sv += rv / stabilize(zv);
         });
     }
     backend.conv2d_input_adjoint(s.view(), ones.view(), &a.geometry, (h, w))

@@ -626,8 +626,7 @@ fn run(cli: Cli) -> Result<(), RspError> {
         } => {
             let method_name = method_name(method);
             let bounds = zbox_bounds(method, low, high)?;
-            let (method, method_options) =
-                method_of(method, epsilon, bounds, start, hostile.as_deref(), hostile_top)?;
+            let (method, method_options) = method_of(method, epsilon, bounds, start, hostile.as_deref(), hostile_top)?;
             match (input, out, images, out_dir) {
                 (Some(input), Some(out), None, None) => {
                     let arch = arch.as_deref();
