@@ -72,6 +72,7 @@ pub use ndarray;
 pub mod attribution;
 pub mod backend;
 pub mod budget;
+pub mod canonize;
 mod error;
 #[cfg(feature = "eval")]
 pub mod eval;

@@ -256,6 +256,21 @@ impl<T: Float> Network<T> {
         }
     }
 
+    /// The same network (backend, class names, declared input, budgets) with
+    /// other nodes and start layer: what a canonizer ([`crate::canonize`]) returns.
+    pub(crate) fn with_nodes(&self, nodes: Vec<Node<T>>, start_layer: Option<usize>) -> Self {
+        Network {
+            nodes,
+            backend: self.backend.clone(),
+            start_layer,
+            class_names: self.class_names.clone(),
+            input_shape: self.input_shape.clone(),
+            input_normalization: self.input_normalization.clone(),
+            memory_budget: self.memory_budget,
+            work_bound: self.work_bound,
+        }
+    }
+
     /// Appends the residual sum `a + b`; returns its source.
     pub fn add(&mut self, a: Source, b: Source) -> Source {
         self.nodes.push(Node { op: NodeOp::Add, inputs: vec![a, b] });

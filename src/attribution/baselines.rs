@@ -2,7 +2,8 @@
 //! gradient, gradient × input, LRP-ε, LRP-α1β0 (formulas in
 //! `docs/methods.md`; LRP's rules are the composites of `lrp.rs`), RAP
 //! (`rap.rs`, `docs/method-rap.md`), CLRP and SGLRP (their seeds in
-//! `contrastive.rs`). Each
+//! `contrastive.rs`) and zennit's composites `epsilon-plus-flat` and
+//! `epsilon-gamma-box` (`zennit.rs`). Each
 //! walks the graph with the one walk of `walk.rs`.
 
 use super::contrastive::{clrp, Sglrp};
@@ -11,6 +12,7 @@ use super::rap::Rap;
 use super::rsp::ensure_finite;
 use super::start::weighted_activation;
 use super::walk::Rules;
+use super::zennit::ZennitComposite;
 use super::{upsample_bilinear, Method, Plan, Sample, Target};
 use crate::error::{Result, RspError};
 use crate::float::Float;
@@ -82,6 +84,15 @@ impl<T: Float> Network<T> {
                 let map = channel_sum(&r);
                 (Some(r), None, map)
             }
+            Method::EpsilonPlusFlat | Method::EpsilonGammaBox { .. } => {
+                let composite = match *method {
+                    Method::EpsilonGammaBox { low, high } => ZennitComposite::EpsilonGammaBox { low, high },
+                    _ => ZennitComposite::EpsilonPlusFlat,
+                };
+                let r = self.walk_from_output(&acts, target, &composite)?;
+                let map = channel_sum(&r);
+                (Some(r), None, map)
+            }
             Method::Custom(name) => {
                 return Err(RspError::InvalidArgument(format!(
                     "the method `{name}` is given by its rules: run it with Network::explain_rules"
@@ -95,6 +106,43 @@ impl<T: Float> Network<T> {
             ensure_finite(r, "input relevance (an intermediate value overflowed the float range)")?;
         }
         Ok(Sample { relevance, start_relevance, heatmap, logits, target, hostile: Vec::new(), trace: Vec::new() })
+    }
+
+    /// The network `method` runs on when it is not this one: zennit's
+    /// composites fold batch norm into the convolution before it first, as
+    /// zennit 0.5.1's `SequentialMergeBatchNorm` canonizer leaves the network
+    /// ([`crate::canonize::merge_batch_norm_as_zennit`]); `None` for every
+    /// other method and for networks without batch norm.
+    pub(crate) fn canonized_for(&self, method: &Method) -> Result<Option<Network<T>>> {
+        let has_batch_norm =
+            self.nodes().iter().any(|n| n.layer().is_some_and(|l| l.kind() == crate::layers::LayerKind::BatchNorm2d));
+        match method {
+            Method::EpsilonPlusFlat | Method::EpsilonGammaBox { .. } if has_batch_norm => {
+                crate::canonize::merge_batch_norm_as_zennit(self).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// One sample of a baseline run on `canonized` (see [`Network::canonized_for`]),
+    /// with this network's own logits and predicted class (the canonized
+    /// network's differ in the last digits).
+    pub(crate) fn canonized_sample(
+        &self,
+        canonized: &Network<T>,
+        x: ArrayViewD<'_, T>,
+        n: usize,
+        target: &Target,
+        method: &Method,
+        plan: Plan,
+    ) -> Result<Sample<T>> {
+        let acts = self.forward_sample(x.view())?;
+        let class = target.class_of(n, self.logits_of(&acts)?);
+        let logits = acts.outputs.last().expect("non-empty").clone();
+        drop(acts);
+        let mut sample = canonized.baseline_sample(x, n, &Target::Single(class), method, plan)?;
+        sample.logits = logits;
+        Ok(sample)
     }
 
     /// One sample of a method given by its [`Rules`], walked from the output

@@ -77,7 +77,10 @@ impl RspOptions {
 /// assert_eq!("lrp-epsilon=0.01".parse::<Method>().unwrap(), Method::LrpEpsilon(0.01));
 /// assert_eq!("rsp-comparative".parse::<Method>().unwrap(), Method::Rsp(rsp::RspOptions::COMPARATIVE));
 /// assert_eq!("rap".parse::<Method>().unwrap(), Method::Rap);
-/// assert_eq!(Method::ALL.len(), 10);
+/// assert_eq!(Method::ALL.len(), 11);
+/// // zennit's EpsilonGammaBox needs the input's bounds (no default).
+/// assert_eq!("epsilon-gamma-box=-3,3".parse::<Method>().unwrap(), Method::EpsilonGammaBox { low: -3.0, high: 3.0 });
+/// assert!("epsilon-gamma-box".parse::<Method>().is_err());
 /// assert!("gradcam++".parse::<Method>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +111,25 @@ pub enum Method {
     /// Softmax-gradient LRP (Iwana, Kuroki & Uchida 2019): LRP-α1β0 seeded with
     /// the gradient of the target's softmax probability with respect to the logits.
     Sglrp,
+    /// zennit's `EpsilonPlusFlat` composite (zennit 0.5.1, its defaults):
+    /// Flat on the first layer, ZPlus on the other convolutions, Epsilon(1e-6)
+    /// on linear layers, Norm on average pools, from the one-hot target, with
+    /// batch norm folded into the convolution before it first
+    /// ([`ZennitComposite`](super::ZennitComposite), [`crate::canonize`]).
+    EpsilonPlusFlat,
+    /// zennit's `EpsilonGammaBox` composite: ZBox(`low`, `high`) on the first
+    /// convolution, Gamma(0.25) on the other convolutions, Epsilon(1e-6) on
+    /// linear layers, otherwise as [`Method::EpsilonPlusFlat`]. `low` and
+    /// `high` are the lowest and highest values the network's input can take
+    /// (after normalisation; per-pixel bounds do not depend on the image, so
+    /// there is no default: for images in `[0, 1]` normalised by `(v − m)/s`
+    /// they are `−m/s` and `(1 − m)/s`). Written `epsilon-gamma-box=LOW,HIGH`.
+    EpsilonGammaBox {
+        /// The lowest value of the input.
+        low: f64,
+        /// The highest value of the input.
+        high: f64,
+    },
     /// A method given by its [`Rules`](super::Rules) (named here), run with
     /// [`crate::Network::explain_rules`]; [`crate::Network::explain`] refuses it.
     Custom(&'static str),
@@ -140,9 +162,10 @@ impl From<&Method> for Method {
 
 impl Method {
     /// Every method under its command-line name: RSP (single-class and
-    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`], then
-    /// the bi-polar family: RAP, CLRP, SGLRP.
-    pub const ALL: [Method; 10] = [
+    /// comparative), then the baselines, LRP-ε with [`DEFAULT_LRP_EPSILON`], the
+    /// bi-polar family (RAP, CLRP, SGLRP) and zennit's `epsilon-plus-flat` (not
+    /// [`Method::EpsilonGammaBox`], which needs the input's bounds).
+    pub const ALL: [Method; 11] = [
         Method::Rsp(RspOptions::SINGLE_CLASS),
         Method::Rsp(RspOptions::COMPARATIVE),
         Method::GradCam,
@@ -153,6 +176,7 @@ impl Method {
         Method::Rap,
         Method::Clrp,
         Method::Sglrp,
+        Method::EpsilonPlusFlat,
     ];
 
     /// The method's command-line name (without ε).
@@ -173,6 +197,8 @@ impl Method {
             Method::Rap => "rap",
             Method::Clrp => "clrp",
             Method::Sglrp => "sglrp",
+            Method::EpsilonPlusFlat => "epsilon-plus-flat",
+            Method::EpsilonGammaBox { .. } => "epsilon-gamma-box",
             Method::Custom(name) => name,
         }
     }
@@ -194,6 +220,8 @@ impl Method {
             Method::Rap => "RAP",
             Method::Clrp => "CLRP",
             Method::Sglrp => "SGLRP",
+            Method::EpsilonPlusFlat => "LRP eps+flat",
+            Method::EpsilonGammaBox { .. } => "LRP eps-gamma-box",
             Method::Custom(name) => name,
         }
     }
@@ -203,12 +231,13 @@ impl Method {
         !matches!(self, Method::GradCam)
     }
 
-    /// Checks the method's own parameters (a finite ε ≥ 0).
+    /// Checks the method's own parameters (a finite ε ≥ 0, finite ZBox bounds `low < high`).
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
             Method::LrpEpsilon(e) if !(e.is_finite() && *e >= 0.0) => {
                 Err(RspError::InvalidArgument(format!("ε of LRP-ε must be a finite number ≥ 0, got {e}")))
             }
+            Method::EpsilonGammaBox { low, high } => check_zbox_bounds(*low, *high),
             _ => Ok(()),
         }
     }
@@ -218,6 +247,7 @@ impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Method::LrpEpsilon(e) if *e != DEFAULT_LRP_EPSILON => write!(f, "lrp-epsilon={e}"),
+            Method::EpsilonGammaBox { low, high } => write!(f, "epsilon-gamma-box={low},{high}"),
             m => f.write_str(m.name()),
         }
     }
@@ -236,9 +266,39 @@ impl FromStr for Method {
                 }
             };
         }
+        if let Some(bounds) = s.strip_prefix("epsilon-gamma-box=") {
+            let parsed =
+                bounds.split_once(',').and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)));
+            let Some((low, high)) = parsed else {
+                return Err(RspError::InvalidArgument(format!(
+                    "epsilon-gamma-box=LOW,HIGH needs two numbers, got `{bounds}`"
+                )));
+            };
+            check_zbox_bounds(low, high)?;
+            return Ok(Method::EpsilonGammaBox { low, high });
+        }
+        if s == "epsilon-gamma-box" {
+            return Err(RspError::InvalidArgument(
+                "epsilon-gamma-box needs the lowest and highest value of the input: epsilon-gamma-box=LOW,HIGH".into(),
+            ));
+        }
         Method::ALL.iter().find(|m| m.name() == s).cloned().ok_or_else(|| {
             let names: Vec<&str> = Method::ALL.iter().map(Method::name).collect();
-            RspError::InvalidArgument(format!("unknown method `{s}`; expected one of {}", names.join(", ")))
+            RspError::InvalidArgument(format!(
+                "unknown method `{s}`; expected one of {}, epsilon-gamma-box=LOW,HIGH",
+                names.join(", ")
+            ))
         })
+    }
+}
+
+/// ZBox bounds: finite, `low < high`.
+fn check_zbox_bounds(low: f64, high: f64) -> Result<()> {
+    if low.is_finite() && high.is_finite() && low < high {
+        Ok(())
+    } else {
+        Err(RspError::InvalidArgument(format!(
+            "the ZBox bounds of epsilon-gamma-box must be finite with low < high, got low {low}, high {high}"
+        )))
     }
 }

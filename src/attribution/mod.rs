@@ -13,6 +13,7 @@
 //! | [`Method::Rap`] | RAP as released, from the one-hot at the output (`docs/method-rap.md`) | `baselines.rs`, `rap.rs` ([`Rap`]) |
 //! | [`Method::Clrp`] | LRP-α1β0 of the target minus that of the other classes, rescaled | `contrastive.rs` |
 //! | [`Method::Sglrp`] | LRP-α1β0 from the softmax gradient of `p_t` at the output ([`Sglrp`]) | `contrastive.rs` |
+//! | [`Method::EpsilonPlusFlat`], [`Method::EpsilonGammaBox`] | zennit's LRP composites from the one-hot target, batch norm folded first | `zennit.rs` ([`ZennitComposite`]), [`crate::canonize`] |
 //! | your own ([`Rules`]) | [`Network::explain_rules`] | one file, anywhere |
 //!
 //! The formulas are in `docs/methods.md` and, for RSP, on the method page
@@ -51,6 +52,7 @@ pub(crate) mod start;
 mod target;
 mod timing;
 mod walk;
+mod zennit;
 
 pub use contrastive::Sglrp;
 pub use explanation::Explanation;
@@ -61,6 +63,7 @@ pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};
 pub use walk::{GradientRules, RspRules, Rules};
+pub use zennit::{ZennitComposite, ZENNIT_EPSILON, ZENNIT_GAMMA};
 
 use crate::budget::Pass;
 use crate::error::{Result, RspError};
@@ -134,12 +137,14 @@ impl<T: Float> Network<T> {
             )));
         }
         let plan = self.plan(&input, &target, method, false)?;
+        let canonized = self.canonized_for(method)?;
         // At most a pool's worth of samples at once: what the memory estimate assumes.
         let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
             let x = input.index_axis(Axis(0), n).into_dyn();
-            match method {
-                Method::Rsp(options) => self.rsp_sample(x, n, &target, options, plan),
-                _ => self.baseline_sample(x, n, &target, method, plan),
+            match (method, &canonized) {
+                (Method::Rsp(options), _) => self.rsp_sample(x, n, &target, options, plan),
+                (_, Some(net)) => self.canonized_sample(net, x, n, &target, method, plan),
+                (_, None) => self.baseline_sample(x, n, &target, method, plan),
             }
         })?;
         Ok(assemble(method, samples, plan))

@@ -71,10 +71,17 @@ enum MethodArg {
     /// Softmax-gradient LRP.
     #[value(name = "sglrp")]
     Sglrp,
+    /// zennit's EpsilonPlusFlat LRP composite (batch norm folded first).
+    #[value(name = "epsilon-plus-flat")]
+    EpsilonPlusFlat,
+    /// zennit's EpsilonGammaBox LRP composite (needs --low and --high).
+    #[value(name = "epsilon-gamma-box")]
+    EpsilonGammaBox,
 }
 
 impl MethodArg {
-    fn method(self, epsilon: f64) -> Method {
+    /// The method, with `bounds` from [`zbox_bounds`] (given for epsilon-gamma-box).
+    fn method(self, epsilon: f64, bounds: Option<(f64, f64)>) -> Method {
         match self {
             MethodArg::Rsp => Method::Rsp(RspOptions::SINGLE_CLASS),
             MethodArg::RspComparative => Method::Rsp(RspOptions::COMPARATIVE),
@@ -86,7 +93,34 @@ impl MethodArg {
             MethodArg::Rap => Method::Rap,
             MethodArg::Clrp => Method::Clrp,
             MethodArg::Sglrp => Method::Sglrp,
+            MethodArg::EpsilonPlusFlat => Method::EpsilonPlusFlat,
+            MethodArg::EpsilonGammaBox => {
+                let (low, high) = bounds.unwrap_or((f64::NAN, f64::NAN)); // refused by the method's own check
+                Method::EpsilonGammaBox { low, high }
+            }
         }
+    }
+}
+
+/// `--low`/`--high`: required by epsilon-gamma-box (the input's bounds have
+/// no safe default), refused with any other method.
+fn zbox_bounds(method: MethodArg, low: Option<f64>, high: Option<f64>) -> Result<Option<(f64, f64)>, RspError> {
+    match (method, low, high) {
+        (MethodArg::EpsilonGammaBox, Some(low), Some(high)) => {
+            if !(low.is_finite() && high.is_finite() && low < high) {
+                return Err(RspError::InvalidArgument(format!(
+                    "--low and --high must be finite with --low < --high, got {low} and {high}"
+                )));
+            }
+            Ok(Some((low, high)))
+        }
+        (MethodArg::EpsilonGammaBox, _, _) => Err(RspError::InvalidArgument(
+            "--method epsilon-gamma-box needs --low and --high: the lowest and highest value the (normalised) input \
+             can take"
+                .into(),
+        )),
+        (_, None, None) => Ok(None),
+        _ => Err(RspError::InvalidArgument("--low and --high belong to --method epsilon-gamma-box".into())),
     }
 }
 
@@ -126,6 +160,12 @@ enum Command {
         /// ε of lrp-epsilon.
         #[arg(long, default_value_t = DEFAULT_LRP_EPSILON)]
         epsilon: f64,
+        /// epsilon-gamma-box: the lowest value the (normalised) input can take.
+        #[arg(long, allow_negative_numbers = true)]
+        low: Option<f64>,
+        /// epsilon-gamma-box: the highest value the (normalised) input can take.
+        #[arg(long, allow_negative_numbers = true)]
+        high: Option<f64>,
         /// The float type of the computation and of the output file.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
@@ -183,6 +223,12 @@ enum Command {
         /// ε of lrp-epsilon.
         #[arg(long, default_value_t = DEFAULT_LRP_EPSILON)]
         epsilon: f64,
+        /// epsilon-gamma-box: the lowest value the (normalised) input can take.
+        #[arg(long, allow_negative_numbers = true)]
+        low: Option<f64>,
+        /// epsilon-gamma-box: the highest value the (normalised) input can take.
+        #[arg(long, allow_negative_numbers = true)]
+        high: Option<f64>,
         /// Also measure model sensitivity (cascading randomisation from the top)
         /// and print the Spearman correlation after each step.
         #[arg(long)]
@@ -294,6 +340,7 @@ fn load_model<T: Float>(path: &Path, arch: Option<&str>) -> Result<Network<T>, R
 fn method_of(
     method: MethodArg,
     epsilon: f64,
+    bounds: Option<(f64, f64)>,
     start: Option<Start>,
     hostile: Option<&str>,
     hostile_top: Option<usize>,
@@ -306,11 +353,12 @@ fn method_of(
             return Err(RspError::InvalidArgument("--method rsp-comparative cannot take --start single".into()));
         }
         (_, None) if hostile.is_none() && hostile_top.is_none() => {
-            let recorded = match method {
-                MethodArg::LrpEpsilon => serde_json::json!({ "epsilon": epsilon }),
+            let recorded = match (method, bounds) {
+                (MethodArg::LrpEpsilon, _) => serde_json::json!({ "epsilon": epsilon }),
+                (_, Some((low, high))) => serde_json::json!({ "low": low, "high": high }),
                 _ => serde_json::json!({}),
             };
-            return Ok((method.method(epsilon), recorded));
+            return Ok((method.method(epsilon, bounds), recorded));
         }
         _ => {
             return Err(RspError::InvalidArgument(
@@ -543,6 +591,11 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
     }
     match (&pairs, args.json) {
         (Some(pairs), true) => {
+            let mut options = serde_json::json!({ "epsilon": args.epsilon, "limit": args.limit, "arch": args.arch });
+            if let Method::EpsilonGammaBox { low, high } = args.method {
+                options["low"] = low.into();
+                options["high"] = high.into();
+            }
             // What `rsp merge` needs: every pair's outcome and what identifies the run.
             let mut line = serde_json::json!({
                 "kind": "evaluate-shard",
@@ -551,7 +604,7 @@ fn evaluate_command<T: Float>(args: &EvaluateArgs) -> Result<(), RspError> {
                 "scenes_sha256": folder::sha256_file(&args.scenes)?,
                 "method": args.method_name,
                 "dtype": T::NAME,
-                "options": { "epsilon": args.epsilon, "limit": args.limit, "arch": args.arch },
+                "options": options,
                 "scenes_total": count,
                 "scenes": report.scenes,
                 "pair_scores": pairs,
@@ -586,6 +639,8 @@ fn run(cli: Cli) -> Result<(), RspError> {
             out_dir,
             method,
             epsilon,
+            low,
+            high,
             dtype,
             start,
             hostile,
@@ -597,7 +652,8 @@ fn run(cli: Cli) -> Result<(), RspError> {
             limits,
         } => {
             let method_name = method_name(method);
-            let (method, method_options) = method_of(method, epsilon, start, hostile.as_deref(), hostile_top)?;
+            let bounds = zbox_bounds(method, low, high)?;
+            let (method, method_options) = method_of(method, epsilon, bounds, start, hostile.as_deref(), hostile_top)?;
             match (input, out, images, out_dir) {
                 (Some(input), Some(out), None, None) => {
                     let arch = arch.as_deref();
@@ -642,6 +698,8 @@ fn run(cli: Cli) -> Result<(), RspError> {
             dtype,
             json,
             epsilon,
+            low,
+            high,
             sensitivity,
             seed,
             faithfulness,
@@ -657,7 +715,8 @@ fn run(cli: Cli) -> Result<(), RspError> {
                 f.step_for(1)?;
             }
             let method_name = method_name(method);
-            let method = method.method(epsilon);
+            let bounds = zbox_bounds(method, low, high)?;
+            let method = method.method(epsilon, bounds);
             let shard = Shard::resolve(shard.as_deref())?;
             let args = EvaluateArgs {
                 model,
