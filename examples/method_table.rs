@@ -2,7 +2,7 @@
 //! `docs/evaluation.md` and README, reproduced by one command.
 //!
 //! ```text
-//! cargo run --release --example method_table [-- --limit N] [--methods rsp,rap,...] [--dtype f32|f64]
+//! cargo run --release --example method_table [-- --limit N] [--method NAME]... [--dtype f32|f64]
 //! ```
 //!
 //! For each method (default: every [`Method::ALL`] entry and zennit's
@@ -39,6 +39,7 @@ fn run() -> Result<(), RspError> {
     let mut methods: Vec<Method> = Method::ALL.to_vec();
     // ZBox's bounds: the scenes' normalised range, (0 − 0.3)/0.3 and (1 − 0.3)/0.3.
     methods.push(Method::EpsilonGammaBox { low: -1.0, high: 0.7 / 0.3 });
+    let mut chosen: Vec<Method> = Vec::new();
     let mut f64_run = false;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -46,7 +47,7 @@ fn run() -> Result<(), RspError> {
         let value = it.next().ok_or_else(|| bad(format!("{flag} needs a value")))?;
         match flag.as_str() {
             "--limit" => limit = Some(value.parse().map_err(|_| bad(format!("--limit: `{value}`")))?),
-            "--methods" => methods = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--method" => chosen.push(value.parse()?),
             "--dtype" => {
                 f64_run = match value.as_str() {
                     "f32" => false,
@@ -56,6 +57,9 @@ fn run() -> Result<(), RspError> {
             }
             _ => return Err(bad(format!("unknown option {flag}"))),
         }
+    }
+    if !chosen.is_empty() {
+        methods = chosen;
     }
     let scenes = Scenes::load(SCENES)?;
     let rows = if f64_run { table::<f64>(&scenes, &methods, limit)? } else { table::<f32>(&scenes, &methods, limit)? };
