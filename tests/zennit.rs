@@ -13,8 +13,7 @@ use rsp::backend::{ConvGeometry, CpuBackend};
 use rsp::layers::{BatchNorm2d, Conv2d, RuleContext};
 use rsp::ndarray::{arr1, Array3, Array4, ArrayD, Axis, Ix4};
 use rsp::{Float, Method, Network};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 const CASES: &[&str] = &["lrp_vgg_tiny", "lrp_vgg_tiny_bn", "lrp_avgpool_stride_rect"];
 
@@ -100,7 +99,7 @@ fn the_cli_gives_zennits_map() {
     let input = dir.join("input.npy");
     write_npy(&input, &file.tensors["input"].mapv(|v| v as f32)).unwrap();
     let out = dir.join("r.npy");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let base = [
         "attribute".to_string(),
         "--model".into(),
@@ -115,7 +114,7 @@ fn the_cli_gives_zennits_map() {
         "f64".into(),
     ];
     let rsp = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_rsp"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_rsp"))
             .args(base.iter().map(String::as_str).chain(extra.iter().copied()))
             .output()
             .unwrap()

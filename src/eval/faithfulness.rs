@@ -7,8 +7,8 @@
 //!   relevant first into the baseline image, and deletion of the least
 //!   relevant first (LeRF) — with the areas under the curves ([`auc`]);
 //! - **positive mass in the target's mask** and **hostile mass on the other
-//!   objects** ([`positive_mass_in`](super::metrics::positive_mass_in),
-//!   [`negative_mass_in`](super::metrics::negative_mass_in));
+//!   objects** ([`positive_mass_in`],
+//!   [`negative_mass_in`]);
 //! - the **random-logit test** (Sixt, Granz & Landgraf, ICML 2020): the
 //!   Spearman rank correlation between the map for the target and the map for
 //!   a class absent from the scene ([`random_other_class`]).
