@@ -1,23 +1,32 @@
-//! End-to-end timing of one RSP attribution of VGG16 (torchvision
-//! configuration D, 138 M parameters, random He-initialised weights with a
-//! fixed seed) on a 224×224 input.
+//! End-to-end timing of one attribution of VGG16 (torchvision configuration
+//! D, 138 M parameters, random He-initialised weights with a fixed seed) on a
+//! 224×224 input, by RSP (the default) or any other method.
 //!
 //! ```text
 //! cargo run --release --example bench_vgg16 -- --batch 1 --threads 2 --runs 3 --dtype f32
+//! cargo run --release --example bench_vgg16 -- --method epsilon-plus-flat --method gradient
+//! cargo run --release --example bench_vgg16 -- --method all
 //! ```
 //!
-//! Prints, per image, the median over the runs of the forward pass, the start
-//! relevance (gradients at the start layer and the start map), the
-//! propagation and their total; the achieved GFLOP/s; and the peak resident
-//! memory. The last line is one JSON object with the same numbers.
+//! For RSP (`rsp`, `rsp-comparative`) it prints, per image, the median over
+//! the runs of the forward pass, the start relevance (gradients at the start
+//! layer and the start map), the propagation and their total; the achieved
+//! GFLOP/s; and the peak resident memory. For every other method it prints
+//! the median total of [`Network::explain`] and, for comparison, the median
+//! of a forward pass alone timed in the same runs (`start_ms` and `rsp_ms`
+//! are `null`). Each method ends with one JSON object with the same numbers;
+//! the last line printed is the last method's. `--method all` runs every
+//! method of `rsp::Method::ALL` and `epsilon-gamma-box` (with `--low` and
+//! `--high`) in turn; the peak resident memory is then the process's peak so
+//! far.
 
 use clap::{Parser, ValueEnum};
 use ndarray::{Array1, Array2, Array4};
 use rsp::attribution::explain_timed;
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
-use rsp::{Float, Network, RspOptions};
-use std::time::Duration;
+use rsp::{Float, Method, Network};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Dtype {
@@ -25,7 +34,7 @@ enum Dtype {
     F64,
 }
 
-/// Times RSP on VGG16.
+/// Times an attribution method on VGG16.
 #[derive(Parser, Debug)]
 struct Args {
     /// Images per batch.
@@ -43,6 +52,33 @@ struct Args {
     /// Float type.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
+    /// The method, by its command-line name (`rsp`, `gradient`,
+    /// `epsilon-plus-flat`, …, or `all`); repeat it to time several in turn.
+    #[arg(long = "method", default_value = "rsp")]
+    methods: Vec<String>,
+    /// The lowest input value, for `epsilon-gamma-box`'s ZBox rule (ImageNet
+    /// normalisation of 0).
+    #[arg(long, default_value_t = -0.485 / 0.229, allow_negative_numbers = true)]
+    low: f64,
+    /// The highest input value, for `epsilon-gamma-box` (ImageNet normalisation of 1).
+    #[arg(long, default_value_t = (1.0 - 0.406) / 0.225, allow_negative_numbers = true)]
+    high: f64,
+}
+
+/// The methods named by `--method`, in order (`all` expands to every method).
+fn methods(args: &Args) -> Result<Vec<Method>, String> {
+    let mut out = Vec::new();
+    for name in &args.methods {
+        match name.as_str() {
+            "all" => {
+                out.extend(Method::ALL);
+                out.push(Method::EpsilonGammaBox { low: args.low, high: args.high });
+            }
+            "epsilon-gamma-box" => out.push(Method::EpsilonGammaBox { low: args.low, high: args.high }),
+            other => out.push(other.parse::<Method>().map_err(|e| format!("--method {other}: {e}"))?),
+        }
+    }
+    Ok(out)
 }
 
 /// xorshift64* with Box–Muller: a fixed-seed normal sampler (no crate needed).
@@ -140,61 +176,131 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn run<T: Float>(args: &Args) {
-    let mut rng = Normal(0x05EE_D0F1_C0DE);
-    let net = vgg16::<T>(&mut rng);
-    let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
-    let opts = RspOptions::default();
+/// Median per-image times of one method, in ms (`start` and `propagation` for RSP only).
+struct Times {
+    forward: f64,
+    start: Option<f64>,
+    propagation: Option<f64>,
+    total: f64,
+    cpu: f64,
+}
+
+/// Times `method` over the warm-up and timed runs; RSP phase by phase, any
+/// other method as one [`Network::explain`] call beside a forward pass alone.
+fn time_method<T: Float>(net: &Network<T>, input: &Array4<T>, method: &Method, args: &Args) -> Times {
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / args.batch as f64;
-    let (mut fwd, mut start, mut rsp, mut total, mut cpu) =
+    let (mut fwd, mut start, mut prop, mut total, mut cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.warmup + args.runs {
         let cpu_before = cpu_ms();
-        let (_, t) = explain_timed(&net, &input, 0, &opts).expect("VGG16 attribution");
+        let line = if let Method::Rsp(options) = method {
+            let (_, t) = explain_timed(net, input, 0, options).expect("VGG16 attribution");
+            fwd.push(ms(t.forward));
+            start.push(ms(t.start));
+            prop.push(ms(t.propagation));
+            total.push(ms(t.total()));
+            format!(
+                "forward {:.1} ms, start {:.1} ms, propagation {:.1} ms, total {:.1} ms",
+                ms(t.forward),
+                ms(t.start),
+                ms(t.propagation),
+                ms(t.total())
+            )
+        } else {
+            let clock = Instant::now();
+            net.explain(input, 0, method.clone()).expect("VGG16 attribution");
+            let t = ms(clock.elapsed());
+            total.push(t);
+            format!("total {t:.1} ms")
+        };
         let cpu_run = (cpu_ms() - cpu_before) / args.batch as f64;
-        let line = format!(
-            "run {run}: forward {:.1} ms, start {:.1} ms, propagation {:.1} ms, total {:.1} ms (CPU {cpu_run:.0} ms) per image",
-            ms(t.forward),
-            ms(t.start),
-            ms(t.propagation),
-            ms(t.total())
-        );
+        if !matches!(method, Method::Rsp(_)) {
+            // Outside the CPU count above: the forward pass alone, for comparison.
+            let clock = Instant::now();
+            net.forward(input).expect("VGG16 forward");
+            fwd.push(ms(clock.elapsed()));
+        }
+        let line = format!("{} run {run}: {line} (CPU {cpu_run:.0} ms) per image", method.name());
         if run < args.warmup {
             eprintln!("{line} (warm-up)");
+            for v in [&mut fwd, &mut start, &mut prop, &mut total] {
+                v.clear();
+            }
             continue;
         }
         eprintln!("{line}");
-        fwd.push(ms(t.forward));
-        start.push(ms(t.start));
-        rsp.push(ms(t.propagation));
-        total.push(ms(t.total()));
         cpu.push(cpu_run);
     }
-    let (fwd, start, rsp, total, cpu) = (median(fwd), median(start), median(rsp), median(total), median(cpu));
+    let optional = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    Times {
+        forward: median(fwd),
+        start: optional(start),
+        propagation: optional(prop),
+        total: median(total),
+        cpu: median(cpu),
+    }
+}
+
+fn run<T: Float>(args: &Args, methods: &[Method]) {
+    let mut rng = Normal(0x05EE_D0F1_C0DE);
+    let net = vgg16::<T>(&mut rng);
+    let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
     let flops = conv_flops();
-    let rss = peak_rss_mb();
-    println!("VGG16 {} batch {} threads {} ({} runs, medians per image)", T::NAME, args.batch, args.threads, args.runs);
-    println!("  forward      {fwd:8.1} ms  ({:.0} GFLOP/s on the convolutions)", flops / fwd / 1e6);
-    println!("  start        {start:8.1} ms");
-    println!(
-        "  propagation  {rsp:8.1} ms  ({:.0} GFLOP/s dense-equivalent: 6 forward passes)",
-        6.0 * flops / rsp / 1e6
-    );
-    println!("  total        {total:8.1} ms  (CPU time {cpu:.0} ms: {:.2} cores busy; other load on the machine lowers this)", cpu / total);
-    println!("  peak RSS     {rss:8.0} MB");
-    println!(
-        "{{\"model\":\"vgg16\",\"batch\":{},\"threads\":{},\"forward_ms\":{fwd:.1},\"start_ms\":{start:.1},\"rsp_ms\":{rsp:.1},\"total_ms\":{total:.1},\"peak_rss_mb\":{rss:.0}}}",
-        args.batch,
-        args.threads
-    );
+    for method in methods {
+        let t = time_method(&net, &input, method, args);
+        let rss = peak_rss_mb();
+        let name = method.name();
+        println!(
+            "VGG16 {name} {} batch {} threads {} ({} runs, medians per image)",
+            T::NAME,
+            args.batch,
+            args.threads,
+            args.runs
+        );
+        let alone = if t.start.is_none() { ", timed alone" } else { "" };
+        println!(
+            "  forward      {:8.1} ms  ({:.0} GFLOP/s on the convolutions{alone})",
+            t.forward,
+            flops / t.forward / 1e6
+        );
+        if let (Some(start), Some(prop)) = (t.start, t.propagation) {
+            println!("  start        {start:8.1} ms");
+            println!(
+                "  propagation  {prop:8.1} ms  ({:.0} GFLOP/s dense-equivalent: 6 forward passes)",
+                6.0 * flops / prop / 1e6
+            );
+        }
+        println!(
+            "  total        {:8.1} ms  (CPU time {:.0} ms: {:.2} cores busy; other load on the machine lowers this)",
+            t.total,
+            t.cpu,
+            t.cpu / t.total
+        );
+        println!("  peak RSS     {rss:8.0} MB");
+        let json = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "{{\"model\":\"vgg16\",\"method\":\"{name}\",\"dtype\":\"{}\",\"batch\":{},\"threads\":{},\"forward_ms\":{:.1},\"start_ms\":{},\"rsp_ms\":{},\"total_ms\":{:.1},\"peak_rss_mb\":{rss:.0}}}",
+            T::NAME,
+            args.batch,
+            args.threads,
+            t.forward,
+            json(t.start),
+            json(t.propagation),
+            t.total
+        );
+    }
 }
 
 fn main() {
     let args = Args::parse();
     assert!(args.batch >= 1 && args.runs >= 1 && args.threads >= 1, "--batch, --runs and --threads must be ≥ 1");
+    let methods = methods(&args).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build().expect("rayon pool");
     pool.install(|| match args.dtype {
-        Dtype::F32 => run::<f32>(&args),
-        Dtype::F64 => run::<f64>(&args),
+        Dtype::F32 => run::<f32>(&args, &methods),
+        Dtype::F64 => run::<f64>(&args, &methods),
     });
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Times the authors' released RSP code (VGG16, 224x224, batch 1) on the CPU.
+"""Times the authors' released RSP code, or their RAP code, (VGG16, 224x224, batch 1) on the CPU.
 
 The same phases as `cargo run --release --example bench_vgg16`, per image,
 medians over the timed runs (after untimed warm-up runs):
@@ -13,8 +13,14 @@ medians over the timed runs (after untimed warm-up runs):
                 channel sum of the input relevance;
 * total:        the three together.
 
+With `--method rap` it times the authors' earlier method instead, as its
+released `main.py` calls it (`model.RAP_relprop(R=T)` from the one-hot `T` of
+the predicted class, then the channel sum), against
+`bench_vgg16 --method rap`; its start phase is empty (0).
+
 The released code is not vendored: pass the path of a checkout of
-`wjNam/Relative_Sectional_Propagation` (tested at commit 68a1297). Needs
+`wjNam/Relative_Sectional_Propagation` (tested at commit 68a1297), or for
+`--method rap` of `wjNam/Relative_Attributing_Propagation` (tested at 7fa9682). Needs
 PyTorch, torchvision, numpy, Pillow and matplotlib (the released modules import
 them). The released code calls `.cuda()` in `main.py` only; the modules used
 here run on the CPU unchanged. Weights are torchvision's random initialisation
@@ -68,27 +74,46 @@ def main():
     parser.add_argument("--runs", type=int, default=5, help="timed runs; the median is reported (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=["rsp", "rap"], default="rsp", help="the released method to time (default rsp)")
     args = parser.parse_args()
 
     checkout = os.path.abspath(args.checkout)
     if not os.path.isfile(os.path.join(checkout, "modules", "vgg.py")):
-        sys.exit(f"{checkout}: not a checkout of the released RSP code (no modules/vgg.py)")
+        sys.exit(f"{checkout}: not a checkout of the released RSP or RAP code (no modules/vgg.py)")
     sys.path.insert(0, checkout)
 
     import numpy as np
     import torch
     import torchvision
 
-    from baselines.gradcam import GradCam  # noqa: E402  (the released code)
-    from modules.vgg import vgg16  # noqa: E402
+    from modules.vgg import vgg16  # noqa: E402  (the released code)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = vgg16(pretrained=False).eval()
-    bp = GradCam(model, target_layer=29)  # the released main.py's saliency layer
     image = torch.randn(1, 3, 224, 224)
 
+    def rap_run():
+        x = image.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        output = model(x)
+        t1 = time.perf_counter()
+        one_hot = torch.zeros(1, output.shape[1])
+        one_hot[0, output.data.argmax()] = 1.0
+        relevance = model.RAP_relprop(R=one_hot)
+        heatmap = relevance.sum(dim=1, keepdim=True)
+        t3 = time.perf_counter()
+        assert heatmap.shape == (1, 1, 224, 224) and bool(torch.isfinite(heatmap).all())
+        return t1 - t0, 0.0, t3 - t1, t3 - t0
+
+    if args.method == "rsp":
+        from baselines.gradcam import GradCam  # noqa: E402  (the released code)
+
+        bp = GradCam(model, target_layer=29)  # the released main.py's saliency layer
+
     def one_run():
+        if args.method == "rap":
+            return rap_run()
         x = image.clone().requires_grad_(True)
         t0 = time.perf_counter()
         output = model(x)
@@ -115,6 +140,7 @@ def main():
     result = {name: round(value, 4) for name, value in zip(names, medians)}
     result.update(
         {
+            "method": args.method,
             "runs": args.runs,
             "threads": args.threads,
             "torch": torch.__version__,

@@ -187,7 +187,8 @@ fn chw<T>(x: ArrayViewD<'_, T>) -> Result<ArrayView3<'_, T>> {
 /// * ε: `S = R ⊘ (z + ε·sign(z))` (bias in `z`), `R_in = x ⊙ convᵀ(S, W)`;
 /// * α1β0: with `x⁺ = max(x,0)`, `x⁻ = min(x,0)`, `W^± ` likewise, the positive
 ///   contributions are `x⁺W⁺` and `x⁻W⁻`: `z⁺ = conv(x⁺,W⁺) + conv(x⁻,W⁻)`,
-///   `S = R ⊘ z⁺`, `R_in = x⁺ ⊙ convᵀ(S,W⁺) + x⁻ ⊙ convᵀ(S,W⁻)` (no bias).
+///   `S = R ⊘ z⁺`, `R_in = x⁺ ⊙ convᵀ(S,W⁺) + x⁻ ⊙ convᵀ(S,W⁻)` (no bias):
+///   one convolution and one adjoint when `x ≥ 0`, two of each otherwise.
 ///
 /// Divisions by zero give zero (safe division).
 fn conv_rule<T: Float>(
@@ -213,20 +214,26 @@ fn conv_rule<T: Float>(
             Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b))
         }
         LrpRule::Alpha1Beta0 => {
-            let x_pos = x.mapv(|v| v.max(T::zero()));
-            let x_neg = x.mapv(|v| v.min(T::zero()));
             let w_pos = weight.mapv(|v| v.max(T::zero()));
-            let w_neg = weight.mapv(|v| v.min(T::zero()));
-            let z = backend.conv2d(x_pos.view(), w_pos.view(), geometry)?
-                + backend.conv2d(x_neg.view(), w_neg.view(), geometry)?;
+            let x_pos = x.mapv(|v| v.max(T::zero()));
+            let mut z = backend.conv2d(x_pos.view(), w_pos.view(), geometry)?;
+            // After a ReLU there is no negative input: the x⁻ terms are exact
+            // zeros, and their convolution and adjoint are skipped.
+            let negative = x
+                .iter()
+                .any(|&v| v < T::zero())
+                .then(|| (x.mapv(|v| v.min(T::zero())), weight.mapv(|v| v.min(T::zero()))));
+            if let Some((x_neg, w_neg)) = &negative {
+                z += &backend.conv2d(x_neg.view(), w_neg.view(), geometry)?;
+            }
             let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
             let back_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), geometry, hw)?;
-            let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw)?;
-            Ok(Zip::from(&x_pos)
-                .and(&x_neg)
-                .and(&back_pos)
-                .and(&back_neg)
-                .map_collect(|&xp, &xn, &bp, &bn| xp * bp + xn * bn))
+            let mut rin = Zip::from(&x_pos).and(&back_pos).map_collect(|&xp, &bp| xp * bp);
+            if let Some((x_neg, w_neg)) = &negative {
+                let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw)?;
+                Zip::from(&mut rin).and(x_neg).and(&back_neg).for_each(|r, &xn, &bn| *r = *r + xn * bn);
+            }
+            Ok(rin)
         }
     }
 }
