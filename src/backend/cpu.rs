@@ -1,7 +1,7 @@
 //! The default CPU backend: im2col + GEMM, parallel with rayon.
 
-use super::im2col::{col2im_into, im2col_into};
-use super::matmul::{gemm, gemm_into};
+use super::im2col::{col2im_into, im2col_columns_into, im2col_into};
+use super::matmul::{block_len, block_product, gemm, gemm_into, Kernel, SERIAL_WORK};
 use super::workspace::Scratch;
 use super::{Backend, ConvGeometry};
 use crate::error::Result;
@@ -58,9 +58,28 @@ impl<T: Float> Backend<T> for CpuBackend {
         let (o, _, kh, kw) = w.dim();
         let out_hw = output_hw(g, (h, wd), (kh, kw));
         let p = out_hw.0 * out_hw.1;
-        let mut cols = unfold(x, (kh, kw), g, out_hw);
         let w = w.as_standard_layout();
-        let out = gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view());
+        let out = if p >= o && o * p * c * kh * kw >= SERIAL_WORK {
+            // Unfolded block by block, each block right before its GEMM (while
+            // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first:
+            // the same blocks and products as `gemm` (bit-identical results),
+            // 1.2–1.6× faster on VGG16's large early maps.
+            let (m, k) = (o, c * kh * kw);
+            let kernel = Kernel::for_shape(m, k, p);
+            let mut out = Array2::zeros((o, p));
+            let block = block_len(p);
+            out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
+                let columns = i * block..i * block + out_block.ncols();
+                let mut cols = Scratch::take(k * columns.len());
+                let mut cols = matrix(&mut cols, k, columns.len());
+                im2col_columns_into(x, (kh, kw), g, out_hw, columns, cols.view_mut());
+                block_product(weight_matrix(w.view()), cols.view(), out_block, kernel);
+            });
+            out
+        } else {
+            let mut cols = unfold(x, (kh, kw), g, out_hw);
+            gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view())
+        };
         Ok(out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous"))
     }
 
@@ -191,6 +210,33 @@ mod tests {
     fn close(a: &Array3<f64>, b: &Array3<f64>) -> bool {
         let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
         a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12 * scale)
+    }
+
+    /// The convolution that unfolds its input block by block, right before each
+    /// block's GEMM, gives the same bits as unfolding the whole input first and
+    /// multiplying (the same blocks and products), on maps large enough to take
+    /// that path, with blocks that end mid-row, and strided, padded geometries.
+    #[test]
+    fn blockwise_unfolding_equals_the_whole_unfolding_bit_for_bit() {
+        let geoms = [ConvGeometry::square(1, 1), ConvGeometry { stride: [2, 1], padding: [1, 0, 2, 1] }];
+        for g in &geoms {
+            for kernel in [(3, 3), (1, 1), (2, 5)] {
+                let x =
+                    Array3::from_shape_fn((40, 41, 37), |(c, i, j)| ((c * 31 + i * 7 + j * 3) % 17) as f32 * 0.1 - 0.6);
+                let w = Array4::from_shape_fn((8, 40, kernel.0, kernel.1), |(o, c, u, v)| {
+                    ((o * 5 + c * 3 + u * 2 + v) % 11) as f32 * 0.07 - 0.3
+                });
+                let out_hw = g.output_size((41, 37), kernel).unwrap();
+                let p = out_hw.0 * out_hw.1;
+                assert!(p >= 8 && 8 * p * 40 * kernel.0 * kernel.1 >= SERIAL_WORK, "the blockwise path is taken");
+                assert_ne!(block_len(p) % out_hw.1, 0, "blocks end mid-row");
+                let mut cols = unfold(x.view(), kernel, g, out_hw);
+                let rows = 40 * kernel.0 * kernel.1;
+                let whole = gemm(weight_matrix(w.view()), matrix(&mut cols, rows, p).view());
+                let blockwise = CpuBackend.conv2d(x.view(), w.view(), g).unwrap();
+                assert_eq!(blockwise.into_shape_with_order((8, p)).unwrap(), whole, "{g:?} {kernel:?}");
+            }
+        }
     }
 
     /// Every kernel against the reference on strided, asymmetrically padded,

@@ -4,6 +4,7 @@ use super::ConvGeometry;
 use crate::float::Float;
 use ndarray::parallel::prelude::*;
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
+use std::ops::Range;
 
 /// Writes into `cols` (`(C·kh·kw) × (Ho·Wo)`, every entry overwritten) the
 /// unfolded `x` (C×H×W): column `p` holds the zero-padded receptive field of
@@ -15,38 +16,80 @@ pub(crate) fn im2col_into<T: Float>(
     out_hw: (usize, usize),
     mut cols: ArrayViewMut2<T>,
 ) {
-    let (c, h, w) = x.dim();
-    let (kh, kw) = kernel_hw;
-    let (oh, ow) = out_hw;
-    assert_eq!(cols.dim(), (c * kh * kw, oh * ow), "im2col: buffer shape");
+    let (c, kh, kw) = (x.dim().0, kernel_hw.0, kernel_hw.1);
+    let positions = out_hw.0 * out_hw.1;
+    assert_eq!(cols.dim(), (c * kh * kw, positions), "im2col: buffer shape");
     cols.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(row, mut line)| {
-        let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
         let line = line.as_slice_mut().expect("rows of a standard-layout buffer are contiguous");
-        // Output columns q whose input column j = q·sw + v − pl lies inside the input.
-        let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
-        let q_end = ((w + g.padding[1]).saturating_sub(v)).div_ceil(g.stride[1]).min(ow);
-        for p in 0..oh {
-            let dst = &mut line[p * ow..(p + 1) * ow];
-            let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else {
-                dst.fill(T::zero());
-                continue;
-            };
-            let src = x.slice(s![ic, i, ..]);
-            dst[..q_first.min(ow)].fill(T::zero());
-            if q_first < q_end {
-                let j0 = q_first * g.stride[1] + v - g.padding[1];
-                match (g.stride[1], src.as_slice()) {
-                    (1, Some(src)) => dst[q_first..q_end].copy_from_slice(&src[j0..j0 + (q_end - q_first)]),
-                    (sw, _) => {
-                        for (k, d) in dst[q_first..q_end].iter_mut().enumerate() {
-                            *d = src[j0 + k * sw];
-                        }
+        unfold_row(x, kernel_hw, g, out_hw, row, 0..positions, line);
+    });
+}
+
+/// The columns `positions` of [`im2col_into`]'s matrix, on the calling
+/// thread: `cols` is `(C·kh·kw) × positions.len()`, every entry overwritten.
+/// What a column block of a convolution's GEMM reads, unfolded just before
+/// it is used (while it is in cache).
+pub(crate) fn im2col_columns_into<T: Float>(
+    x: ArrayView3<T>,
+    kernel_hw: (usize, usize),
+    g: &ConvGeometry,
+    out_hw: (usize, usize),
+    positions: Range<usize>,
+    mut cols: ArrayViewMut2<T>,
+) {
+    let (c, kh, kw) = (x.dim().0, kernel_hw.0, kernel_hw.1);
+    assert_eq!(cols.dim(), (c * kh * kw, positions.len()), "im2col: buffer shape");
+    for (row, mut line) in cols.axis_iter_mut(Axis(0)).enumerate() {
+        let line = line.as_slice_mut().expect("rows of a standard-layout buffer are contiguous");
+        unfold_row(x, kernel_hw, g, out_hw, row, positions.clone(), line);
+    }
+}
+
+/// Row `row` (input channel, kernel row, kernel column) of the unfolded `x`,
+/// at the output positions `positions` (row-major over `out_hw`), into `line`.
+fn unfold_row<T: Float>(
+    x: ArrayView3<T>,
+    (kh, kw): (usize, usize),
+    g: &ConvGeometry,
+    (_, ow): (usize, usize),
+    row: usize,
+    positions: Range<usize>,
+    line: &mut [T],
+) {
+    let (_, h, w) = x.dim();
+    let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
+    // Output columns q whose input column j = q·sw + v − pl lies inside the input.
+    let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
+    let q_end = ((w + g.padding[1]).saturating_sub(v)).div_ceil(g.stride[1]).min(ow);
+    let mut position = positions.start;
+    while position < positions.end {
+        // The part of output row p in this range: columns a..b.
+        let (p, a) = (position / ow, position % ow);
+        let b = ow.min(a + (positions.end - position));
+        let dst = &mut line[position - positions.start..position - positions.start + (b - a)];
+        position += b - a;
+        let Some(i) = (p * g.stride[0] + u).checked_sub(g.padding[0]).filter(|&i| i < h) else {
+            dst.fill(T::zero());
+            continue;
+        };
+        let src = x.slice(s![ic, i, ..]);
+        // Valid columns of this part: first..end (relative to the row).
+        let (first, end) = (q_first.clamp(a, b), q_end.clamp(a, b).max(q_first.clamp(a, b)));
+        dst[..first - a].fill(T::zero());
+        if first < end {
+            let j0 = first * g.stride[1] + v - g.padding[1];
+            let part = &mut dst[first - a..end - a];
+            match (g.stride[1], src.as_slice()) {
+                (1, Some(src)) => part.copy_from_slice(&src[j0..j0 + part.len()]),
+                (sw, _) => {
+                    for (k, d) in part.iter_mut().enumerate() {
+                        *d = src[j0 + k * sw];
                     }
                 }
             }
-            dst[q_end.max(q_first).min(ow)..].fill(T::zero());
         }
-    });
+        dst[end - a..].fill(T::zero());
+    }
 }
 
 /// The adjoint of [`im2col_into`]: writes into `out` (C×H×W, overwritten) the

@@ -23,7 +23,7 @@ use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use std::any::TypeId;
 
 /// Below this many multiply–adds a product is one call on the calling thread.
-const SERIAL_WORK: usize = 1 << 18;
+pub(crate) const SERIAL_WORK: usize = 1 << 18;
 
 /// Reductions at least this many times longer than both output sides go to
 /// `matrixmultiply` (`benches/gemm.rs`, 2026-11-26: at ratio 87 the kernels are
@@ -52,7 +52,7 @@ impl Kernel {
 }
 
 /// `c = a · b` on the calling thread with the kernel of choice.
-fn block_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>, kernel: Kernel) {
+pub(crate) fn block_product<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>, kernel: Kernel) {
     match kernel {
         Kernel::MatrixMultiply => general_mat_mul(T::one(), &a, &b, T::zero(), &mut c),
         Kernel::Gemm => gemm_serial(a, b, c),
