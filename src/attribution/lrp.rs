@@ -231,7 +231,7 @@ fn conv_rule<T: Float>(
             let mut rin = Zip::from(&x_pos).and(&back_pos).map_collect(|&xp, &bp| xp * bp);
             if let Some((x_neg, w_neg)) = &negative {
                 let back_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), geometry, hw)?;
-                Zip::from(&mut rin).and(x_neg).and(&back_neg).for_each(|r, &xn, &bn| *r = *r + xn * bn);
+                Zip::from(&mut rin).and(x_neg).and(&back_neg).for_each(|r, &xn, &bn| *r += xn * bn);
             }
             Ok(rin)
         }
