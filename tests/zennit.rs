@@ -237,6 +237,69 @@ fn the_method_and_its_rules_agree_without_batch_norm() {
     }
 }
 
+/// `rules` with only [`Rules::layer`]: the walk's `layer_given_output` falls
+/// back to it, so every `z` is computed afresh instead of taken from the
+/// forward pass.
+struct Recomputing<'a, T>(&'a dyn Rules<T>);
+
+impl<T: Float> Rules<T> for Recomputing<'_, T> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn layer(
+        &self,
+        backend: &dyn rsp::backend::Backend<T>,
+        layer: &dyn rsp::layers::Layer<T>,
+        x: rsp::ndarray::ArrayViewD<T>,
+        relevance: rsp::ndarray::ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> rsp::Result<ArrayD<T>> {
+        self.0.layer(backend, layer, x, relevance, ctx)
+    }
+
+    fn add(
+        &self,
+        a: rsp::ndarray::ArrayViewD<T>,
+        b: rsp::ndarray::ArrayViewD<T>,
+        r: rsp::ndarray::ArrayViewD<T>,
+    ) -> rsp::Result<(ArrayD<T>, ArrayD<T>)> {
+        self.0.add(a, b, r)
+    }
+
+    fn seed(&self, logits: rsp::ndarray::ArrayView1<T>, target: usize) -> ArrayD<T> {
+        self.0.seed(logits, target)
+    }
+}
+
+/// The rules that reuse the layer's forward output as their `z` (ε, Gamma,
+/// ZBox; conv and linear layers, with biases, batch norm and average pools)
+/// give the same bits as computing `z` again.
+fn reuse_equals_recomputing<T: Float>() {
+    for case in CASES {
+        let net = rsp::io::safetensors::load::<T>(&path(case)).unwrap();
+        let x = read_tensors(&path(case)).tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
+        let all: [&dyn Rules<T>; 4] = [
+            &ZennitComposite::EpsilonPlusFlat,
+            &ZennitComposite::EpsilonGammaBox { low: -4.0, high: 4.0 },
+            &rsp::attribution::Lrp::epsilon(0.25),
+            &rsp::attribution::Lrp::alpha1_beta0(),
+        ];
+        for rules in all {
+            let reused = net.explain_rules(x.view(), 1, rules).unwrap().relevance.unwrap();
+            let recomputed = net.explain_rules(x.view(), 1, &Recomputing(rules)).unwrap().relevance.unwrap();
+            assert!(reused.iter().any(|&v| v != T::zero()), "{case} {}", rules.name());
+            assert_eq!(reused, recomputed, "{case} {} {}", rules.name(), T::NAME);
+        }
+    }
+}
+
+#[test]
+fn reusing_the_forward_output_gives_the_same_bits() {
+    reuse_equals_recomputing::<f64>();
+    reuse_equals_recomputing::<f32>();
+}
+
 fn conv(weight: Array4<f64>, bias: Option<f64>, padding: usize) -> Conv2d<f64> {
     let o = weight.dim().0;
     Conv2d::new("c", weight, bias.map(|b| rsp::ndarray::Array1::from_elem(o, b)), ConvGeometry::square(1, padding))

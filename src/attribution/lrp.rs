@@ -20,7 +20,7 @@ use crate::float::{safe_div, Float};
 use crate::layers::{
     check_same_shape, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Layer, LayerKind, Linear, MaxPool2d, RuleContext,
 };
-use ndarray::{Array1, Array3, ArrayD, ArrayView3, ArrayView4, ArrayViewD, Axis, Ix3, IxDyn, Zip};
+use ndarray::{Array1, Array3, ArrayD, ArrayView3, ArrayView4, ArrayViewD, Axis, CowArray, Ix3, IxDyn, Zip};
 
 /// The rule LRP applies to convolutions, linear layers, average pooling and
 /// residual sums.
@@ -116,6 +116,51 @@ impl<T: Float> Rules<T> for Lrp {
         relevance: ArrayViewD<T>,
         ctx: RuleContext,
     ) -> Result<ArrayD<T>> {
+        self.rule_at(backend, layer, x, None, relevance, ctx)
+    }
+
+    /// The ε-rule's `z = Wx + b` is the layer's output: reused, not recomputed.
+    fn layer_given_output(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        output: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
+        self.rule_at(backend, layer, x, Some(output), relevance, ctx)
+    }
+
+    /// In proportion to the inputs (ε), or to their positive parts (α1β0).
+    fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)> {
+        let rule = self.rule;
+        let mut ra = ArrayD::zeros(r.raw_dim());
+        let mut rb = ArrayD::zeros(r.raw_dim());
+        Zip::from(&mut ra).and(&mut rb).and(&a).and(&b).and(&r).for_each(|ra, rb, &av, &bv, &rv| {
+            let (at, bt) = match rule {
+                LrpRule::Epsilon(_) => (av, bv),
+                LrpRule::Alpha1Beta0 => (av.max(T::zero()), bv.max(T::zero())),
+            };
+            let s = safe_div(rv, rule.stabilise(at + bt));
+            *ra = at * s;
+            *rb = bt * s;
+        });
+        Ok((ra, rb))
+    }
+}
+
+impl Lrp {
+    /// The rule of `layer` at input `x`, with the layer's forward `output` when known.
+    fn rule_at<T: Float>(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        output: Option<ArrayViewD<T>>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let out = layer.output_shape(x.shape())?;
         check_same_shape(&format!("relevance at the output of {}", layer.describe()), &out, relevance.shape())?;
         let rule = self.rule;
@@ -124,7 +169,8 @@ impl<T: Float> Rules<T> for Lrp {
             let rin = if ctx.is_input_layer {
                 conv.zb_rule(backend, x, r)?
             } else {
-                conv_rule(backend, x, r, conv.weight().view(), conv.bias(), conv.geometry(), rule)?
+                let z = output.map(chw).transpose()?;
+                conv_rule(backend, x, z, r, conv.weight().view(), conv.bias(), conv.geometry(), rule)?
             };
             return Ok(rin.into_dyn());
         }
@@ -134,7 +180,8 @@ impl<T: Float> Rules<T> for Lrp {
             let x_map = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
             let r_map = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
             let w = fc.weight().view().into_shape_with_order((o, i, 1, 1)).expect("standard layout");
-            let rin = conv_rule(backend, x_map, r_map, w, fc.bias(), &ConvGeometry::square(1, 0), rule)?;
+            let z = output.map(|z| z.into_shape_with_order((o, 1, 1)).expect("the layer's output"));
+            let rin = conv_rule(backend, x_map, z, r_map, w, fc.bias(), &ConvGeometry::square(1, 0), rule)?;
             return Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn());
         }
         if layer.downcast_ref::<MaxPool2d>().is_some() {
@@ -157,23 +204,6 @@ impl<T: Float> Rules<T> for Lrp {
             _ => Err(RspError::Model(format!("layer `{}` has no LRP rule", layer.describe()))),
         }
     }
-
-    /// In proportion to the inputs (ε), or to their positive parts (α1β0).
-    fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)> {
-        let rule = self.rule;
-        let mut ra = ArrayD::zeros(r.raw_dim());
-        let mut rb = ArrayD::zeros(r.raw_dim());
-        Zip::from(&mut ra).and(&mut rb).and(&a).and(&b).and(&r).for_each(|ra, rb, &av, &bv, &rv| {
-            let (at, bt) = match rule {
-                LrpRule::Epsilon(_) => (av, bv),
-                LrpRule::Alpha1Beta0 => (av.max(T::zero()), bv.max(T::zero())),
-            };
-            let s = safe_div(rv, rule.stabilise(at + bt));
-            *ra = at * s;
-            *rb = bt * s;
-        });
-        Ok((ra, rb))
-    }
 }
 
 fn chw<T>(x: ArrayViewD<'_, T>) -> Result<ArrayView3<'_, T>> {
@@ -190,10 +220,13 @@ fn chw<T>(x: ArrayViewD<'_, T>) -> Result<ArrayView3<'_, T>> {
 ///   `S = R ⊘ z⁺`, `R_in = x⁺ ⊙ convᵀ(S,W⁺) + x⁻ ⊙ convᵀ(S,W⁻)` (no bias):
 ///   one convolution and one adjoint when `x ≥ 0`, two of each otherwise.
 ///
-/// Divisions by zero give zero (safe division).
+/// `output`, when given, is the layer's forward output `conv(x, W) + b` (the
+/// ε-rule's `z`, reused). Divisions by zero give zero (safe division).
+#[allow(clippy::too_many_arguments)]
 fn conv_rule<T: Float>(
     backend: &dyn Backend<T>,
     x: ArrayView3<T>,
+    output: Option<ArrayView3<T>>,
     r: ArrayView3<T>,
     weight: ArrayView4<T>,
     bias: Option<&Array1<T>>,
@@ -203,12 +236,18 @@ fn conv_rule<T: Float>(
     let hw = (x.dim().1, x.dim().2);
     match rule {
         LrpRule::Epsilon(_) => {
-            let mut z = backend.conv2d(x, weight, geometry)?;
-            if let Some(b) = bias {
-                for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
-                    plane += bv;
+            let z = match output {
+                Some(z) => CowArray::from(z),
+                None => {
+                    let mut z = backend.conv2d(x, weight, geometry)?;
+                    if let Some(b) = bias {
+                        for (mut plane, &bv) in z.axis_iter_mut(Axis(0)).zip(b) {
+                            plane += bv;
+                        }
+                    }
+                    CowArray::from(z)
                 }
-            }
+            };
             let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, rule.stabilise(zv)));
             let back = backend.conv2d_input_adjoint(s.view(), weight, geometry, hw)?;
             Ok(Zip::from(&x).and(&back).map_collect(|&xv, &b| xv * b))

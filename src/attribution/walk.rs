@@ -45,6 +45,24 @@ pub trait Rules<T: Float>: Sync {
         ctx: RuleContext,
     ) -> Result<ArrayD<T>>;
 
+    /// [`Rules::layer`] given also the layer's output as the forward pass
+    /// computed it from `x` (`output = layer.forward(x)`): a rule whose
+    /// denominator is that output (LRP-ε's `z = Wx + b`, zennit's Epsilon,
+    /// Gamma's sign of `z`) reuses it instead of computing it again. The walk
+    /// calls this; by default it ignores `output` and calls [`Rules::layer`].
+    fn layer_given_output(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        output: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
+        let _ = output;
+        self.layer(backend, layer, x, relevance, ctx)
+    }
+
     /// The shares of the two summands `a` and `b` of a residual sum in the
     /// relevance `relevance` of the sum.
     fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, relevance: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)>;
@@ -161,7 +179,8 @@ impl<T: Float> Network<T> {
                 NodeOp::Layer(l) => {
                     let src = node.inputs[0];
                     let ctx = RuleContext { is_input_layer: src == Source::Input, receives_seed: k == from };
-                    vec![(src, rules.layer(self.backend(), l.as_ref(), acts.get(src), r.view(), ctx)?)]
+                    let (x, output) = (acts.get(src), acts.get(Source::Node(k)));
+                    vec![(src, rules.layer_given_output(self.backend(), l.as_ref(), x, output, r.view(), ctx)?)]
                 }
                 NodeOp::Add => {
                     let (ra, rb) = rules.add(acts.get(node.inputs[0]), acts.get(node.inputs[1]), r.view())?;

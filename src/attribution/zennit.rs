@@ -30,7 +30,7 @@ use crate::float::Float;
 use crate::layers::{
     check_same_shape, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Layer, LayerKind, Linear, MaxPool2d, RuleContext,
 };
-use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayView4, ArrayViewD};
+use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayView4, ArrayViewD, CowArray};
 use ndarray::{Axis, Ix3, IxDyn, Zip};
 
 /// zennit's default ε of the ε-rule and of every other rule's stabiliser.
@@ -93,11 +93,61 @@ impl<T: Float> Rules<T> for ZennitComposite {
         relevance: ArrayViewD<T>,
         ctx: RuleContext,
     ) -> Result<ArrayD<T>> {
+        self.rule_at(backend, layer, x, None, relevance, ctx)
+    }
+
+    /// Epsilon's, Gamma's and ZBox's `z = conv(x, W) + b` is the layer's
+    /// output: reused, not recomputed.
+    fn layer_given_output(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        output: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
+        self.rule_at(backend, layer, x, Some(output), relevance, ctx)
+    }
+
+    /// zennit's Norm on the sum: `S = R ⊘ stab(a + b)`, `R_a = a ⊙ S`, `R_b = b ⊙ S`.
+    fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)> {
+        let mut ra = ArrayD::zeros(r.raw_dim());
+        let mut rb = ArrayD::zeros(r.raw_dim());
+        Zip::from(&mut ra).and(&mut rb).and(&a).and(&b).and(&r).for_each(|ra, rb, &av, &bv, &rv| {
+            let s = rv / stabilize(av + bv);
+            *ra = av * s;
+            *rb = bv * s;
+        });
+        Ok((ra, rb))
+    }
+
+    /// The one-hot target, value 1 (zennit's usual call of its attributors).
+    fn seed(&self, logits: ArrayView1<T>, target: usize) -> ArrayD<T> {
+        let mut seed = ArrayD::zeros(IxDyn(&[logits.len()]));
+        seed[[target]] = T::one();
+        seed
+    }
+}
+
+impl ZennitComposite {
+    /// The composite's rule for `layer` at input `x`, with the layer's forward
+    /// `output` when known.
+    fn rule_at<T: Float>(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        output: Option<ArrayViewD<T>>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> Result<ArrayD<T>> {
         let out = layer.output_shape(x.shape())?;
         check_same_shape(&format!("relevance at the output of {}", layer.describe()), &out, relevance.shape())?;
         if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
             let (x, r) = (chw(x)?, chw(relevance)?);
-            let affine = Affine { weight: conv.weight().view(), bias: conv.bias(), geometry: *conv.geometry() };
+            let output = output.map(chw).transpose()?;
+            let affine = Affine { weight: conv.weight().view(), bias: conv.bias(), geometry: *conv.geometry(), output };
             let rin = match (*self, ctx.is_input_layer) {
                 (ZennitComposite::EpsilonPlusFlat, true) => flat(backend, x, r, &affine)?,
                 (ZennitComposite::EpsilonPlusFlat, false) => z_plus(backend, x, r, &affine)?,
@@ -112,7 +162,8 @@ impl<T: Float> Rules<T> for ZennitComposite {
             let x = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
             let r = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
             let weight = fc.weight().view().into_shape_with_order((o, i, 1, 1)).expect("standard layout");
-            let affine = Affine { weight, bias: fc.bias(), geometry: ConvGeometry::square(1, 0) };
+            let output = output.map(|z| z.into_shape_with_order((o, 1, 1)).expect("the layer's output"));
+            let affine = Affine { weight, bias: fc.bias(), geometry: ConvGeometry::square(1, 0), output };
             // zennit's Flat takes the first layer of any linear kind; ZBox only a convolution.
             let rin = if ctx.is_input_layer && *self == ZennitComposite::EpsilonPlusFlat {
                 flat(backend, x, r, &affine)?
@@ -145,25 +196,6 @@ impl<T: Float> Rules<T> for ZennitComposite {
             ))),
         }
     }
-
-    /// zennit's Norm on the sum: `S = R ⊘ stab(a + b)`, `R_a = a ⊙ S`, `R_b = b ⊙ S`.
-    fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)> {
-        let mut ra = ArrayD::zeros(r.raw_dim());
-        let mut rb = ArrayD::zeros(r.raw_dim());
-        Zip::from(&mut ra).and(&mut rb).and(&a).and(&b).and(&r).for_each(|ra, rb, &av, &bv, &rv| {
-            let s = rv / stabilize(av + bv);
-            *ra = av * s;
-            *rb = bv * s;
-        });
-        Ok((ra, rb))
-    }
-
-    /// The one-hot target, value 1 (zennit's usual call of its attributors).
-    fn seed(&self, logits: ArrayView1<T>, target: usize) -> ArrayD<T> {
-        let mut seed = ArrayD::zeros(IxDyn(&[logits.len()]));
-        seed[[target]] = T::one();
-        seed
-    }
 }
 
 /// zennit's `stabilize`: `z + ε·sign(z)` with `sign(0) = +1`, ε = 1e-6. Never
@@ -182,6 +214,18 @@ struct Affine<'a, T> {
     weight: ArrayView4<'a, T>,
     bias: Option<&'a Array1<T>>,
     geometry: ConvGeometry,
+    /// The layer's forward output `conv(x, W) + b`, when the walk has it.
+    output: Option<ArrayView3<'a, T>>,
+}
+
+impl<T: Float> Affine<'_, T> {
+    /// `z = conv(x, W) + b`: the forward output if known, else computed.
+    fn z(&self, backend: &dyn Backend<T>, x: ArrayView3<T>) -> Result<CowArray<'_, T, Ix3>> {
+        Ok(match self.output {
+            Some(z) => CowArray::from(z),
+            None => CowArray::from(plus_bias(backend.conv2d(x, self.weight, &self.geometry)?, self.bias, |b| b)),
+        })
+    }
 }
 
 fn chw<T>(x: ArrayViewD<'_, T>) -> Result<ArrayView3<'_, T>> {
@@ -222,7 +266,7 @@ fn sign_parts<T: Float>(x: ArrayView3<T>) -> (Array3<T>, Option<Array3<T>>) {
 
 /// Epsilon(1e-6), bias kept: `z = conv(x, W) + b`, `R_in = x ⊙ convᵀ(R ⊘ stab(z), W)`.
 fn epsilon<T: Float>(backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>, a: &Affine<T>) -> Result<Array3<T>> {
-    let z = plus_bias(backend.conv2d(x, a.weight, &a.geometry)?, a.bias, |b| b);
+    let z = a.z(backend, x)?;
     let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| rv / stabilize(zv));
     let back = backend.conv2d_input_adjoint(s.view(), a.weight, &a.geometry, (x.dim().1, x.dim().2))?;
     Ok(Zip::from(&x).and(&back).map_collect(|&xv, &g| xv * g))
@@ -256,7 +300,8 @@ fn z_plus<T: Float>(backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>
 /// the negative ones (`z < 0`) to `z_n = conv(x⁺, W_n) + b + γb⁻ + conv(x⁻, W_p)`:
 /// `S_p = [z > 0]·R ⊘ stab(z_p)`, `S_n = [z < 0]·R ⊘ stab(z_n)`,
 /// `R_in = x⁺ ⊙ (convᵀ(S_p, W_p) + convᵀ(S_n, W_n)) + x⁻ ⊙ (convᵀ(S_p, W_n) + convᵀ(S_n, W_p))`.
-/// When `x ≥ 0` the `x⁻` terms vanish: three convolutions and two adjoints.
+/// When `x ≥ 0` the `x⁻` terms vanish: two convolutions (`z` is the layer's
+/// forward output, reused) and two adjoints.
 fn gamma<T: Float>(
     backend: &dyn Backend<T>,
     x: ArrayView3<T>,
@@ -269,7 +314,7 @@ fn gamma<T: Float>(
     let w_p = a.weight.mapv(|v| v + factor * positive(v));
     let w_n = a.weight.mapv(|v| v + factor * negative(v));
     let (x_pos, x_neg) = sign_parts(x);
-    let z = plus_bias(backend.conv2d(x, a.weight, g)?, a.bias, |b| b);
+    let z = a.z(backend, x)?;
     let mut z_p = plus_bias(backend.conv2d(x_pos.view(), w_p.view(), g)?, a.bias, |b| b + factor * positive(b));
     let mut z_n = plus_bias(backend.conv2d(x_pos.view(), w_n.view(), g)?, a.bias, |b| b + factor * negative(b));
     if let Some(xn) = &x_neg {
@@ -318,7 +363,7 @@ fn z_box<T: Float>(
     let (g, hw) = (&a.geometry, (x.dim().1, x.dim().2));
     let (low, high) = (T::of(low), T::of(high));
     let (w_pos, w_neg) = (a.weight.mapv(positive), a.weight.mapv(negative));
-    let z = plus_bias(backend.conv2d(x, a.weight, g)?, a.bias, |b| b);
+    let z = a.z(backend, x)?;
     let lows = Array3::from_elem(x.raw_dim(), low);
     let z_low = plus_bias(backend.conv2d(lows.view(), w_pos.view(), g)?, a.bias, positive);
     let highs = Array3::from_elem(x.raw_dim(), high);
