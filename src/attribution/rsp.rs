@@ -89,9 +89,13 @@ impl<T: Float> Network<T> {
             StartRule::SingleClass => (single_class_start(a, grad_of(target)?.view()), Vec::new()),
             StartRule::Comparative(rule) => {
                 let hostile = hostile_set(rule, logits, target)?;
-                let grads = hostile.iter().map(|&h| grad_of(h)).collect::<Result<Vec<_>>>()?;
-                let views: Vec<_> = grads.iter().map(|g| g.view()).collect();
-                (comparative_start(a, grad_of(target)?.view(), &views)?, hostile)
+                // The target's and every hostile class's gradient in one backward pass.
+                let classes: Vec<usize> = std::iter::once(target).chain(hostile.iter().copied()).collect();
+                let grads = self.gradients_to(acts, &classes, Source::Node(start))?;
+                let grads: Vec<Array3<T>> =
+                    grads.into_iter().map(|g| g.into_dimensionality().expect("checked C×H×W")).collect();
+                let views: Vec<_> = grads[1..].iter().map(|g| g.view()).collect();
+                (comparative_start(a, grads[0].view(), &views)?, hostile)
             }
         };
         let relevance = relevance.into_dyn();
