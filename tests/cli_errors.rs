@@ -202,6 +202,12 @@ fn every_kind_of_bad_input_is_one_line_and_a_failure() {
             "3×H×W, found [64, 64]",
         ),
         ("no subcommand", vec![], "subcommand is required"),
+        ("a required argument missing", vec!["attribute".into(), "--input".into(), good.clone()], "--model"),
+        (
+            "--flip-baseline without --faithfulness",
+            vec!["evaluate".into(), "--model".into(), model.clone(), "--flip-baseline".into(), "0.5".into()],
+            "--faithfulness",
+        ),
     ];
     for (what, args, word) in cases {
         let o = Command::new(env!("CARGO_BIN_EXE_rsp")).args(&args).output().expect("the binary runs");

@@ -246,7 +246,7 @@ enum Command {
         #[arg(long, value_name = "PIXELS", requires = "faithfulness")]
         flip_step: Option<usize>,
         /// The value (normalised input units) that replaces a flipped pixel in every channel.
-        #[arg(long, value_name = "V", default_value_t = 0.0, allow_negative_numbers = true)]
+        #[arg(long, value_name = "V", default_value_t = 0.0, allow_negative_numbers = true, requires = "faithfulness")]
         flip_baseline: f64,
         /// Evaluate only shard I of N (1-based) of the scenes; --json then
         /// prints what `rsp merge` needs. Default: the scheduler's (Slurm
@@ -761,9 +761,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            // One line: clap's first line (it names the problem), without the usage block.
+            // One line: clap's message up to its usage block, its lines joined
+            // (a missing argument's name is on the second line).
             let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("invalid arguments").trim());
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .collect();
+            let message = if message.is_empty() { "error: invalid arguments".to_string() } else { message.join(" ") };
+            eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
