@@ -9,7 +9,7 @@ context), as our network is built once; each timed call is zennit's
 
 | name (ours)        | peer timed here                                                        |
 |--------------------|------------------------------------------------------------------------|
-| epsilon-plus-flat  | zennit `EpsilonPlusFlat()` (the same maps, tests/zennit.rs)            |
+| epsilon-plus-flat  | zennit `EpsilonPlusFlat()` (the same maps, tests/suite/zennit.rs)            |
 | epsilon-gamma-box  | zennit `EpsilonGammaBox(low, high)` (the same maps)                    |
 | lrp-alpha1-beta0   | zennit `AlphaBeta(1, 0)` on every convolution and linear layer         |
 | lrp-epsilon        | zennit `Epsilon(0.25)` on every convolution and linear layer           |

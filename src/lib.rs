@@ -30,8 +30,8 @@
 //! | load a model (safetensors `layers` format, ResNet metadata, ONNX) | [`Network::load`] ([`io`]) |
 //! | load torchvision weights | [`Network::load_torchvision`], or [`models`] to build VGG/ResNet |
 //! | build a network by hand, residual blocks | [`Network::push`], [`Network::residual`], [`layers`] |
-//! | write your own layer | implement [`layers::Layer`] (`tests/custom_layer.rs` shows one) |
-//! | write your own rule or method (LRP-γ, …) | implement [`attribution::Rules`], run [`Network::explain_rules`] (`tests/custom_rule.rs`) |
+//! | write your own layer | implement [`layers::Layer`] (`tests/suite/custom_layer.rs` shows one) |
+//! | write your own rule or method (LRP-γ, …) | implement [`attribution::Rules`], run [`Network::explain_rules`] (`tests/suite/custom_rule.rs`) |
 //! | get logits | [`Network::forward`] |
 //! | time the phases (benchmarks) | [`attribution::explain_timed`] |
 //! | turn a map into a picture | [`Explanation::heatmap_image`], [`render`] (feature `image`) |

@@ -5,7 +5,7 @@ input batch and onnxruntime's output for it; and graphs that onnxruntime reads
 differently from a per-sample flatten + linear layer (or refuses), which rsp
 must refuse. `cases.json` lists them with what onnxruntime did.
 
-Used by tests/onnx_ops.rs. Needs `pip install onnx onnxruntime numpy`
+Used by tests/suite/onnx_ops.rs. Needs `pip install onnx onnxruntime numpy`
 (recorded with onnx 1.23.2, onnxruntime 1.32.0, numpy 2.x; never needed by CI):
 
     python3 tools/make_onnx_cases.py

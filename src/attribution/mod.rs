@@ -155,7 +155,7 @@ impl<T: Float> Network<T> {
     /// and walked back to the input with the rules' layer and add rules. The
     /// result's [`Explanation::method`] is [`Method::Custom`] with the rules'
     /// name. This is how a method defined outside the crate runs
-    /// (`tests/custom_rule.rs` defines LRP-γ).
+    /// (`tests/suite/custom_rule.rs` defines LRP-γ).
     ///
     /// ```
     /// use rsp::attribution::{Lrp, GradientRules};

@@ -15,7 +15,7 @@ use ndarray::{Array2, ArrayD, ArrayView1, ArrayViewD, Axis, IxDyn};
 /// graph: one for layer nodes, one for the residual sum. Implement it to add a
 /// method (a new LRP rule, a variant of the gradient) without touching the
 /// layers, inside or outside the crate, and run it with
-/// [`Network::explain_rules`]; `tests/custom_rule.rs` defines LRP-γ this way.
+/// [`Network::explain_rules`]; `tests/suite/custom_rule.rs` defines LRP-γ this way.
 ///
 /// The built-in methods are implementations too: [`GradientRules`] (the
 /// gradient), [`RspRules`] (each layer's own RSP rule) and

@@ -148,7 +148,7 @@ pub type ParameterMut<'a, T> = (&'static str, ArrayViewMutD<'a, T>);
 /// must be `Clone` (boxed layers clone through a blanket impl) and is
 /// recovered from a `dyn Layer` with [`downcast_ref`](trait.Layer.html#method.downcast_ref).
 /// An activation says so with [`Layer::is_activation`], so that the automatic
-/// start layer can be its output. `tests/custom_layer.rs` implements one outside the crate.
+/// start layer can be its output. `tests/suite/custom_layer.rs` implements one outside the crate.
 ///
 /// ```
 /// use rsp::backend::CpuBackend;

@@ -4,7 +4,7 @@
 //! target's logit (also through residual sums), the library's two entry points
 //! and the CLI.
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err, F32_TOL, F64_TOL};
 use ndarray::{Array4, ArrayD, Axis, Ix4};

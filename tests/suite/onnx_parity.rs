@@ -1,8 +1,8 @@
 //! Every ONNX export of a golden case gives the golden relevance through
 //! `rsp::io::onnx::load` (float64 within 1e-13, or 1e-11 where the exporter
-//! stored a batch norm's ε as float32; float32 within 1e-5; see `tests/common`).
+//! stored a batch norm's ε as float32; float32 within 1e-5; see `tests/suite/common`).
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err, F32_TOL, F64_ONNX_BN_TOL, F64_TOL};
 use ndarray::Ix4;

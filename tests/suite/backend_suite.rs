@@ -7,7 +7,7 @@
 //!   default; for the CPU backend itself the comparison is with a second run,
 //!   so it must be bit-identical).
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err, F64_TOL};
 use rsp::backend::Backend;

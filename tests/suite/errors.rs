@@ -1,6 +1,6 @@
 //! Bad input gives a typed error with a clear message, never a panic or NaN.
 
-mod common;
+use crate::common;
 
 use common::data;
 use ndarray::Array4;

@@ -1,7 +1,7 @@
 //! The `rsp` binary: results through the CLI match the goldens, and every bad
 //! input gives a non-zero status and exactly one line on stderr.
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err, F32_TOL, F64_ONNX_BN_TOL, F64_TOL};
 use ndarray::{concatenate, ArrayD, Axis};

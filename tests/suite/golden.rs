@@ -1,9 +1,9 @@
 //! Golden parity: every case computed by the authors' released code
 //! (`tests/data/golden/*.safetensors` with `layers` metadata) is reproduced in
 //! float64 within 1e-13 and in float32 within 1e-5 of the reference's float64
-//! output, relative max-norm (tolerances and their margins: `tests/common`).
+//! output, relative max-norm (tolerances and their margins: `tests/suite/common`).
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err, F32_TOL, F64_TOL};
 use ndarray::{ArrayD, Ix4};

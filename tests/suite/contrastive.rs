@@ -2,7 +2,7 @@
 //! softmax-gradient seed, the zero total of CLRP), and linearity against
 //! LRP-α1β0 walks seeded one class at a time.
 
-mod common;
+use crate::common;
 
 use ndarray::{arr2, Array1, Array2, Array4, ArrayD, ArrayView1, ArrayViewD, IxDyn};
 use rsp::attribution::{Lrp, Rules, Sglrp};

@@ -3,7 +3,7 @@
 //! builder against the VGG goldens, the Add rule by hand, conservation
 //! across residual blocks, and batch = per sample.
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err, F32_TOL, F64_TOL};
 use ndarray::{Array4, ArrayD, Axis, Ix4};

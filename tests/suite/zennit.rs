@@ -5,7 +5,7 @@
 //! ≤ 1e-4 against zennit's float64 run), hand-computed cases of the rules, and
 //! the batch-norm canonizer.
 
-mod common;
+use crate::common;
 
 use common::{data, read_tensors, rel_err};
 use rsp::attribution::{Rules, ZennitComposite};
