@@ -10,8 +10,11 @@
 //! backward pass, the largest temporary set of any layer
 //! ([`LayerCost::scratch_elements`]) and the buffers the backend's scratch pool
 //! may keep; per sample of the batch: its results; per thread: the GEMM
-//! packing buffers. Samples run in parallel, at most as many at once as the
-//! rayon pool has threads. The budget defaults to
+//! packing buffers. An attribution runs its samples in parallel, at most as
+//! many at once as the rayon pool has threads. The forward pass
+//! ([`Network::forward`]) runs the whole batch at once on the backend; when
+//! that would exceed the budget it splits the batch into the largest parts
+//! that fit (and refuses only when one sample does not). The budget defaults to
 //! [`default_memory_budget`]: 3/4 of the smallest of physical memory,
 //! `RLIMIT_AS` and the cgroup's memory limit.
 //!
@@ -197,7 +200,9 @@ impl<T: Float> Network<T> {
             return Err(RspError::shape("input", "(N, C, H, W)", input_shape));
         };
         let shapes = self.check(&[*c, *h, *w])?;
-        let in_flight = (*n).min(rayon::current_num_threads()).max(1);
+        // The forward pass runs the whole batch at once on the backend; an
+        // attribution runs as many samples at once as the pool has threads.
+        let in_flight = if pass == Pass::Forward { (*n).max(1) } else { (*n).min(rayon::current_num_threads()).max(1) };
         Ok(self.estimate_from(&[*c, *h, *w], &shapes, *n, in_flight, pass))
     }
 
@@ -276,6 +281,45 @@ impl<T: Float> Network<T> {
     ) -> Result<()> {
         let batch = input_shape[0];
         let in_flight = if all_at_once { batch } else { batch.min(rayon::current_num_threads()).max(1) };
+        self.preflight_in_flight(shapes, input_shape, pass, in_flight)
+    }
+
+    /// How many samples of a batch the forward pass runs at once: all of them
+    /// when their estimate fits the memory budget, else the most that fit
+    /// (the batch is split); refused as [`Network::preflight`] refuses when not
+    /// even one sample fits or the work bound is exceeded.
+    pub(crate) fn forward_chunk(&self, shapes: &[Vec<usize>], input_shape: &[usize]) -> Result<usize> {
+        let batch = input_shape[0].max(1);
+        let budget = self.memory_budget();
+        let fits = |m: usize| self.estimate_from(&input_shape[1..], shapes, batch, m, Pass::Forward).memory <= budget;
+        let chunk = if fits(batch) {
+            batch
+        } else {
+            // The estimate grows with the samples at once: the largest m that fits.
+            let (mut lo, mut hi) = (1, batch);
+            while lo + 1 < hi {
+                let mid = lo + (hi - lo) / 2;
+                if fits(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        self.preflight_in_flight(shapes, input_shape, Pass::Forward, chunk)?;
+        Ok(chunk)
+    }
+
+    /// [`Network::preflight`] with `in_flight` samples at once.
+    fn preflight_in_flight(
+        &self,
+        shapes: &[Vec<usize>],
+        input_shape: &[usize],
+        pass: Pass,
+        in_flight: usize,
+    ) -> Result<()> {
+        let batch = input_shape[0];
         let e = self.estimate_from(&input_shape[1..], shapes, batch, in_flight, pass);
         let what = match pass {
             Pass::Forward => "the forward pass",

@@ -1,15 +1,15 @@
 //! [`Network`]: layers composed into a graph (a chain in the common case, with
 //! residual sums and branches when needed), its forward pass and its checks.
 
-use crate::backend::{Backend, CpuBackend};
+use crate::backend::{Backend, CpuBackend, Tensor};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
 use crate::layers::{Layer, LayerKind};
 use crate::limits::MAX_ELEMENTS_PER_SAMPLE;
-use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, AsArray, Axis, Ix4};
-use rayon::prelude::*;
+use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, AsArray, Axis, Ix2, Ix4, Slice};
+
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Where a node reads a tensor from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,6 +112,49 @@ pub struct Network<T: Float = f32> {
     pub(crate) memory_budget: Option<u64>,
     /// `None`: [`crate::limits::DEFAULT_MAX_WORK`].
     pub(crate) work_bound: Option<u64>,
+    /// The layers' parameters on `backend`, uploaded on first use.
+    uploaded: ParameterCache<T>,
+}
+
+/// Every layer node's parameters as tensors of the network's backend (indexed
+/// by node; empty for nodes without parameters): filled by the first batch
+/// forward pass, shared by clones of the network, emptied by every change of
+/// the backend or of the layers.
+struct ParameterCache<T>(Mutex<Option<Uploaded<T>>>);
+
+/// Per node, its parameters on the backend.
+type Uploaded<T> = Arc<Vec<Vec<Tensor<T>>>>;
+
+impl<T> ParameterCache<T> {
+    fn empty() -> Self {
+        ParameterCache(Mutex::new(None))
+    }
+
+    fn get(&self) -> Option<Uploaded<T>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The cached tensors, or those `upload` makes (kept). The lock is held
+    /// while uploading, so concurrent first calls upload once.
+    fn get_or_upload(&self, upload: impl FnOnce() -> Result<Vec<Vec<Tensor<T>>>>) -> Result<Uploaded<T>> {
+        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tensors) = cached.as_ref() {
+            return Ok(Arc::clone(tensors));
+        }
+        let tensors = Arc::new(upload()?);
+        *cached = Some(Arc::clone(&tensors));
+        Ok(tensors)
+    }
+
+    fn clear(&mut self) {
+        *self.0.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+impl<T> Clone for ParameterCache<T> {
+    fn clone(&self) -> Self {
+        ParameterCache(Mutex::new(self.get()))
+    }
 }
 
 impl<T: Float> fmt::Debug for Network<T> {
@@ -198,6 +241,7 @@ impl<T: Float> Network<T> {
             input_normalization: None,
             memory_budget: None,
             work_bound: None,
+            uploaded: ParameterCache::empty(),
         }
     }
 
@@ -219,6 +263,7 @@ impl<T: Float> Network<T> {
     /// The same network computing with another backend.
     pub fn with_backend(mut self, backend: impl Backend<T> + 'static) -> Self {
         self.backend = Arc::new(backend);
+        self.uploaded.clear();
         self
     }
 
@@ -244,6 +289,7 @@ impl<T: Float> Network<T> {
 
     /// Appends a boxed layer reading `from`.
     pub fn push_boxed(&mut self, layer: Box<dyn Layer<T>>, from: Source) -> Source {
+        self.uploaded.clear();
         self.nodes.push(Node { op: NodeOp::Layer(layer), inputs: vec![from] });
         self.last()
     }
@@ -251,6 +297,7 @@ impl<T: Float> Network<T> {
     /// Replaces the last node by `layer` reading `from` (importers fold a bias into it).
     #[cfg(feature = "onnx")]
     pub(crate) fn replace_last(&mut self, layer: Box<dyn Layer<T>>, from: Source) {
+        self.uploaded.clear();
         if let Some(last) = self.nodes.last_mut() {
             *last = Node { op: NodeOp::Layer(layer), inputs: vec![from] };
         }
@@ -268,11 +315,13 @@ impl<T: Float> Network<T> {
             input_normalization: self.input_normalization.clone(),
             memory_budget: self.memory_budget,
             work_bound: self.work_bound,
+            uploaded: ParameterCache::empty(),
         }
     }
 
     /// Appends the residual sum `a + b`; returns its source.
     pub fn add(&mut self, a: Source, b: Source) -> Source {
+        self.uploaded.clear();
         self.nodes.push(Node { op: NodeOp::Add, inputs: vec![a, b] });
         self.last()
     }
@@ -284,6 +333,8 @@ impl<T: Float> Network<T> {
 
     /// Mutable access to the layer of node `k` (for weight randomisation).
     pub fn layer_mut(&mut self, k: usize) -> Option<&mut (dyn Layer<T> + 'static)> {
+        // The caller may change the weights: upload them again on next use.
+        self.uploaded.clear();
         match self.nodes.get_mut(k).map(|n| &mut n.op) {
             Some(NodeOp::Layer(l)) => Some(l.as_mut()),
             _ => None,
@@ -483,24 +534,89 @@ impl<T: Float> Network<T> {
     {
         let input: ArrayView4<'a, T> = input.into();
         let shapes = self.validate_input(&input)?;
-        self.preflight(&shapes, input.shape(), Pass::Forward, false)?;
+        let n = input.shape()[0];
+        let chunk = self.forward_chunk(&shapes, input.shape())?;
         let classes = shapes.last().expect("checked")[0];
-        let rows: Vec<ArrayD<T>> = map_samples(input.shape()[0], |i| {
-            let x = input.index_axis(Axis(0), i);
-            let logits = self.forward_sample(x.into_dyn())?.outputs.pop().expect("non-empty");
-            match logits.iter().position(|v| !v.is_finite()) {
-                Some(index) => Err(RspError::NonFinite {
-                    tensor: "logits (the forward pass overflowed the float range)".into(),
-                    index,
-                }),
-                None => Ok(logits),
-            }
-        })?;
-        let mut logits = Array2::zeros((rows.len(), classes));
-        for (mut row, r) in logits.axis_iter_mut(Axis(0)).zip(rows) {
-            row.assign(&r);
+        let mut logits = Array2::zeros((n, classes));
+        for first in (0..n).step_by(chunk) {
+            let rows = Slice::from(first..(first + chunk).min(n));
+            // One upload of the input, one download of the logits.
+            let x = self.backend().upload(input.slice_axis(Axis(0), rows).into_dyn())?;
+            let out = self.backend().download(&self.forward_batch(&x)?)?;
+            let out = out.into_dimensionality::<Ix2>().map_err(|e| RspError::Backend {
+                backend: self.backend().name().into(),
+                reason: format!("the logits came back with the wrong rank: {e}"),
+            })?;
+            logits.slice_axis_mut(Axis(0), rows).assign(&out);
         }
         Ok(logits)
+    }
+
+    /// The batch forward pass of `x` (`N×C×H×W`, a tensor of the network's
+    /// backend) on the backend: the logits tensor `N×classes`. Node outputs
+    /// stay on the backend and are dropped after their last reader; each is
+    /// checked finite where it is made (an overflow must not hide behind a
+    /// later ReLU or max).
+    pub fn forward_batch(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let backend = self.backend();
+        let parameters = self.uploaded_parameters()?;
+        let mut last_reader = vec![None; self.nodes.len()];
+        for (k, node) in self.nodes.iter().enumerate() {
+            for s in &node.inputs {
+                if let Source::Node(j) = *s {
+                    last_reader[j] = Some(k);
+                }
+            }
+        }
+        let mut outputs: Vec<Option<Tensor<T>>> = vec![None; self.nodes.len()];
+        for (k, node) in self.nodes.iter().enumerate() {
+            let read = |s: Source| match s {
+                Source::Input => Ok(x),
+                Source::Node(j) => outputs[j]
+                    .as_ref()
+                    .ok_or_else(|| RspError::model(format!("node #{k} reads node #{j}, which comes after it"))),
+            };
+            let out = match &node.op {
+                NodeOp::Layer(l) => l.forward_batch(backend, read(node.inputs[0])?, &parameters[k])?,
+                NodeOp::Add => backend.add_batch(read(node.inputs[0])?, read(node.inputs[1])?)?,
+            };
+            if let Some(i) = backend.first_non_finite(&out)? {
+                let per_sample = out.len() / out.shape().first().copied().unwrap_or(1).max(1);
+                return Err(RspError::NonFinite {
+                    tensor: format!(
+                        "the output of node #{k} ({}) (the forward pass overflowed the float range), sample {}",
+                        node.describe(),
+                        i / per_sample.max(1)
+                    ),
+                    index: i % per_sample.max(1),
+                });
+            }
+            outputs[k] = Some(out);
+            for s in &node.inputs {
+                if let Source::Node(j) = *s {
+                    if last_reader[j] == Some(k) {
+                        outputs[j] = None;
+                    }
+                }
+            }
+        }
+        outputs.pop().flatten().ok_or_else(|| RspError::model("the network has no nodes"))
+    }
+
+    /// The layers' parameters on the network's backend: uploaded by the first
+    /// call, then reused until the backend or a layer changes.
+    fn uploaded_parameters(&self) -> Result<Uploaded<T>> {
+        self.uploaded.get_or_upload(|| {
+            self.nodes
+                .iter()
+                .map(|node| match &node.op {
+                    NodeOp::Layer(l) => {
+                        l.forward_parameters().iter().map(|p| self.backend().upload_parameter(p)).collect()
+                    }
+                    NodeOp::Add => Ok(Vec::new()),
+                })
+                .collect()
+        })
     }
 
     /// The start layer chosen automatically: the last activation (a ReLU, or a
@@ -555,19 +671,7 @@ pub enum Pass {
     AttributionWithTrace,
 }
 
-/// `f` of every sample index of a batch of `n`, in parallel but at most as many
-/// at once as the rayon pool has threads (what the memory estimate assumes:
-/// rayon's work stealing could otherwise start further samples inside a waiting
-/// one). Each sample's result does not depend on the scheduling.
-pub(crate) fn map_samples<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let chunk = rayon::current_num_threads().max(1);
-    let mut out = Vec::with_capacity(n);
-    for first in (0..n).step_by(chunk) {
-        let part: Vec<R> = (first..(first + chunk).min(n)).into_par_iter().map(&f).collect::<Result<_>>()?;
-        out.extend(part);
-    }
-    Ok(out)
-}
+pub(crate) use crate::backend::map_samples;
 
 impl<T: Float> Network<T> {
     /// Appends a residual block with an identity shortcut, reading the last

@@ -5,30 +5,49 @@
 //! * [`ReferenceBackend`]: direct loops, obviously correct and slow; the oracle
 //!   the tests compare every other backend against.
 //!
-//! Every kernel works on **one sample** (`C×H×W` views); the network maps
-//! samples in parallel. Every kernel returns a [`Result`]: a
-//! device backend reports out-of-memory and driver failures as
-//! [`RspError::Backend`](crate::RspError::Backend) (the CPU backends never fail). A new backend implements the five required methods;
-//! the derived ones (pooling, the fused sectional rule) have default
-//! implementations built from those and may be overridden when a faster fused
-//! version exists. See `docs/architecture.md` ("Adding a backend").
+//! Two levels of operations, both fallible ([`RspError::Backend`] for a
+//! device's out-of-memory and driver failures; the CPU backends never fail):
+//!
+//! * **Whole batches of backend-owned [`Tensor`]s** (engine v2): `upload`,
+//!   `download`, the parameters' upload (once per network, cached by the
+//!   network) and the operations of the batch forward pass
+//!   ([`Backend::conv2d_batch`], [`Backend::linear_batch`], pooling, the
+//!   channel-wise affine map, the residual sum, the finiteness check). A
+//!   tensor is opaque: only the backend that made it reads it.
+//! * **Per-sample kernels** on host views (`C×H×W`): the convolution, its
+//!   input adjoint and weight gradient, the matrix product (required), and
+//!   pooling and the fused sectional and max-pool rules (derived, with
+//!   defaults). The attribution rules still call these one sample at a time.
+//!
+//! The batch operations have defaults for the host backends, built from the
+//! per-sample kernels, so a host backend implements the five required
+//! methods; a device backend overrides the batch operations. See
+//! `docs/architecture.md` ("Data flow of one attribution").
 
 mod cpu;
 mod im2col;
 mod matmul;
 pub(crate) mod pooling;
 mod reference;
+mod tensor;
 pub(crate) mod workspace;
 
 pub use cpu::CpuBackend;
 pub use matmul::{matmul_with_kernel, Kernel};
 pub use pooling::PoolWindows;
 pub use reference::ReferenceBackend;
+pub use tensor::{HostBuffer, HostParameter, HostStorage, Tensor};
 
-use crate::error::Result;
+use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
-use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Zip};
+use ndarray::parallel::prelude::*;
+use ndarray::{
+    Array2, Array3, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, Axis, Dimension, Ix1, Ix2, Ix3,
+    Ix4, IxDyn, Zip,
+};
 use std::fmt::Debug;
+use std::sync::Arc;
+use tensor::{host_tensor, host_tensor_shared, host_view};
 
 /// Stride and (possibly asymmetric) zero padding of a 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,7 +93,7 @@ impl ConvGeometry {
 /// `r` are output-shaped `O×Ho×Wo`. Callers (the layers) validate shapes
 /// before calling; kernels may panic on inconsistent shapes. Every kernel
 /// returns a [`Result`], so that a device's failures (out of memory, a driver
-/// error) are typed errors ([`RspError::Backend`](crate::RspError::Backend)).
+/// error) are typed errors ([`RspError::Backend`]).
 ///
 /// ```
 /// use rsp::backend::{Backend, ConvGeometry, CpuBackend, ReferenceBackend};
@@ -187,4 +206,186 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
     fn avg_pool_adjoint(&self, s: ArrayView3<T>, windows: &PoolWindows) -> Result<Array3<T>> {
         Ok(pooling::avg_pool_adjoint(s, windows))
     }
+
+    // Whole batches of backend-owned tensors (engine v2). The defaults serve
+    // the host backends: they read `HostStorage` and run the per-sample
+    // kernels above on the samples in parallel, so each sample's bits are
+    // those of the per-sample path. A device backend overrides all of them.
+
+    /// Copies a host array to the backend.
+    fn upload(&self, host: ArrayViewD<T>) -> Result<Tensor<T>> {
+        Ok(host_tensor(host.as_standard_layout().into_owned()))
+    }
+
+    /// Makes a layer's parameter available to the backend. The host backends
+    /// share the layer's buffer (no copy); a device copies it. The network
+    /// calls this once per parameter, network and backend, and caches the result.
+    fn upload_parameter(&self, parameter: &HostParameter<T>) -> Result<Tensor<T>> {
+        host_tensor_shared(&parameter.shape, Arc::clone(&parameter.buffer))
+    }
+
+    /// Copies a tensor back to the host.
+    fn download(&self, t: &Tensor<T>) -> Result<ArrayD<T>> {
+        Ok(host_view(self.name(), t)?.to_owned())
+    }
+
+    /// [`Backend::conv2d`] of every sample of `x` (`N×C×H×W`) with `w`, plus
+    /// `bias` (one value per output channel) if given: `N×O×Ho×Wo`.
+    fn conv2d_batch(
+        &self,
+        x: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        geom: &ConvGeometry,
+    ) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix4>(self.name(), w, "convolution weight")?;
+        let bias = bias.map(|b| view_as::<T, Ix1>(self.name(), b, "convolution bias")).transpose()?;
+        per_sample(self.name(), x, |xs| {
+            let xs =
+                xs.into_dimensionality::<Ix3>().map_err(|_| RspError::shape("conv2d input", "N×C×H×W", x.shape()))?;
+            let mut z = self.conv2d(xs, w.view(), geom)?;
+            if let Some(b) = &bias {
+                Zip::from(z.outer_iter_mut()).and(b).par_for_each(|mut plane, &bv| plane += bv);
+            }
+            Ok(z.into_dyn())
+        })
+    }
+
+    /// `x · wᵀ + bias` for `x` of `N×I` and `w` of `O×I`: `N×O`.
+    fn linear_batch(&self, x: &Tensor<T>, w: &Tensor<T>, bias: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix2>(self.name(), w, "linear weight")?;
+        let bias = bias.map(|b| view_as::<T, Ix1>(self.name(), b, "linear bias")).transpose()?;
+        per_sample(self.name(), x, |xs| {
+            let column = xs
+                .into_shape_with_order((w.ncols(), 1))
+                .map_err(|_| RspError::shape("linear input", format!("N×{}", w.ncols()), x.shape()))?;
+            let mut y = self.matmul(w.view(), column)?.remove_axis(Axis(1));
+            if let Some(b) = &bias {
+                y += b;
+            }
+            Ok(y.into_dyn())
+        })
+    }
+
+    /// `max(x, 0)` element-wise.
+    fn relu_batch(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let mut out = host_view(self.name(), x)?.to_owned();
+        out.par_mapv_inplace(|v| v.max(T::zero()));
+        Ok(host_tensor(out))
+    }
+
+    /// [`Backend::max_pool`] of every sample (the maxima only).
+    fn max_pool_batch(&self, x: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        per_sample(self.name(), x, |xs| {
+            let xs = xs
+                .into_dimensionality::<Ix3>()
+                .map_err(|_| RspError::shape("max pooling input", "N×C×H×W", x.shape()))?;
+            Ok(self.max_pool(xs, windows)?.0.into_dyn())
+        })
+    }
+
+    /// [`Backend::avg_pool`] of every sample.
+    fn avg_pool_batch(&self, x: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        per_sample(self.name(), x, |xs| {
+            let xs = xs
+                .into_dimensionality::<Ix3>()
+                .map_err(|_| RspError::shape("average pooling input", "N×C×H×W", x.shape()))?;
+            Ok(self.avg_pool(xs, windows)?.into_dyn())
+        })
+    }
+
+    /// Per channel `c` of every sample: `(x − mean[c]) · scale[c] + shift[c]`
+    /// (inference batch norm).
+    fn channel_affine_batch(
+        &self,
+        x: &Tensor<T>,
+        mean: &Tensor<T>,
+        scale: &Tensor<T>,
+        shift: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
+        let [mean, scale, shift] =
+            [mean, scale, shift].map(|p| view_as::<T, Ix1>(self.name(), p, "per-channel parameter"));
+        let (mean, scale, shift) = (mean?, scale?, shift?);
+        per_sample(self.name(), x, |xs| {
+            let mut z = xs.to_owned();
+            if z.ndim() == 0 || z.shape()[0] != mean.len() || scale.len() != mean.len() || shift.len() != mean.len() {
+                return Err(RspError::shape("channel-wise affine input", format!("N×{}×…", mean.len()), x.shape()));
+            }
+            for (c, mut plane) in z.axis_iter_mut(Axis(0)).enumerate() {
+                let (m, s, b) = (mean[c], scale[c], shift[c]);
+                plane.mapv_inplace(|v| (v - m) * s + b);
+            }
+            Ok(z)
+        })
+    }
+
+    /// `a + b` element-wise (the residual sum).
+    fn add_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+        let (av, bv) = (host_view(self.name(), a)?, host_view(self.name(), b)?);
+        if av.shape() != bv.shape() {
+            return Err(RspError::shape("second summand", format!("{:?}", av.shape()), bv.shape()));
+        }
+        Ok(host_tensor(&av + &bv))
+    }
+
+    /// The flat index of the first non-finite element, if any (a scalar
+    /// result: the forward pass checks every node's output with it).
+    fn first_non_finite(&self, t: &Tensor<T>) -> Result<Option<usize>> {
+        Ok(host_view(self.name(), t)?.iter().position(|v| !v.is_finite()))
+    }
+}
+
+/// A host backend's tensor viewed with the dimensionality `D`, or a shape error naming `what`.
+fn view_as<'t, T: Float, D: Dimension>(
+    backend: &str,
+    t: &'t Tensor<T>,
+    what: &str,
+) -> Result<ndarray::ArrayView<'t, T, D>> {
+    let v = host_view(backend, t)?;
+    let shape = v.shape().to_vec();
+    v.into_dimensionality::<D>().map_err(|_| RspError::shape(what, format!("rank {}", D::NDIM.unwrap_or(0)), &shape))
+}
+
+/// `f` of every sample (the first axis) of a host backend's tensor, stacked
+/// into one tensor; samples run in parallel as [`map_samples`] runs them.
+fn per_sample<T: Float>(
+    backend: &str,
+    x: &Tensor<T>,
+    f: impl Fn(ArrayViewD<T>) -> Result<ArrayD<T>> + Sync,
+) -> Result<Tensor<T>> {
+    let xv = host_view(backend, x)?;
+    if xv.ndim() == 0 || xv.shape()[0] == 0 {
+        return Err(RspError::shape("batch", "at least one sample", xv.shape()));
+    }
+    let outputs = map_samples(xv.shape()[0], |i| f(xv.index_axis(Axis(0), i)))?;
+    Ok(host_tensor(stack_samples(outputs)?))
+}
+
+/// Samples of equal shapes stacked along a new first axis.
+pub(crate) fn stack_samples<T: Float>(samples: Vec<ArrayD<T>>) -> Result<ArrayD<T>> {
+    let sample_shape = samples.first().map(|s| s.shape().to_vec()).unwrap_or_default();
+    let mut data = Vec::with_capacity(samples.len() * samples.first().map_or(0, |s| s.len()));
+    for s in &samples {
+        if s.shape() != sample_shape.as_slice() {
+            return Err(RspError::shape("sample of a batch", format!("{sample_shape:?}"), s.shape()));
+        }
+        data.extend(s.iter().copied());
+    }
+    let mut shape = vec![samples.len()];
+    shape.extend(sample_shape);
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("counted elements"))
+}
+
+/// `f` of every sample index of a batch of `n`, in parallel but at most as many
+/// at once as the rayon pool has threads (what the memory estimate assumes:
+/// rayon's work stealing could otherwise start further samples inside a waiting
+/// one). Each sample's result does not depend on the scheduling.
+pub(crate) fn map_samples<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let chunk = rayon::current_num_threads().max(1);
+    let mut out = Vec::with_capacity(n);
+    for first in (0..n).step_by(chunk) {
+        let part: Vec<R> = (first..(first + chunk).min(n)).into_par_iter().map(&f).collect::<Result<_>>()?;
+        out.extend(part);
+    }
+    Ok(out)
 }

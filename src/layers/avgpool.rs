@@ -3,7 +3,7 @@
 
 use super::pool_rule::{pooling_rule, shifted};
 use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, RuleContext};
-use crate::backend::{Backend, PoolWindows};
+use crate::backend::{Backend, PoolWindows, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use ndarray::{ArrayD, ArrayViewD};
@@ -178,6 +178,15 @@ macro_rules! average_pooling_layer {
             }
             fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
                 forward(self, backend, x)
+            }
+            fn forward_batch(
+                &self,
+                backend: &dyn Backend<T>,
+                x: &Tensor<T>,
+                _parameters: &[Tensor<T>],
+            ) -> Result<Tensor<T>> {
+                let win = self.windows(super::sample_shape(x))?;
+                backend.avg_pool_batch(x, &win)
             }
             fn gradient(
                 &self,

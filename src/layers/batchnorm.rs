@@ -2,10 +2,11 @@
 //! LRP rule (the identity on relevance).
 
 use super::{as_chw, check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
-use crate::backend::Backend;
+use crate::backend::{Backend, HostParameter, Tensor};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
 use ndarray::{Array1, ArrayD, ArrayViewD, Axis, Zip};
+use std::sync::Arc;
 
 /// `z = γ (x − μ)/sqrt(σ² + ε) + β` per channel, with running statistics.
 ///
@@ -106,6 +107,16 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
             plane.mapv_inplace(|v| (v - m) * s + b);
         }
         Ok(z.into_dyn())
+    }
+
+    /// The running mean, the forward scale and β (small per-channel vectors, computed once per upload).
+    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+        [self.mean.clone(), self.scale(), self.beta.clone()].map(|p| HostParameter::shared(&Arc::new(p))).into()
+    }
+
+    fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        self.check(super::sample_shape(x))?;
+        backend.channel_affine_batch(x, &parameters[0], &parameters[1], &parameters[2])
     }
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

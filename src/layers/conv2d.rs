@@ -3,10 +3,11 @@
 
 use super::sectional::sectional_rule;
 use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, ParameterMut, RuleContext};
-use crate::backend::{Backend, ConvGeometry};
+use crate::backend::{Backend, ConvGeometry, HostParameter, Tensor};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::{safe_div, Float};
 use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Zip};
+use std::sync::Arc;
 
 /// A 2-D convolution (cross-correlation) with optional bias, any kernel size,
 /// stride and zero padding.
@@ -23,8 +24,10 @@ use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Zip};
 #[derive(Clone, Debug)]
 pub struct Conv2d<T> {
     name: String,
-    weight: Array4<T>,
-    bias: Option<Array1<T>>,
+    // Shared with the backends' parameter tensors (a host backend reads them
+    // without a copy); `parameters_mut` copies on write.
+    weight: Arc<Array4<T>>,
+    bias: Option<Arc<Array1<T>>>,
     geometry: ConvGeometry,
 }
 
@@ -53,7 +56,9 @@ impl<T: Float> Conv2d<T> {
             check_finite(|| format!("bias of conv2d {name}"), b)?;
         }
         check_finite(|| format!("weight of conv2d {name}"), &weight)?;
-        Ok(Conv2d { name, weight: weight.as_standard_layout().into_owned(), bias, geometry })
+        let weight = Arc::new(weight.as_standard_layout().into_owned());
+        let bias = bias.map(|b| Arc::new(b.as_standard_layout().into_owned()));
+        Ok(Conv2d { name, weight, bias, geometry })
     }
 
     /// The weights `O×C×kh×kw`.
@@ -63,7 +68,7 @@ impl<T: Float> Conv2d<T> {
 
     /// The bias, if any.
     pub fn bias(&self) -> Option<&Array1<T>> {
-        self.bias.as_ref()
+        self.bias.as_deref()
     }
 
     /// Stride and padding.
@@ -167,9 +172,20 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         self.output_shape(x.shape())?;
         let mut z = backend.conv2d(as_chw(x, &self.name)?, self.weight.view(), &self.geometry)?;
         if let Some(b) = &self.bias {
-            Zip::from(z.outer_iter_mut()).and(b).par_for_each(|mut plane, &bv| plane += bv);
+            Zip::from(z.outer_iter_mut()).and(&**b).par_for_each(|mut plane, &bv| plane += bv);
         }
         Ok(z.into_dyn())
+    }
+
+    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+        let mut params = vec![HostParameter::shared(&self.weight)];
+        params.extend(self.bias.as_ref().map(HostParameter::shared));
+        params
+    }
+
+    fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        self.output_shape(super::sample_shape(x))?;
+        backend.conv2d_batch(x, &parameters[0], parameters.get(1), &self.geometry)
     }
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
@@ -206,9 +222,9 @@ impl<T: Float> Layer<T> for Conv2d<T> {
     }
 
     fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {
-        let mut params = vec![("weight", self.weight.view_mut().into_dyn())];
+        let mut params = vec![("weight", Arc::make_mut(&mut self.weight).view_mut().into_dyn())];
         if let Some(b) = &mut self.bias {
-            params.push(("bias", b.view_mut().into_dyn()));
+            params.push(("bias", Arc::make_mut(b).view_mut().into_dyn()));
         }
         params
     }

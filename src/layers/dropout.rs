@@ -1,7 +1,7 @@
 //! Dropout: the identity at inference, for the forward pass, the gradient, RSP and LRP.
 
 use super::{check_same_shape, Layer, LayerKind, RuleContext};
-use crate::backend::Backend;
+use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 use crate::float::Float;
 use ndarray::{ArrayD, ArrayViewD};
@@ -28,6 +28,11 @@ impl<T: Float> Layer<T> for Dropout {
 
     fn forward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
         Ok(x.to_owned())
+    }
+
+    fn forward_batch(&self, _backend: &dyn Backend<T>, x: &Tensor<T>, _parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        // Identity at inference: the same tensor, no copy.
+        Ok(x.clone())
     }
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

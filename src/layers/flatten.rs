@@ -1,7 +1,7 @@
 //! Flatten a sample to a vector. Gradient, RSP and LRP reshape back.
 
 use super::{check_same_shape, Layer, LayerKind, RuleContext};
-use crate::backend::Backend;
+use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 use crate::float::Float;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -32,6 +32,13 @@ impl<T: Float> Layer<T> for Flatten {
 
     fn forward(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
         Ok(reshape(x.view(), &[x.len()]))
+    }
+
+    fn forward_batch(&self, _backend: &dyn Backend<T>, x: &Tensor<T>, _parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        // Every backend stores row-major buffers: flattening only renames the shape.
+        let n = x.shape().first().copied().unwrap_or(0);
+        let features = super::sample_shape(x).iter().product();
+        x.reshaped(vec![n, features])
     }
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

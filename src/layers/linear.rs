@@ -3,10 +3,11 @@
 
 use super::sectional::sectional_rule;
 use super::{check_same_shape, Layer, LayerCost, LayerKind, ParameterMut, RuleContext};
-use crate::backend::{Backend, ConvGeometry};
+use crate::backend::{Backend, ConvGeometry, HostParameter, Tensor};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
 use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis};
+use std::sync::Arc;
 
 /// `y = W x + b` with `W` of shape `out×in` (PyTorch's layout).
 ///
@@ -20,8 +21,9 @@ use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis};
 #[derive(Clone, Debug)]
 pub struct Linear<T> {
     name: String,
-    weight: Array2<T>,
-    bias: Option<Array1<T>>,
+    // Shared with the backends' parameter tensors; `parameters_mut` copies on write.
+    weight: Arc<Array2<T>>,
+    bias: Option<Arc<Array1<T>>>,
 }
 
 impl<T: Float> Linear<T> {
@@ -36,7 +38,9 @@ impl<T: Float> Linear<T> {
             check_finite(|| format!("bias of linear {name}"), b)?;
         }
         check_finite(|| format!("weight of linear {name}"), &weight)?;
-        Ok(Linear { name, weight: weight.as_standard_layout().into_owned(), bias })
+        let weight = Arc::new(weight.as_standard_layout().into_owned());
+        let bias = bias.map(|b| Arc::new(b.as_standard_layout().into_owned()));
+        Ok(Linear { name, weight, bias })
     }
 
     /// The weights `out×in`.
@@ -46,7 +50,7 @@ impl<T: Float> Linear<T> {
 
     /// The bias, if any.
     pub fn bias(&self) -> Option<&Array1<T>> {
-        self.bias.as_ref()
+        self.bias.as_deref()
     }
 
     fn check_input(&self, input: &[usize]) -> Result<()> {
@@ -81,9 +85,20 @@ impl<T: Float> Layer<T> for Linear<T> {
         let column = x.into_shape_with_order((self.weight.ncols(), 1)).expect("checked vector");
         let mut y = backend.matmul(self.weight.view(), column)?.remove_axis(Axis(1));
         if let Some(b) = &self.bias {
-            y += b;
+            y += &**b;
         }
         Ok(y.into_dyn())
+    }
+
+    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+        let mut params = vec![HostParameter::shared(&self.weight)];
+        params.extend(self.bias.as_ref().map(HostParameter::shared));
+        params
+    }
+
+    fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        self.check_input(super::sample_shape(x))?;
+        backend.linear_batch(x, &parameters[0], parameters.get(1))
     }
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
@@ -120,9 +135,9 @@ impl<T: Float> Layer<T> for Linear<T> {
     }
 
     fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {
-        let mut params = vec![("weight", self.weight.view_mut().into_dyn())];
+        let mut params = vec![("weight", Arc::make_mut(&mut self.weight).view_mut().into_dyn())];
         if let Some(b) = &mut self.bias {
-            params.push(("bias", b.view_mut().into_dyn()));
+            params.push(("bias", Arc::make_mut(b).view_mut().into_dyn()));
         }
         params
     }

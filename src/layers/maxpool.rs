@@ -2,7 +2,7 @@
 //! and its LRP rule (winner-take-all, routed like the gradient).
 
 use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, RuleContext};
-use crate::backend::{Backend, PoolWindows};
+use crate::backend::{Backend, PoolWindows, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use ndarray::{ArrayD, ArrayViewD};
@@ -65,6 +65,11 @@ impl<T: Float> Layer<T> for MaxPool2d {
     fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>> {
         let win = self.windows(x.shape())?;
         Ok(backend.max_pool(as_chw(x, "maxpool2d")?, &win)?.0.into_dyn())
+    }
+
+    fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, _parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        let win = self.windows(super::sample_shape(x))?;
+        backend.max_pool_batch(x, &win)
     }
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

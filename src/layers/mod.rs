@@ -41,10 +41,10 @@ pub use linear::Linear;
 pub use maxpool::MaxPool2d;
 pub use relu::Relu;
 
-use crate::backend::Backend;
+use crate::backend::{map_samples, stack_samples, Backend, HostParameter, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use ndarray::{ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Ix3};
+use ndarray::{ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Axis, Ix3};
 use std::any::Any;
 use std::fmt::Debug;
 
@@ -183,6 +183,28 @@ pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
     /// Forward pass of one sample.
     fn forward(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>) -> Result<ArrayD<T>>;
 
+    /// The parameters [`Layer::forward_batch`] needs on the backend, in the
+    /// order it reads them. The network uploads them once per network and
+    /// backend and keeps them ([`crate::Network::forward`]); the host backends
+    /// share the layer's buffers without a copy. None by default.
+    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+        Vec::new()
+    }
+
+    /// Forward pass of a whole batch (`N×…`) of backend tensors, `parameters`
+    /// being the uploaded [`Layer::forward_parameters`]. The built-in layers run
+    /// it on the backend. The default, for user-defined layers, goes through
+    /// the host: it downloads `x`, runs [`Layer::forward`] on each sample and
+    /// uploads the result (no cost on a CPU backend beyond a copy, two
+    /// transfers on a device).
+    fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        let _ = parameters;
+        let host = backend.download(x)?;
+        let n = host.shape().first().copied().unwrap_or(0);
+        let outputs = map_samples(n, |i| self.forward(backend, host.index_axis(Axis(0), i)))?;
+        backend.upload(stack_samples(outputs)?.view())
+    }
+
     /// Vector–Jacobian product: the gradient at the input given the gradient
     /// `grad_output` at the output, for input `x`.
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>>;
@@ -245,6 +267,11 @@ impl<T: Float> dyn Layer<T> {
     pub fn downcast_ref<L: Layer<T>>(&self) -> Option<&L> {
         (self as &dyn Any).downcast_ref::<L>()
     }
+}
+
+/// The shape of one sample of a batch tensor (its shape without the first axis).
+pub(crate) fn sample_shape<T: Float>(x: &Tensor<T>) -> &[usize] {
+    x.shape().get(1..).unwrap_or(&[])
 }
 
 /// Views one sample as `C×H×W`, or says which layer wanted that.

@@ -1,7 +1,7 @@
 //! Rectified linear unit. RSP and LRP rules: identity.
 
 use super::{check_same_shape, Layer, LayerKind, RuleContext};
-use crate::backend::Backend;
+use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 use crate::float::Float;
 use ndarray::{ArrayD, ArrayViewD, Zip};
@@ -31,6 +31,10 @@ impl<T: Float> Layer<T> for Relu {
         let mut out = x.to_owned();
         out.par_mapv_inplace(|v| v.max(T::zero()));
         Ok(out)
+    }
+
+    fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, _parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
+        backend.relu_batch(x)
     }
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

@@ -105,7 +105,12 @@ fn the_memory_budget_refuses_every_call_over_it() {
     assert!(matches!(net.attribute(x.view(), 1).unwrap_err(), RspError::MemoryBudget { .. }));
     let forward = net.estimate(&[2, 3, 64, 64], rsp::budget::Pass::Forward).unwrap().memory;
     assert!(forward < estimate);
+    // The forward pass splits a batch over the budget, down to one sample at once.
+    let whole = net.forward(x.view()).unwrap();
     net.set_memory_budget(Some(forward - 1));
+    assert_eq!(net.forward(x.view()).unwrap(), whole);
+    let one = net.estimate(&[1, 3, 64, 64], rsp::budget::Pass::Forward).unwrap().memory;
+    net.set_memory_budget(Some(one - 1));
     assert!(matches!(net.forward(x.view()).unwrap_err(), RspError::MemoryBudget { .. }));
     net.set_memory_budget(Some(estimate));
     assert!(net.attribute(x.view(), 1).is_ok());

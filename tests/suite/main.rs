@@ -21,6 +21,7 @@ mod custom_layer;
 mod custom_rule;
 mod determinism;
 mod determinism_models;
+mod device_flow;
 mod errors;
 #[cfg(feature = "eval")]
 mod evaluation;

@@ -1,0 +1,272 @@
+//! Engine v2's data flow, proven without a device. `Sealed` is a backend
+//! defined outside the crate, as a CUDA backend would be: it wraps the CPU
+//! backend, hides every tensor behind a storage type private to this file (so
+//! no code in the crate can read it except through `download`) and counts
+//! what crosses between host and backend. The batch forward pass must upload
+//! the input once, the weights once per network (none on the second call),
+//! download only the logits, and never call a per-sample host kernel.
+
+use crate::common::data;
+use rsp::backend::{Backend, ConvGeometry, CpuBackend, HostParameter, PoolWindows, Tensor};
+use rsp::layers::{Layer, LayerKind, RuleContext};
+use rsp::ndarray::{Array2, Array3, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewD};
+use rsp::{Float, Method, Network, RspError};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// What crossed between the host and the backend.
+#[derive(Debug, Default)]
+struct Counts {
+    uploads: AtomicUsize,
+    parameter_uploads: AtomicUsize,
+    downloads: AtomicUsize,
+    host_kernels: AtomicUsize,
+}
+
+impl Counts {
+    fn get(&self) -> [usize; 4] {
+        [&self.uploads, &self.parameter_uploads, &self.downloads, &self.host_kernels].map(|c| c.load(SeqCst))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Sealed {
+    counts: Arc<Counts>,
+}
+
+/// The storage of `Sealed`: the CPU backend's tensor, in a type nothing
+/// outside this file can name.
+struct Hidden<T>(Tensor<T>);
+
+fn seal<T: Float>(t: Tensor<T>) -> Tensor<T> {
+    Tensor::from_storage(t.shape().to_vec(), Hidden(t))
+}
+
+fn open<T: Float>(t: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+    let hidden = t.storage::<Hidden<T>>().ok_or_else(|| RspError::Backend {
+        backend: "sealed".into(),
+        reason: format!("a tensor of shape {:?} from another backend", t.shape()),
+    })?;
+    // A reshaped handle shares the buffer: read it with the handle's shape.
+    hidden.0.reshaped(t.shape().to_vec())
+}
+
+impl Sealed {
+    fn host_kernel(&self) -> &CpuBackend {
+        self.counts.host_kernels.fetch_add(1, SeqCst);
+        &CpuBackend
+    }
+}
+
+impl<T: Float> Backend<T> for Sealed {
+    fn name(&self) -> &'static str {
+        "sealed"
+    }
+    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> rsp::Result<Array3<T>> {
+        self.host_kernel().conv2d(x, w, g)
+    }
+    fn conv2d_input_adjoint(
+        &self,
+        s: ArrayView3<T>,
+        w: ArrayView4<T>,
+        g: &ConvGeometry,
+        hw: (usize, usize),
+    ) -> rsp::Result<Array3<T>> {
+        self.host_kernel().conv2d_input_adjoint(s, w, g, hw)
+    }
+    fn conv2d_weight_grad(
+        &self,
+        x: ArrayView3<T>,
+        r: ArrayView3<T>,
+        g: &ConvGeometry,
+        k: (usize, usize),
+    ) -> rsp::Result<Array4<T>> {
+        self.host_kernel().conv2d_weight_grad(x, r, g, k)
+    }
+    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> rsp::Result<Array2<T>> {
+        self.host_kernel().matmul(a, b)
+    }
+    fn max_pool(&self, x: ArrayView3<T>, w: &PoolWindows) -> rsp::Result<(Array3<T>, Array3<u32>)> {
+        self.host_kernel().max_pool(x, w)
+    }
+    fn avg_pool(&self, x: ArrayView3<T>, w: &PoolWindows) -> rsp::Result<Array3<T>> {
+        self.host_kernel().avg_pool(x, w)
+    }
+
+    fn upload(&self, host: ArrayViewD<T>) -> rsp::Result<Tensor<T>> {
+        self.counts.uploads.fetch_add(1, SeqCst);
+        Ok(seal(CpuBackend.upload(host)?))
+    }
+    fn upload_parameter(&self, parameter: &HostParameter<T>) -> rsp::Result<Tensor<T>> {
+        self.counts.parameter_uploads.fetch_add(1, SeqCst);
+        Ok(seal(CpuBackend.upload_parameter(parameter)?))
+    }
+    fn download(&self, t: &Tensor<T>) -> rsp::Result<ArrayD<T>> {
+        self.counts.downloads.fetch_add(1, SeqCst);
+        CpuBackend.download(&open(t)?)
+    }
+    fn conv2d_batch(
+        &self,
+        x: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        g: &ConvGeometry,
+    ) -> rsp::Result<Tensor<T>> {
+        let bias = bias.map(open).transpose()?;
+        Ok(seal(CpuBackend.conv2d_batch(&open(x)?, &open(w)?, bias.as_ref(), g)?))
+    }
+    fn linear_batch(&self, x: &Tensor<T>, w: &Tensor<T>, bias: Option<&Tensor<T>>) -> rsp::Result<Tensor<T>> {
+        let bias = bias.map(open).transpose()?;
+        Ok(seal(CpuBackend.linear_batch(&open(x)?, &open(w)?, bias.as_ref())?))
+    }
+    fn relu_batch(&self, x: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.relu_batch(&open(x)?)?))
+    }
+    fn max_pool_batch(&self, x: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.max_pool_batch(&open(x)?, w)?))
+    }
+    fn avg_pool_batch(&self, x: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.avg_pool_batch(&open(x)?, w)?))
+    }
+    fn channel_affine_batch(
+        &self,
+        x: &Tensor<T>,
+        mean: &Tensor<T>,
+        scale: &Tensor<T>,
+        shift: &Tensor<T>,
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.channel_affine_batch(&open(x)?, &open(mean)?, &open(scale)?, &open(shift)?)?))
+    }
+    fn add_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.add_batch(&open(a)?, &open(b)?)?))
+    }
+    fn first_non_finite(&self, t: &Tensor<T>) -> rsp::Result<Option<usize>> {
+        CpuBackend.first_non_finite(&open(t)?)
+    }
+}
+
+fn batch<T: Float>(shape: [usize; 4]) -> Array4<T> {
+    Array4::from_shape_fn(shape, |(n, c, i, j)| T::of(((n * 7 + c * 3 + i * 5 + j) % 13) as f64 / 13.0 - 0.4))
+}
+
+fn parameter_count<T: Float>(net: &Network<T>) -> usize {
+    net.nodes().iter().filter_map(|n| n.layer()).map(|l| l.forward_parameters().len()).sum()
+}
+
+/// The forward pass of `net` on the sealed backend: bit-identical logits to
+/// the CPU backend's and to the per-sample path's, with the transfers counted.
+fn forward_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
+    let x = batch::<T>(shape);
+    let cpu = net.forward(x.view()).unwrap();
+    // The per-sample path (every attribution's forward pass) gives the same bits.
+    let per_sample = net.explain(x.view(), 0, &Method::Gradient).unwrap().logits;
+    assert_eq!(cpu, per_sample);
+
+    let sealed = Sealed::default();
+    let counts = Arc::clone(&sealed.counts);
+    let mut net = net.with_backend(sealed);
+    let params = parameter_count(&net);
+    assert!(params > 0);
+    assert_eq!(net.forward(x.view()).unwrap(), cpu);
+    // [input uploads, parameter uploads, downloads, per-sample host kernels]
+    assert_eq!(counts.get(), [1, params, 1, 0]);
+    assert_eq!(net.forward(x.view()).unwrap(), cpu);
+    assert_eq!(counts.get(), [2, params, 2, 0], "the second call uploads no weights");
+    // Changing a layer's weights (or the backend) uploads them again.
+    let k = net.nodes().iter().position(|n| n.layer().is_some_and(|l| !l.forward_parameters().is_empty())).unwrap();
+    let _ = net.layer_mut(k).unwrap();
+    net.forward(x.view()).unwrap();
+    assert_eq!(counts.get(), [3, 2 * params, 3, 0]);
+}
+
+#[test]
+fn the_forward_pass_uploads_the_input_once_and_the_weights_once_per_network() {
+    let vgg = Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
+    forward_crosses_once(vgg, [3, 3, 64, 64]);
+    forward_crosses_once(Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap(), [2, 3, 32, 32]);
+    forward_crosses_once(
+        Network::<f64>::load(data("golden/resnet_bottleneck_tiny.safetensors")).unwrap(),
+        [2, 3, 64, 64],
+    );
+    forward_crosses_once(Network::<f32>::load(data("golden/avgpool_stride_rect.safetensors")).unwrap(), [2, 3, 40, 48]);
+}
+
+#[test]
+fn a_batch_over_the_memory_budget_is_split_with_the_same_bits() {
+    let mut net = Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap();
+    let x = batch::<f64>([5, 3, 32, 32]);
+    let whole = net.forward(x.view()).unwrap();
+    let all = net.estimate(&[5, 3, 32, 32], rsp::budget::Pass::Forward).unwrap();
+    let one = net.estimate(&[1, 3, 32, 32], rsp::budget::Pass::Forward).unwrap();
+    // Room for two samples at once, not five.
+    net.set_memory_budget(Some(all.memory - 2 * all.memory_per_sample - 1));
+    assert!(one.memory < all.memory - 2 * all.memory_per_sample);
+    let sealed = Sealed::default();
+    let counts = Arc::clone(&sealed.counts);
+    let net = net.with_backend(sealed);
+    assert_eq!(net.forward(x.view()).unwrap(), whole);
+    let [uploads, _, downloads, host] = counts.get();
+    assert!((2..5).contains(&uploads), "split into {uploads} parts");
+    assert_eq!((downloads, host), (uploads, 0));
+}
+
+#[test]
+fn a_tensor_of_another_backend_is_a_typed_error() {
+    let host = Array4::<f32>::zeros((1, 1, 2, 2)).into_dyn();
+    let cpu_tensor = Backend::<f32>::upload(&CpuBackend, host.view()).unwrap();
+    let err = Backend::<f32>::relu_batch(&Sealed::default(), &cpu_tensor).unwrap_err();
+    assert!(matches!(err, RspError::Backend { .. }), "{err}");
+    // And the other way round: the CPU backend cannot read a sealed tensor.
+    let sealed_tensor = Backend::<f32>::upload(&Sealed::default(), host.view()).unwrap();
+    let err = Backend::<f32>::download(&CpuBackend, &sealed_tensor).unwrap_err();
+    assert!(err.to_string().contains("another backend"), "{err}");
+}
+
+/// A user-defined layer without a batch forward pass: the default goes
+/// through the host (one download and one upload), with the same bits.
+#[derive(Clone, Debug)]
+struct Doubling;
+
+impl<T: Float> Layer<T> for Doubling {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Custom
+    }
+    fn output_shape(&self, input: &[usize]) -> rsp::Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+    fn forward(&self, _b: &dyn Backend<T>, x: ArrayViewD<T>) -> rsp::Result<ArrayD<T>> {
+        Ok(x.mapv(|v| v + v))
+    }
+    fn gradient(&self, _b: &dyn Backend<T>, _x: ArrayViewD<T>, g: ArrayViewD<T>) -> rsp::Result<ArrayD<T>> {
+        Ok(g.mapv(|v| v + v))
+    }
+    fn rsp_backward(
+        &self,
+        _b: &dyn Backend<T>,
+        _x: ArrayViewD<T>,
+        r: ArrayViewD<T>,
+        _c: RuleContext,
+    ) -> rsp::Result<ArrayD<T>> {
+        Ok(r.to_owned())
+    }
+    fn describe(&self) -> String {
+        "doubling".into()
+    }
+}
+
+#[test]
+fn a_layer_without_a_batch_pass_goes_through_the_host() {
+    let mut net = Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap();
+    net.push(Doubling);
+    let x = batch::<f64>([2, 3, 32, 32]);
+    let cpu = net.forward(x.view()).unwrap();
+    let per_sample = net.explain(x.view(), 0, &Method::Gradient).unwrap().logits;
+    assert_eq!(cpu, per_sample);
+    let sealed = Sealed::default();
+    let counts = Arc::clone(&sealed.counts);
+    let net = net.with_backend(sealed);
+    assert_eq!(net.forward(x.view()).unwrap(), cpu);
+    let [uploads, _, downloads, host] = counts.get();
+    // The input, then the doubling's result; its input, then the logits.
+    assert_eq!((uploads, downloads, host), (2, 2, 0));
+}
