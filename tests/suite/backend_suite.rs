@@ -3,6 +3,8 @@
 //! one) adds one line at the bottom and inherits them all:
 //! * the golden parity cases computed by the authors' released code (VGG and
 //!   ResNet graphs), in float64 within the golden tolerance (an independent oracle);
+//!   The batch forward pass (on the backend's tensors) gives the reference's
+//!   logits and the per-sample path's bits;
 //! * every method on a VGG and a ResNet graph against the CPU backend (the
 //!   default; for the CPU backend itself the comparison is with a second run,
 //!   so it must be bit-identical).
@@ -50,6 +52,12 @@ fn golden_parity(backend: impl Backend<f64> + Clone + 'static) {
         );
         let err = rel_err(e.start_relevance.as_ref().unwrap(), &file.tensors["start_relevance_f64"]);
         assert!(err <= F64_TOL, "{case}: start relevance differs by {err:.3e}");
+        // The batch forward pass on the backend: the reference's logits, and
+        // the bits of the per-sample forward pass the attribution ran.
+        let logits = net.forward(&input).unwrap();
+        let err = rel_err(&logits.clone().into_dyn(), &file.tensors["logits_f64"]);
+        assert!(err <= F64_TOL, "{case}: batch forward logits differ by {err:.3e}");
+        assert_eq!(logits, e.logits, "{case}: batch and per-sample forward passes differ");
     }
 }
 
