@@ -202,7 +202,7 @@ impl<T: Float> Network<T> {
         let shapes = self.check(&[*c, *h, *w])?;
         // The forward pass runs the whole batch at once on the backend; an
         // attribution runs as many samples at once as the pool has threads.
-        let in_flight = if pass == Pass::Forward { (*n).max(1) } else { (*n).min(rayon::current_num_threads()).max(1) };
+        let in_flight = if pass == Pass::Forward { (*n).max(1) } else { self.samples_at_once(*n) };
         Ok(self.estimate_from(&[*c, *h, *w], &shapes, *n, in_flight, pass))
     }
 
@@ -280,8 +280,15 @@ impl<T: Float> Network<T> {
         all_at_once: bool,
     ) -> Result<()> {
         let batch = input_shape[0];
-        let in_flight = if all_at_once { batch } else { batch.min(rayon::current_num_threads()).max(1) };
+        let in_flight = if all_at_once { batch } else { self.samples_at_once(batch) };
         self.preflight_in_flight(shapes, input_shape, pass, in_flight)
+    }
+
+    /// How many samples of a batch of `n` an attribution runs at once: what
+    /// the backend asks for ([`Backend::samples_at_once`](crate::backend::Backend::samples_at_once)),
+    /// by default as many as the rayon pool has threads.
+    pub(crate) fn samples_at_once(&self, n: usize) -> usize {
+        self.backend().samples_at_once().unwrap_or_else(rayon::current_num_threads).min(n).max(1)
     }
 
     /// How many samples of a batch the forward pass runs at once: all of them

@@ -558,6 +558,20 @@ impl<T: Float> Network<T> {
     /// checked finite where it is made (an overflow must not hide behind a
     /// later ReLU or max).
     pub fn forward_batch(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let mut outputs = self.forward_nodes(x, false)?;
+        outputs.pop().flatten().ok_or_else(|| RspError::model("the network has no nodes"))
+    }
+
+    /// The batch forward pass keeping every node's output (what the backward
+    /// passes of an attribution read).
+    pub(crate) fn forward_batch_outputs(&self, x: &Tensor<T>) -> Result<Vec<Tensor<T>>> {
+        let outputs = self.forward_nodes(x, true)?;
+        Ok(outputs.into_iter().map(|o| o.expect("every output kept")).collect())
+    }
+
+    /// The batch forward pass: every node's output, or (`keep_all` false)
+    /// only those still to be read and the last.
+    fn forward_nodes(&self, x: &Tensor<T>, keep_all: bool) -> Result<Vec<Option<Tensor<T>>>> {
         let backend = self.backend();
         let parameters = self.uploaded_parameters()?;
         let mut last_reader = vec![None; self.nodes.len()];
@@ -592,6 +606,9 @@ impl<T: Float> Network<T> {
                 });
             }
             outputs[k] = Some(out);
+            if keep_all {
+                continue;
+            }
             for s in &node.inputs {
                 if let Source::Node(j) = *s {
                     if last_reader[j] == Some(k) {
@@ -600,18 +617,18 @@ impl<T: Float> Network<T> {
                 }
             }
         }
-        outputs.pop().flatten().ok_or_else(|| RspError::model("the network has no nodes"))
+        Ok(outputs)
     }
 
     /// The layers' parameters on the network's backend: uploaded by the first
     /// call, then reused until the backend or a layer changes.
-    fn uploaded_parameters(&self) -> Result<Uploaded<T>> {
+    pub(crate) fn uploaded_parameters(&self) -> Result<Uploaded<T>> {
         self.uploaded.get_or_upload(|| {
             self.nodes
                 .iter()
                 .map(|node| match &node.op {
                     NodeOp::Layer(l) => {
-                        l.forward_parameters().iter().map(|p| self.backend().upload_parameter(p)).collect()
+                        l.backend_parameters().iter().map(|p| self.backend().upload_parameter(p)).collect()
                     }
                     NodeOp::Add => Ok(Vec::new()),
                 })

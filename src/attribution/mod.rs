@@ -41,6 +41,7 @@
 //! ```
 
 mod baselines;
+mod batch;
 mod contrastive;
 mod explanation;
 mod lrp;
@@ -48,8 +49,7 @@ mod method;
 mod rap;
 mod resample;
 mod rsp;
-pub(crate) mod start;
-mod target;
+pub(crate) mod target;
 mod timing;
 mod walk;
 mod zennit;
@@ -137,6 +137,10 @@ impl<T: Float> Network<T> {
             )));
         }
         let plan = self.plan(&input, &target, method, false)?;
+        if Self::runs_on_batches(method) {
+            let samples = self.explain_batches(input, &target, method, plan)?;
+            return Ok(assemble(method, samples, plan));
+        }
         let canonized = self.canonized_for(method)?;
         // At most a pool's worth of samples at once: what the memory estimate assumes.
         let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {

@@ -2,9 +2,9 @@
 //! layer (single-class or comparative, `start.rs`), then the layers' RSP rules
 //! back to the input (`walk.rs`, each layer's `rsp_backward`).
 
-use super::start::{comparative_start, single_class_start};
 use super::walk::RspRules;
 use super::{HostileClasses, Plan, RspOptions, Sample, StartRule, Target};
+use crate::backend::start::{comparative_start, single_class_start};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::{Activations, Network, Source};

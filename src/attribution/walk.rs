@@ -4,8 +4,8 @@
 //! gradient's vector–Jacobian products, RSP's rules, LRP's composites, or a
 //! user's own).
 
-use crate::backend::Backend;
-use crate::error::{check_finite, Result};
+use crate::backend::{Backend, Tensor};
+use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
 use crate::layers::{add_rule, Layer, LayerKind, Linear, RuleContext};
 use crate::network::{Activations, Network, NodeOp, Source};
@@ -287,6 +287,113 @@ impl<T: Float> Network<T> {
         Ok(g.axis_iter(Axis(1))
             .map(|c| c.to_owned().into_shape_with_order(shape.clone()).expect("stop's shape"))
             .collect())
+    }
+}
+
+/// The built-in rules that run on whole batches of backend tensors
+/// ([`Network::walk_batch`]): each layer's batch gradient or batch RSP rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchRules {
+    /// [`GradientRules`] on tensors.
+    Gradient,
+    /// [`RspRules`] on tensors.
+    Rsp,
+}
+
+impl<T: Float> Network<T> {
+    /// [`Network::walk`] on whole batches of backend tensors: `outputs` are
+    /// every node's output of the batch forward pass of `x`, `seed` is at the
+    /// output of node `from`; returns what arrives at `stop`. The order of the
+    /// branch sums is the per-sample walk's, so each sample's bits are too.
+    pub(crate) fn walk_batch(
+        &self,
+        x: &Tensor<T>,
+        outputs: &[Tensor<T>],
+        from: usize,
+        seed: Tensor<T>,
+        stop: Source,
+        rules: BatchRules,
+    ) -> Result<Tensor<T>> {
+        let backend = self.backend();
+        let parameters = self.uploaded_parameters()?;
+        let get = |s: Source| match s {
+            Source::Input => x,
+            Source::Node(j) => &outputs[j],
+        };
+        let first = match stop {
+            Source::Input => 0,
+            Source::Node(s) => s + 1,
+        };
+        let mut rel: Vec<Option<Tensor<T>>> = vec![None; from + 1];
+        let mut at_stop: Option<Tensor<T>> = None;
+        rel[from] = Some(seed);
+        for k in (first..=from).rev() {
+            let Some(r) = rel[k].take() else { continue };
+            let node = &self.nodes()[k];
+            let parts: Vec<(Source, Tensor<T>)> = match &node.op {
+                NodeOp::Layer(l) => {
+                    let src = node.inputs[0];
+                    let ctx = RuleContext { is_input_layer: src == Source::Input, receives_seed: k == from };
+                    let part = match rules {
+                        BatchRules::Gradient => l.gradient_batch(backend, get(src), &r, &parameters[k])?,
+                        BatchRules::Rsp => l.rsp_backward_batch(backend, get(src), &r, &parameters[k], ctx)?,
+                    };
+                    vec![(src, part)]
+                }
+                NodeOp::Add => {
+                    let (a, b) = (node.inputs[0], node.inputs[1]);
+                    let (ra, rb) = match rules {
+                        BatchRules::Gradient => (r.clone(), r),
+                        BatchRules::Rsp => backend.add_rule_batch(get(a), get(b), &r)?,
+                    };
+                    vec![(a, ra), (b, rb)]
+                }
+            };
+            if rules == BatchRules::Rsp {
+                for (_, part) in &parts {
+                    check_finite_batch(backend, part, || {
+                        format!(
+                            "the relevance at the input of node #{k} ({}) (an intermediate value overflowed the float range)",
+                            node.describe()
+                        )
+                    })?;
+                }
+            }
+            for (src, part) in parts {
+                let slot = match src {
+                    _ if src == stop => &mut at_stop,
+                    Source::Node(j) if j >= first => &mut rel[j],
+                    _ => continue,
+                };
+                *slot = Some(match slot.take() {
+                    Some(acc) => backend.add_batch(&acc, &part)?,
+                    None => part,
+                });
+            }
+        }
+        match at_stop {
+            Some(r) => Ok(r),
+            None => backend.zeros(get(stop).shape()),
+        }
+    }
+}
+
+/// A non-finite element of a batch tensor as [`RspError::NonFinite`] naming
+/// `what` (and the sample), with the index within the sample.
+pub(crate) fn check_finite_batch<T: Float>(
+    backend: &dyn Backend<T>,
+    t: &Tensor<T>,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    match backend.first_non_finite(t)? {
+        None => Ok(()),
+        Some(i) => {
+            let per_sample = (t.len() / t.shape().first().copied().unwrap_or(1).max(1)).max(1);
+            Err(RspError::NonFinite {
+                tensor: format!("{} (sample {})", what(), i / per_sample),
+                index: i % per_sample,
+            })
+        }
     }
 }
 

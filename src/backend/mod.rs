@@ -29,6 +29,8 @@ mod im2col;
 mod matmul;
 pub(crate) mod pooling;
 mod reference;
+pub(crate) mod rules;
+pub(crate) mod start;
 mod tensor;
 pub(crate) mod workspace;
 
@@ -212,6 +214,15 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
     // kernels above on the samples in parallel, so each sample's bits are
     // those of the per-sample path. A device backend overrides all of them.
 
+    /// How many samples of a batch an attribution runs at once on this
+    /// backend. `None` (the host backends): as many as the rayon pool has
+    /// threads, since their batch operations run one sample per thread and
+    /// more at once would only hold more memory. A device returns the batch
+    /// it runs best (the memory budget still splits larger ones).
+    fn samples_at_once(&self) -> Option<usize> {
+        None
+    }
+
     /// Copies a host array to the backend.
     fn upload(&self, host: ArrayViewD<T>) -> Result<Tensor<T>> {
         Ok(host_tensor(host.as_standard_layout().into_owned()))
@@ -328,6 +339,160 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         Ok(host_tensor(&av + &bv))
     }
 
+    /// A zero tensor of `shape`.
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        Ok(host_tensor(ArrayD::zeros(IxDyn(shape))))
+    }
+
+    /// Row `n` one-hot at `classes[n]`: `N×width` (the gradient's seed).
+    fn one_hot_batch(&self, classes: &[usize], width: usize) -> Result<Tensor<T>> {
+        let mut seed = Array2::zeros((classes.len(), width));
+        for (n, &c) in classes.iter().enumerate() {
+            if c >= width {
+                return Err(RspError::TargetOutOfRange { target: c, classes: width });
+            }
+            seed[[n, c]] = T::one();
+        }
+        Ok(host_tensor(seed.into_dyn()))
+    }
+
+    /// `a ⊙ b` element-wise (gradient × input).
+    fn mul_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+        let (av, bv) = (host_view(self.name(), a)?, host_view(self.name(), b)?);
+        if av.shape() != bv.shape() {
+            return Err(RspError::shape("second factor", format!("{:?}", av.shape()), bv.shape()));
+        }
+        Ok(host_tensor(&av * &bv))
+    }
+
+    // The gradient's vector–Jacobian products, whole batches.
+
+    /// The ReLU's gradient: `g` where `x > 0`, else 0.
+    fn relu_gradient_batch(&self, x: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[x, g], |v| Ok(rules::relu_gradient(v[0].view(), v[1].view())))
+    }
+
+    /// `g · w` per sample, for `g` of `N×O` and `w` of `O×I` (a linear layer's gradient): `N×I`.
+    fn linear_adjoint_batch(&self, g: &Tensor<T>, w: &Tensor<T>) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix2>(self.name(), w, "linear weight")?;
+        per_sample_n(self.name(), &[g], |v| {
+            let column = v[0]
+                .view()
+                .into_shape_with_order((w.nrows(), 1))
+                .map_err(|_| RspError::shape("linear gradient", format!("N×{}", w.nrows()), g.shape()))?;
+            Ok(self.matmul(w.t(), column)?.remove_axis(Axis(1)).into_dyn())
+        })
+    }
+
+    /// [`Backend::conv2d_input_adjoint`] of every sample of `g`.
+    fn conv2d_input_adjoint_batch(
+        &self,
+        g: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        input_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix4>(self.name(), w, "convolution weight")?;
+        per_sample_n(self.name(), &[g], |v| {
+            Ok(self.conv2d_input_adjoint(chw(&v[0], g)?, w.view(), geom, input_hw)?.into_dyn())
+        })
+    }
+
+    /// Max pooling's gradient: each `g` value routed to its window's first
+    /// maximum of `x`.
+    fn max_pool_adjoint_batch(&self, x: &Tensor<T>, g: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[x, g], |v| {
+            let (_, argmax) = self.max_pool(chw(&v[0], x)?, windows)?;
+            Ok(self.max_pool_adjoint(chw(&v[1], g)?, argmax.view(), windows.input_hw)?.into_dyn())
+        })
+    }
+
+    /// [`Backend::avg_pool_adjoint`] of every sample.
+    fn avg_pool_adjoint_batch(&self, g: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[g], |v| Ok(self.avg_pool_adjoint(chw(&v[0], g)?, windows)?.into_dyn()))
+    }
+
+    /// Each channel `c` of every sample times `scale[c]` (batch norm's gradient).
+    fn channel_scale_batch(&self, g: &Tensor<T>, scale: &Tensor<T>) -> Result<Tensor<T>> {
+        let scale = view_as::<T, Ix1>(self.name(), scale, "per-channel scale")?;
+        per_sample_n(self.name(), &[g], |v| {
+            if v[0].ndim() == 0 || v[0].shape()[0] != scale.len() {
+                return Err(RspError::shape("channel-wise scale input", format!("N×{}×…", scale.len()), g.shape()));
+            }
+            Ok(rules::channel_scale(v[0].view(), scale.view()))
+        })
+    }
+
+    // RSP's rules and start, whole batches (each the per-sample kernel of
+    // `rules.rs`, `pooling.rs` or `start.rs` by default).
+
+    /// The sectional rule (both sections, the doubling and the shift) of every sample.
+    fn sectional_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[x, r], |v| {
+            Ok(rules::sectional_rule(self, chw(&v[0], x)?, chw(&v[1], r)?, geom, kernel_hw)?.into_dyn())
+        })
+    }
+
+    /// The z^B rule (the input layer's) of every sample, with each sample's own bounds.
+    fn zb_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, w: &Tensor<T>, geom: &ConvGeometry) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix4>(self.name(), w, "convolution weight")?;
+        per_sample_n(self.name(), &[x, r], |v| {
+            Ok(rules::zb_rule(self, chw(&v[0], x)?, chw(&v[1], r)?, w.view(), geom)?.into_dyn())
+        })
+    }
+
+    /// [`Backend::max_pool_rule`] of every sample.
+    fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[x, r], |v| {
+            Ok(self.max_pool_rule(chw(&v[0], x)?, chw(&v[1], r)?, windows)?.into_dyn())
+        })
+    }
+
+    /// The average-pooling RSP rule of every sample.
+    fn avg_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[x, r], |v| {
+            Ok(pooling::avg_pool_rule(self, chw(&v[0], x)?, chw(&v[1], r)?, windows)?.into_dyn())
+        })
+    }
+
+    /// The batch-norm RSP rule of every sample, with the rule's per-channel
+    /// weight `w` and shift `beta`.
+    fn batch_norm_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        beta: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix1>(self.name(), w, "batch-norm rule weight")?;
+        let beta = view_as::<T, Ix1>(self.name(), beta, "batch-norm shift")?;
+        per_sample_n(self.name(), &[x, r], |v| {
+            Ok(rules::batch_norm_rule(chw(&v[0], x)?, chw(&v[1], r)?, w.view(), beta.view()).into_dyn())
+        })
+    }
+
+    /// The residual sum's RSP rule: the shares of `a` and `b` in `r`.
+    fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
+        let (av, bv, rv) = (host_view(self.name(), a)?, host_view(self.name(), b)?, host_view(self.name(), r)?);
+        if av.shape() != rv.shape() || bv.shape() != rv.shape() {
+            return Err(RspError::shape("summands of a residual sum", format!("{:?}", rv.shape()), av.shape()));
+        }
+        let (ra, rb) = rules::add_rule(av, bv, rv);
+        Ok((host_tensor(ra), host_tensor(rb)))
+    }
+
+    /// RSP's single-class start of every sample from the start layer's
+    /// activation `a` and the target's gradient `g` there.
+    fn single_class_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[a, g], |v| Ok(start::single_class_start(chw(&v[0], a)?, chw(&v[1], g)?).into_dyn()))
+    }
+
     /// The flat index of the first non-finite element, if any (a scalar
     /// result: the forward pass checks every node's output with it).
     fn first_non_finite(&self, t: &Tensor<T>) -> Result<Option<usize>> {
@@ -388,4 +553,28 @@ pub(crate) fn map_samples<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sy
         out.extend(part);
     }
     Ok(out)
+}
+
+/// One sample's view as `C×H×W`, or a shape error naming the batch tensor's shape.
+fn chw<'v, T: Float>(v: &'v ArrayViewD<'_, T>, batch: &Tensor<T>) -> Result<ArrayView3<'v, T>> {
+    v.view().into_dimensionality::<Ix3>().map_err(|_| RspError::shape("a batch tensor", "N×C×H×W", batch.shape()))
+}
+
+/// `f` of the samples `n` of every tensor in `inputs` (same batch size),
+/// stacked into one tensor; samples run in parallel as [`map_samples`] runs them.
+fn per_sample_n<T: Float>(
+    backend: &str,
+    inputs: &[&Tensor<T>],
+    f: impl Fn(&[ArrayViewD<T>]) -> Result<ArrayD<T>> + Sync,
+) -> Result<Tensor<T>> {
+    let views = inputs.iter().map(|t| host_view(backend, t)).collect::<Result<Vec<_>>>()?;
+    let n = views[0].shape().first().copied().unwrap_or(0);
+    if n == 0 || views.iter().any(|v| v.shape().first() != Some(&n)) {
+        return Err(RspError::shape("batch", format!("{n} samples in every operand (at least one)"), views[0].shape()));
+    }
+    let outputs = map_samples(n, |i| {
+        let samples: Vec<ArrayViewD<T>> = views.iter().map(|v| v.index_axis(Axis(0), i)).collect();
+        f(&samples)
+    })?;
+    Ok(host_tensor(stack_samples(outputs)?))
 }

@@ -118,7 +118,7 @@ impl<T: Float, D: Dimension> HostBuffer<T> for Array<T, D> {
 }
 
 /// A layer's parameter as it lives on the host: its shape and its buffer,
-/// shared with the layer ([`Layer::forward_parameters`](crate::layers::Layer::forward_parameters)).
+/// shared with the layer ([`Layer::backend_parameters`](crate::layers::Layer::backend_parameters)).
 #[derive(Clone)]
 pub struct HostParameter<T> {
     /// The shape.

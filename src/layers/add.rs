@@ -5,8 +5,8 @@
 //! `R_a = ã ⊙ (R ⊘ (ã + b̃))`, `R_b = b̃ ⊙ (R ⊘ (ã + b̃))`: the signed
 //! relevance is split in proportion to the clamped inputs, and conserved.
 
-use crate::float::{safe_div, Float};
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use crate::float::Float;
+use ndarray::{ArrayD, ArrayViewD};
 
 /// Relevance of the two summands of `a + b` given the relevance `r` of the sum.
 ///
@@ -19,15 +19,5 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 /// assert!(ra[1].abs() < 1e-8 && (rb[1] - 1.0).abs() < 1e-8);         // a ≤ 0 gets ~nothing
 /// ```
 pub fn add_rule<T: Float>(a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> (ArrayD<T>, ArrayD<T>) {
-    let eps = T::eps9();
-    let mut ra = ArrayD::zeros(r.raw_dim());
-    let mut rb = ArrayD::zeros(r.raw_dim());
-    Zip::from(&mut ra).and(&mut rb).and(&a).and(&b).and(&r).for_each(|ra, rb, &av, &bv, &rv| {
-        let at = av.max(T::zero()) + eps;
-        let bt = bv.max(T::zero()) + eps;
-        let s = safe_div(rv, at + bt);
-        *ra = at * s;
-        *rb = bt * s;
-    });
-    (ra, rb)
+    crate::backend::rules::add_rule(a, b, r)
 }

@@ -1,7 +1,6 @@
 //! Average pooling, fixed ([`AvgPool2d`]) and adaptive ([`AdaptiveAvgPool2d`]):
 //! forward, gradient and the pooling RSP rule (with `x̃ = x + 1e-9`).
 
-use super::pool_rule::{pooling_rule, shifted};
 use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, RuleContext};
 use crate::backend::{Backend, PoolWindows, Tensor};
 use crate::error::{Result, RspError};
@@ -160,9 +159,7 @@ fn rsp_backward<T: Float, P: AveragePooling>(
     let out = output_shape(pool, x.shape())?;
     check_same_shape(&format!("relevance at the output of {}", P::LABEL), &out, r.shape())?;
     let win = pool.windows(x.shape())?;
-    let x_tilde = shifted(as_chw(x, P::LABEL)?);
-    let z = backend.avg_pool(x_tilde.view(), &win)?;
-    Ok(pooling_rule(x_tilde.view(), z.view(), as_chw(r, P::LABEL)?, |s| backend.avg_pool_adjoint(s, &win))?.into_dyn())
+    Ok(crate::backend::pooling::avg_pool_rule(backend, as_chw(x, P::LABEL)?, as_chw(r, P::LABEL)?, &win)?.into_dyn())
 }
 
 /// The two average poolings differ only in their windows and description:
@@ -187,6 +184,33 @@ macro_rules! average_pooling_layer {
             ) -> Result<Tensor<T>> {
                 let win = self.windows(super::sample_shape(x))?;
                 backend.avg_pool_batch(x, &win)
+            }
+            fn gradient_batch(
+                &self,
+                backend: &dyn Backend<T>,
+                x: &Tensor<T>,
+                grad_output: &Tensor<T>,
+                _parameters: &[Tensor<T>],
+            ) -> Result<Tensor<T>> {
+                let win = self.windows(super::sample_shape(x))?;
+                let (oh, ow) = win.output_hw();
+                let context = format!("gradient at the output of {}", <$pool as AveragePooling>::LABEL);
+                super::check_batch_output(&context, x, &[x.shape()[1], oh, ow], grad_output)?;
+                backend.avg_pool_adjoint_batch(grad_output, &win)
+            }
+            fn rsp_backward_batch(
+                &self,
+                backend: &dyn Backend<T>,
+                x: &Tensor<T>,
+                relevance: &Tensor<T>,
+                _parameters: &[Tensor<T>],
+                _ctx: RuleContext,
+            ) -> Result<Tensor<T>> {
+                let win = self.windows(super::sample_shape(x))?;
+                let (oh, ow) = win.output_hw();
+                let context = format!("relevance at the output of {}", <$pool as AveragePooling>::LABEL);
+                super::check_batch_output(&context, x, &[x.shape()[1], oh, ow], relevance)?;
+                backend.avg_pool_rule_batch(x, relevance, &win)
             }
             fn gradient(
                 &self,

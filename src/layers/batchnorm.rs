@@ -4,7 +4,7 @@
 use super::{as_chw, check_same_shape, Layer, LayerKind, ParameterMut, RuleContext};
 use crate::backend::{Backend, HostParameter, Tensor};
 use crate::error::{check_finite, Result, RspError};
-use crate::float::{safe_div, Float};
+use crate::float::Float;
 use ndarray::{Array1, ArrayD, ArrayViewD, Axis, Zip};
 use std::sync::Arc;
 
@@ -78,6 +78,12 @@ impl<T: Float> BatchNorm2d<T> {
         Ok(())
     }
 
+    /// The rule's weight per channel: as released, `γ / sqrt(σ⁴ + ε)` (the
+    /// variance squared inside the square root).
+    fn rule_weight(&self) -> Array1<T> {
+        Zip::from(&self.gamma).and(&self.var).map_collect(|&g, &v| g / (v * v + self.eps).sqrt())
+    }
+
     /// The forward scale `γ / sqrt(σ² + ε)` per channel.
     fn scale(&self) -> Array1<T> {
         Zip::from(&self.gamma).and(&self.var).map_collect(|&g, &v| g / (v + self.eps).sqrt())
@@ -109,14 +115,45 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
         Ok(z.into_dyn())
     }
 
-    /// The running mean, the forward scale and β (small per-channel vectors, computed once per upload).
-    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
-        [self.mean.clone(), self.scale(), self.beta.clone()].map(|p| HostParameter::shared(&Arc::new(p))).into()
+    /// The running mean, the forward scale, β and the rule's weight (small
+    /// per-channel vectors, computed once per upload).
+    fn backend_parameters(&self) -> Vec<HostParameter<T>> {
+        [self.mean.clone(), self.scale(), self.beta.clone(), self.rule_weight()]
+            .map(|p| HostParameter::shared(&Arc::new(p)))
+            .into()
     }
 
     fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
         self.check(super::sample_shape(x))?;
         backend.channel_affine_batch(x, &parameters[0], &parameters[1], &parameters[2])
+    }
+
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        self.check(super::sample_shape(x))?;
+        let context = format!("gradient at the output of batchnorm2d {}", self.name);
+        super::check_batch_output(&context, x, super::sample_shape(x), grad_output)?;
+        backend.channel_scale_batch(grad_output, &parameters[1])
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = ctx;
+        self.check(super::sample_shape(x))?;
+        let context = format!("relevance at the output of batchnorm2d {}", self.name);
+        super::check_batch_output(&context, x, super::sample_shape(x), relevance)?;
+        backend.batch_norm_rule_batch(x, relevance, &parameters[3], &parameters[2])
     }
 
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
@@ -126,11 +163,7 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
             x.shape(),
             grad_output.shape(),
         )?;
-        let mut g = as_chw(grad_output, &self.name)?.to_owned();
-        for (mut plane, &s) in g.axis_iter_mut(Axis(0)).zip(&self.scale()) {
-            plane *= s;
-        }
-        Ok(g.into_dyn())
+        Ok(crate::backend::rules::channel_scale(grad_output, self.scale().view()))
     }
 
     fn rsp_backward(
@@ -148,20 +181,7 @@ impl<T: Float> Layer<T> for BatchNorm2d<T> {
         )?;
         let x = as_chw(x, &self.name)?;
         let r = as_chw(relevance, &self.name)?;
-        let mut out = r.to_owned();
-        for c in 0..self.gamma.len() {
-            // As released: the variance is squared inside the square root.
-            let w = self.gamma[c] / (self.var[c] * self.var[c] + self.eps).sqrt();
-            let r_c = r.index_axis(Axis(0), c);
-            let n_c = T::of(r_c.iter().filter(|&&v| v != T::zero()).count() as f64);
-            let share = safe_div(self.beta[c], n_c);
-            Zip::from(out.index_axis_mut(Axis(0), c)).and(x.index_axis(Axis(0), c)).and(r_c).for_each(|o, &xv, &rv| {
-                let b = if rv != T::zero() { share } else { T::zero() };
-                let xw = xv * w;
-                *o = xv * (safe_div(rv - b, xw) * w) + xv * (safe_div(b, xw) * w);
-            });
-        }
-        Ok(out.into_dyn())
+        Ok(crate::backend::rules::batch_norm_rule(x, r, self.rule_weight().view(), self.beta.view()).into_dyn())
     }
 
     fn parameters_mut(&mut self) -> Vec<ParameterMut<'_, T>> {

@@ -1,11 +1,11 @@
 //! 2-D convolution: forward pass, gradient, the z^B rule (input layer) and
 //! the sectional rule (every other layer).
 
-use super::sectional::sectional_rule;
 use super::{as_chw, check_same_shape, Layer, LayerCost, LayerKind, ParameterMut, RuleContext};
+use crate::backend::rules::{sectional_rule, zb_rule};
 use crate::backend::{Backend, ConvGeometry, HostParameter, Tensor};
 use crate::error::{check_finite, Result, RspError};
-use crate::float::{safe_div, Float};
+use crate::float::Float;
 use ndarray::{Array1, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Zip};
 use std::sync::Arc;
 
@@ -99,24 +99,7 @@ impl<T: Float> Conv2d<T> {
     /// assert_eq!(conv.zb_rule(&CpuBackend, x.view(), r.view()).unwrap().into_raw_vec_and_offset().0, vec![0.0, 1.0]);
     /// ```
     pub fn zb_rule(&self, backend: &dyn Backend<T>, x: ArrayView3<T>, r: ArrayView3<T>) -> Result<Array3<T>> {
-        let low = x.iter().copied().fold(T::infinity(), T::min);
-        let high = x.iter().copied().fold(T::neg_infinity(), T::max);
-        let w_pos = self.weight.mapv(|v| v.max(T::zero()));
-        let w_neg = self.weight.mapv(|v| v.min(T::zero()));
-        let g = &self.geometry;
-        let lows = Array3::from_elem(x.raw_dim(), low);
-        let highs = Array3::from_elem(x.raw_dim(), high);
-        let z = backend.conv2d(x, self.weight.view(), g)?
-            - backend.conv2d(lows.view(), w_pos.view(), g)?
-            - backend.conv2d(highs.view(), w_neg.view(), g)?;
-        let s = Zip::from(&r).and(&z).map_collect(|&rv, &zv| safe_div(rv, zv));
-        let hw = (x.dim().1, x.dim().2);
-        let through_w = backend.conv2d_input_adjoint(s.view(), self.weight.view(), g, hw)?;
-        let through_pos = backend.conv2d_input_adjoint(s.view(), w_pos.view(), g, hw)?;
-        let through_neg = backend.conv2d_input_adjoint(s.view(), w_neg.view(), g, hw)?;
-        let mut out = Zip::from(&x).and(&through_w).map_collect(|&xv, &a| xv * a);
-        Zip::from(&mut out).and(&through_pos).and(&through_neg).for_each(|o, &p, &n| *o = *o - low * p - high * n);
-        Ok(out)
+        zb_rule(backend, x, r, self.weight.view(), &self.geometry)
     }
 }
 
@@ -177,7 +160,7 @@ impl<T: Float> Layer<T> for Conv2d<T> {
         Ok(z.into_dyn())
     }
 
-    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+    fn backend_parameters(&self) -> Vec<HostParameter<T>> {
         let mut params = vec![HostParameter::shared(&self.weight)];
         params.extend(self.bias.as_ref().map(HostParameter::shared));
         params
@@ -186,6 +169,36 @@ impl<T: Float> Layer<T> for Conv2d<T> {
     fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
         self.output_shape(super::sample_shape(x))?;
         backend.conv2d_batch(x, &parameters[0], parameters.get(1), &self.geometry)
+    }
+
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        let out = self.output_shape(super::sample_shape(x))?;
+        super::check_batch_output(&format!("gradient at the output of conv2d {}", self.name), x, &out, grad_output)?;
+        let hw = (x.shape()[2], x.shape()[3]);
+        backend.conv2d_input_adjoint_batch(grad_output, &parameters[0], &self.geometry, hw)
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let out = self.output_shape(super::sample_shape(x))?;
+        super::check_batch_output(&format!("relevance at the output of conv2d {}", self.name), x, &out, relevance)?;
+        if ctx.is_input_layer {
+            backend.zb_rule_batch(x, relevance, &parameters[0], &self.geometry)
+        } else {
+            backend.sectional_rule_batch(x, relevance, &self.geometry, self.kernel_hw())
+        }
     }
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

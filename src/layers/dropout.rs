@@ -35,6 +35,31 @@ impl<T: Float> Layer<T> for Dropout {
         Ok(x.clone())
     }
 
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        let _ = (backend, parameters);
+        super::check_batch_output("gradient at the output of dropout", x, super::sample_shape(x), grad_output)?;
+        Ok(grad_output.clone())
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = (backend, parameters, ctx);
+        super::check_batch_output("relevance at the output of dropout", x, super::sample_shape(x), relevance)?;
+        Ok(relevance.clone())
+    }
+
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         check_same_shape("gradient at the output of dropout", x.shape(), grad_output.shape())?;
         Ok(grad_output.to_owned())

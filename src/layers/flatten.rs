@@ -41,6 +41,33 @@ impl<T: Float> Layer<T> for Flatten {
         x.reshaped(vec![n, features])
     }
 
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        let _ = (backend, parameters);
+        let n = x.shape().first().copied().unwrap_or(0);
+        super::check_batch_output("gradient at the output of flatten", x, &[x.len() / n.max(1)], grad_output)?;
+        grad_output.reshaped(x.shape().to_vec())
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = (backend, parameters, ctx);
+        let n = x.shape().first().copied().unwrap_or(0);
+        super::check_batch_output("relevance at the output of flatten", x, &[x.len() / n.max(1)], relevance)?;
+        relevance.reshaped(x.shape().to_vec())
+    }
+
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         check_same_shape("gradient at the output of flatten", &[x.len()], grad_output.shape())?;
         Ok(reshape(grad_output, x.shape()))

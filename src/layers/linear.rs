@@ -1,8 +1,8 @@
 //! Fully connected layer. Its RSP rule is the sectional rule of a 1×1
 //! convolution on a 1×1 map (see `sectional.rs`).
 
-use super::sectional::sectional_rule;
 use super::{check_same_shape, Layer, LayerCost, LayerKind, ParameterMut, RuleContext};
+use crate::backend::rules::sectional_rule;
 use crate::backend::{Backend, ConvGeometry, HostParameter, Tensor};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
@@ -90,7 +90,7 @@ impl<T: Float> Layer<T> for Linear<T> {
         Ok(y.into_dyn())
     }
 
-    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+    fn backend_parameters(&self) -> Vec<HostParameter<T>> {
         let mut params = vec![HostParameter::shared(&self.weight)];
         params.extend(self.bias.as_ref().map(HostParameter::shared));
         params
@@ -99,6 +99,38 @@ impl<T: Float> Layer<T> for Linear<T> {
     fn forward_batch(&self, backend: &dyn Backend<T>, x: &Tensor<T>, parameters: &[Tensor<T>]) -> Result<Tensor<T>> {
         self.check_input(super::sample_shape(x))?;
         backend.linear_batch(x, &parameters[0], parameters.get(1))
+    }
+
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        self.check_input(super::sample_shape(x))?;
+        let context = format!("gradient at the output of linear {}", self.name);
+        super::check_batch_output(&context, x, &[self.weight.nrows()], grad_output)?;
+        backend.linear_adjoint_batch(grad_output, &parameters[0])
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = (parameters, ctx);
+        self.check_input(super::sample_shape(x))?;
+        let (o, i) = self.weight.dim();
+        super::check_batch_output(&format!("relevance at the output of linear {}", self.name), x, &[o], relevance)?;
+        // The sectional rule on a 1×1 map, as the per-sample rule.
+        let n = x.shape()[0];
+        let x_map = x.reshaped(vec![n, i, 1, 1])?;
+        let r_map = relevance.reshaped(vec![n, o, 1, 1])?;
+        backend.sectional_rule_batch(&x_map, &r_map, &ConvGeometry::square(1, 0), (1, 1))?.reshaped(vec![n, i])
     }
 
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {

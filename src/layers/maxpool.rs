@@ -72,6 +72,35 @@ impl<T: Float> Layer<T> for MaxPool2d {
         backend.max_pool_batch(x, &win)
     }
 
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        let _ = parameters;
+        let win = self.windows(super::sample_shape(x))?;
+        let (oh, ow) = win.output_hw();
+        super::check_batch_output("gradient at the output of maxpool2d", x, &[x.shape()[1], oh, ow], grad_output)?;
+        backend.max_pool_adjoint_batch(x, grad_output, &win)
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = (parameters, ctx);
+        let win = self.windows(super::sample_shape(x))?;
+        let (oh, ow) = win.output_hw();
+        super::check_batch_output("relevance at the output of maxpool2d", x, &[x.shape()[1], oh, ow], relevance)?;
+        backend.max_pool_rule_batch(x, relevance, &win)
+    }
+
     fn gradient(&self, backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         let win = self.windows(x.shape())?;
         let (oh, ow) = win.output_hw();

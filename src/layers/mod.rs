@@ -27,9 +27,7 @@ mod dropout;
 mod flatten;
 mod linear;
 mod maxpool;
-mod pool_rule;
 mod relu;
-mod sectional;
 
 pub use add::add_rule;
 pub use avgpool::{AdaptiveAvgPool2d, AvgPool2d};
@@ -187,12 +185,12 @@ pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
     /// order it reads them. The network uploads them once per network and
     /// backend and keeps them ([`crate::Network::forward`]); the host backends
     /// share the layer's buffers without a copy. None by default.
-    fn forward_parameters(&self) -> Vec<HostParameter<T>> {
+    fn backend_parameters(&self) -> Vec<HostParameter<T>> {
         Vec::new()
     }
 
     /// Forward pass of a whole batch (`N×…`) of backend tensors, `parameters`
-    /// being the uploaded [`Layer::forward_parameters`]. The built-in layers run
+    /// being the uploaded [`Layer::backend_parameters`]. The built-in layers run
     /// it on the backend. The default, for user-defined layers, goes through
     /// the host: it downloads `x`, runs [`Layer::forward`] on each sample and
     /// uploads the result (no cost on a CPU backend beyond a copy, two
@@ -203,6 +201,35 @@ pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
         let n = host.shape().first().copied().unwrap_or(0);
         let outputs = map_samples(n, |i| self.forward(backend, host.index_axis(Axis(0), i)))?;
         backend.upload(stack_samples(outputs)?.view())
+    }
+
+    /// [`Layer::gradient`] of a whole batch of backend tensors: the input `x`
+    /// and the gradient `grad_output` at the output. The built-in layers run
+    /// it on the backend; the default goes through the host, one sample at a time.
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        let _ = parameters;
+        through_host(backend, x, grad_output, |x, g| self.gradient(backend, x, g))
+    }
+
+    /// [`Layer::rsp_backward`] of a whole batch of backend tensors. The
+    /// built-in layers run it on the backend; the default goes through the
+    /// host, one sample at a time.
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = parameters;
+        through_host(backend, x, relevance, |x, r| self.rsp_backward(backend, x, r, ctx))
     }
 
     /// Vector–Jacobian product: the gradient at the input given the gradient
@@ -267,6 +294,33 @@ impl<T: Float> dyn Layer<T> {
     pub fn downcast_ref<L: Layer<T>>(&self) -> Option<&L> {
         (self as &dyn Any).downcast_ref::<L>()
     }
+}
+
+/// A per-sample host function of `x` and `r` applied to backend tensors: one
+/// download of each, one upload of the result (the layers' default batch passes).
+fn through_host<T: Float>(
+    backend: &dyn Backend<T>,
+    x: &Tensor<T>,
+    r: &Tensor<T>,
+    f: impl Fn(ArrayViewD<T>, ArrayViewD<T>) -> Result<ArrayD<T>> + Sync,
+) -> Result<Tensor<T>> {
+    let (x, r) = (backend.download(x)?, backend.download(r)?);
+    let n = x.shape().first().copied().unwrap_or(0);
+    let outputs = map_samples(n, |i| f(x.index_axis(Axis(0), i), r.index_axis(Axis(0), i)))?;
+    backend.upload(stack_samples(outputs)?.view())
+}
+
+/// Checks that the batch tensor `t` (the gradient or relevance at a layer's
+/// output) has shape `N × output`, `N` being `x`'s batch.
+pub(crate) fn check_batch_output<T: Float>(
+    context: &str,
+    x: &Tensor<T>,
+    output: &[usize],
+    t: &Tensor<T>,
+) -> Result<()> {
+    let mut expected = vec![x.shape().first().copied().unwrap_or(0)];
+    expected.extend_from_slice(output);
+    check_same_shape(context, &expected, t.shape())
 }
 
 /// The shape of one sample of a batch tensor (its shape without the first axis).

@@ -4,7 +4,7 @@ use super::{check_same_shape, Layer, LayerKind, RuleContext};
 use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 use crate::float::Float;
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, ArrayViewD};
 
 /// `max(x, 0)`; relevance passes through unchanged; gradient `[x > 0]` (0 at 0, as PyTorch).
 ///
@@ -37,9 +37,34 @@ impl<T: Float> Layer<T> for Relu {
         backend.relu_batch(x)
     }
 
+    fn gradient_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+    ) -> Result<Tensor<T>> {
+        let _ = parameters;
+        super::check_batch_output("gradient at the output of relu", x, super::sample_shape(x), grad_output)?;
+        backend.relu_gradient_batch(x, grad_output)
+    }
+
+    fn rsp_backward_batch(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        relevance: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        ctx: RuleContext,
+    ) -> Result<Tensor<T>> {
+        let _ = (backend, parameters, ctx);
+        super::check_batch_output("relevance at the output of relu", x, super::sample_shape(x), relevance)?;
+        Ok(relevance.clone())
+    }
+
     fn gradient(&self, _backend: &dyn Backend<T>, x: ArrayViewD<T>, grad_output: ArrayViewD<T>) -> Result<ArrayD<T>> {
         check_same_shape("gradient at the output of relu", x.shape(), grad_output.shape())?;
-        Ok(Zip::from(&x).and(&grad_output).map_collect(|&xv, &g| if xv > T::zero() { g } else { T::zero() }))
+        Ok(crate::backend::rules::relu_gradient(x, grad_output))
     }
 
     fn rsp_backward(

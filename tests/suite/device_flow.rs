@@ -93,6 +93,29 @@ impl<T: Float> Backend<T> for Sealed {
         self.host_kernel().avg_pool(x, w)
     }
 
+    fn sectional_contributions(
+        &self,
+        x: ArrayView3<T>,
+        r: ArrayView3<T>,
+        g: &ConvGeometry,
+        k: (usize, usize),
+    ) -> rsp::Result<Array3<T>> {
+        self.host_kernel().sectional_contributions(x, r, g, k)
+    }
+    fn max_pool_adjoint(&self, s: ArrayView3<T>, a: ArrayView3<u32>, hw: (usize, usize)) -> rsp::Result<Array3<T>> {
+        self.host_kernel().max_pool_adjoint(s, a, hw)
+    }
+    fn max_pool_rule(&self, x: ArrayView3<T>, r: ArrayView3<T>, w: &PoolWindows) -> rsp::Result<Array3<T>> {
+        self.host_kernel().max_pool_rule(x, r, w)
+    }
+    fn avg_pool_adjoint(&self, s: ArrayView3<T>, w: &PoolWindows) -> rsp::Result<Array3<T>> {
+        self.host_kernel().avg_pool_adjoint(s, w)
+    }
+
+    /// Whole batches, as a device would run them.
+    fn samples_at_once(&self) -> Option<usize> {
+        Some(64)
+    }
     fn upload(&self, host: ArrayViewD<T>) -> rsp::Result<Tensor<T>> {
         self.counts.uploads.fetch_add(1, SeqCst);
         Ok(seal(CpuBackend.upload(host)?))
@@ -143,6 +166,79 @@ impl<T: Float> Backend<T> for Sealed {
     fn first_non_finite(&self, t: &Tensor<T>) -> rsp::Result<Option<usize>> {
         CpuBackend.first_non_finite(&open(t)?)
     }
+    fn zeros(&self, shape: &[usize]) -> rsp::Result<Tensor<T>> {
+        Ok(seal(Backend::<T>::zeros(&CpuBackend, shape)?))
+    }
+    fn one_hot_batch(&self, classes: &[usize], width: usize) -> rsp::Result<Tensor<T>> {
+        Ok(seal(Backend::<T>::one_hot_batch(&CpuBackend, classes, width)?))
+    }
+    fn mul_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.mul_batch(&open(a)?, &open(b)?)?))
+    }
+    fn relu_gradient_batch(&self, x: &Tensor<T>, g: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.relu_gradient_batch(&open(x)?, &open(g)?)?))
+    }
+    fn linear_adjoint_batch(&self, g: &Tensor<T>, w: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.linear_adjoint_batch(&open(g)?, &open(w)?)?))
+    }
+    fn conv2d_input_adjoint_batch(
+        &self,
+        g: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        hw: (usize, usize),
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.conv2d_input_adjoint_batch(&open(g)?, &open(w)?, geom, hw)?))
+    }
+    fn max_pool_adjoint_batch(&self, x: &Tensor<T>, g: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.max_pool_adjoint_batch(&open(x)?, &open(g)?, w)?))
+    }
+    fn avg_pool_adjoint_batch(&self, g: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.avg_pool_adjoint_batch(&open(g)?, w)?))
+    }
+    fn channel_scale_batch(&self, g: &Tensor<T>, scale: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.channel_scale_batch(&open(g)?, &open(scale)?)?))
+    }
+    fn sectional_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        k: (usize, usize),
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.sectional_rule_batch(&open(x)?, &open(r)?, geom, k)?))
+    }
+    fn zb_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.zb_rule_batch(&open(x)?, &open(r)?, &open(w)?, geom)?))
+    }
+    fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.max_pool_rule_batch(&open(x)?, &open(r)?, w)?))
+    }
+    fn avg_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.avg_pool_rule_batch(&open(x)?, &open(r)?, w)?))
+    }
+    fn batch_norm_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        beta: &Tensor<T>,
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.batch_norm_rule_batch(&open(x)?, &open(r)?, &open(w)?, &open(beta)?)?))
+    }
+    fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> rsp::Result<(Tensor<T>, Tensor<T>)> {
+        let (ra, rb) = CpuBackend.add_rule_batch(&open(a)?, &open(b)?, &open(r)?)?;
+        Ok((seal(ra), seal(rb)))
+    }
+    fn single_class_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.single_class_start_batch(&open(a)?, &open(g)?)?))
+    }
 }
 
 fn batch<T: Float>(shape: [usize; 4]) -> Array4<T> {
@@ -150,7 +246,7 @@ fn batch<T: Float>(shape: [usize; 4]) -> Array4<T> {
 }
 
 fn parameter_count<T: Float>(net: &Network<T>) -> usize {
-    net.nodes().iter().filter_map(|n| n.layer()).map(|l| l.forward_parameters().len()).sum()
+    net.nodes().iter().filter_map(|n| n.layer()).map(|l| l.backend_parameters().len()).sum()
 }
 
 /// The forward pass of `net` on the sealed backend: bit-identical logits to
@@ -173,7 +269,7 @@ fn forward_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
     assert_eq!(net.forward(x.view()).unwrap(), cpu);
     assert_eq!(counts.get(), [2, params, 2, 0], "the second call uploads no weights");
     // Changing a layer's weights (or the backend) uploads them again.
-    let k = net.nodes().iter().position(|n| n.layer().is_some_and(|l| !l.forward_parameters().is_empty())).unwrap();
+    let k = net.nodes().iter().position(|n| n.layer().is_some_and(|l| !l.backend_parameters().is_empty())).unwrap();
     let _ = net.layer_mut(k).unwrap();
     net.forward(x.view()).unwrap();
     assert_eq!(counts.get(), [3, 2 * params, 3, 0]);
@@ -269,4 +365,55 @@ fn a_layer_without_a_batch_pass_goes_through_the_host() {
     let [uploads, _, downloads, host] = counts.get();
     // The input, then the doubling's result; its input, then the logits.
     assert_eq!((uploads, downloads, host), (2, 2, 0));
+}
+
+/// An attribution on the sealed backend: the results of the per-sample path
+/// (`explain_timed` runs RSP one sample at a time) and of the CPU backend, bit
+/// for bit, with one input upload, the weights once, and downloads of the
+/// results only: the logits, the relevance and (RSP) the start relevance.
+fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
+    let x = batch::<T>(shape);
+    let rsp_options = rsp::RspOptions::default();
+    let per_sample = rsp::attribution::explain_timed(&net, x.view(), 1, &rsp_options).unwrap().0;
+    let sealed = Sealed::default();
+    let counts = Arc::clone(&sealed.counts);
+    let on_device = net.clone().with_backend(sealed);
+    let params = parameter_count(&net);
+    let mut expected = [0, params, 0, 0];
+    for (method, downloads) in
+        [(Method::Rsp(rsp_options.clone()), 3), (Method::Gradient, 2), (Method::GradientXInput, 2)]
+    {
+        let cpu = net.explain(x.view(), 1, &method).unwrap();
+        let e = on_device.explain(x.view(), 1, &method).unwrap();
+        assert_eq!(e.relevance, cpu.relevance, "{method}");
+        assert_eq!(e.start_relevance, cpu.start_relevance, "{method}");
+        assert_eq!(e.heatmaps, cpu.heatmaps, "{method}");
+        assert_eq!(e.logits, cpu.logits, "{method}");
+        expected[0] += 1;
+        expected[2] += downloads;
+        assert_eq!(counts.get(), expected, "{method}: [uploads, parameter uploads, downloads, host kernels]");
+        if method == Method::Rsp(rsp_options.clone()) {
+            assert_eq!(e.relevance, per_sample.relevance);
+            assert_eq!(e.start_relevance, per_sample.start_relevance);
+        }
+    }
+}
+
+#[test]
+fn an_attribution_uploads_the_input_once_and_downloads_only_its_results() {
+    let vgg = Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
+    attribution_crosses_once(vgg, [3, 3, 64, 64]);
+    attribution_crosses_once(Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap(), [2, 3, 32, 32]);
+    attribution_crosses_once(
+        Network::<f64>::load(data("golden/resnet_bottleneck_tiny.safetensors")).unwrap(),
+        [2, 3, 64, 64],
+    );
+    attribution_crosses_once(
+        Network::<f64>::load(data("golden/resnet_basic_tiny.safetensors")).unwrap(),
+        [2, 3, 64, 64],
+    );
+    attribution_crosses_once(
+        Network::<f32>::load(data("golden/avgpool_stride_rect.safetensors")).unwrap(),
+        [2, 3, 40, 48],
+    );
 }
