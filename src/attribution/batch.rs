@@ -8,23 +8,24 @@
 //! both paths: the host backends' batch operations run the per-sample kernels.
 
 use super::walk::{check_finite_batch, BatchRules};
-use super::{Method, Plan, Sample, StartRule, Target};
+use super::{Method, PhaseTimes, Plan, Sample, StartRule, Target};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::{Network, Source};
 use ndarray::{Array2, ArrayView4, Axis, Ix2, Ix3, Slice};
+use std::time::{Duration, Instant};
+
+/// Whether `method` runs on whole batches of backend tensors.
+pub(crate) fn runs_on_batches(method: &Method) -> bool {
+    match method {
+        Method::Gradient | Method::GradientXInput => true,
+        Method::Rsp(o) => o.start == StartRule::SingleClass && !o.keep_layer_relevances,
+        _ => false,
+    }
+}
 
 impl<T: Float> Network<T> {
-    /// Whether `method` runs on whole batches of backend tensors.
-    pub(crate) fn runs_on_batches(method: &Method) -> bool {
-        match method {
-            Method::Gradient | Method::GradientXInput => true,
-            Method::Rsp(o) => o.start == StartRule::SingleClass && !o.keep_layer_relevances,
-            _ => false,
-        }
-    }
-
-    /// `method` (one that [`Network::runs_on_batches`]) on `input`, as many
+    /// `method` (one that [`runs_on_batches`]) on `input`, as many
     /// samples at once as the backend runs ([`Network::samples_at_once`]).
     pub(crate) fn explain_batches(
         &self,
@@ -38,23 +39,33 @@ impl<T: Float> Network<T> {
         let mut samples = Vec::with_capacity(n);
         for first in (0..n).step_by(at_once) {
             let part = input.slice_axis(Axis(0), Slice::from(first..(first + at_once).min(n)));
-            samples.extend(self.explain_batch(part, first, target, method, plan)?);
+            samples.extend(self.explain_batch(part, first, target, method, plan, None)?);
         }
         Ok(samples)
     }
 
-    /// One part of a batch, its first sample being the batch's `first`.
-    fn explain_batch(
+    /// One part of a batch, its first sample being the batch's `first`;
+    /// `times` (if given) receives the time of each phase.
+    pub(crate) fn explain_batch(
         &self,
         input: ArrayView4<'_, T>,
         first: usize,
         target: &Target,
         method: &Method,
         plan: Plan,
+        mut times: Option<&mut PhaseTimes>,
     ) -> Result<Vec<Sample<T>>> {
         let backend = self.backend();
+        let mut clock = Instant::now();
+        let mut lap = |phase: fn(&mut PhaseTimes) -> &mut Duration| {
+            if let Some(t) = times.as_deref_mut() {
+                *phase(t) += clock.elapsed();
+            }
+            clock = Instant::now();
+        };
         let x = backend.upload(input.into_dyn())?;
         let outputs = self.forward_batch_outputs(&x)?;
+        lap(|t| &mut t.forward);
         let last = outputs.len() - 1;
         let logits = self.download_matrix(&outputs[last])?;
         let classes: Vec<usize> =
@@ -69,6 +80,7 @@ impl<T: Float> Network<T> {
                 check_finite_batch(backend, &start, || {
                     "start relevance (the gradient overflowed the float range)".into()
                 })?;
+                lap(|t| &mut t.start);
                 let r = self.walk_batch(&x, &outputs, s, start.clone(), Source::Input, BatchRules::Rsp)?;
                 (r, Some(start))
             }
@@ -84,6 +96,7 @@ impl<T: Float> Network<T> {
         // The results: the only downloads besides the logits.
         let relevance = backend.download(&relevance)?;
         let start_relevance = start_relevance.map(|s| backend.download(&s)).transpose()?;
+        lap(|t| &mut t.propagation);
         Ok(classes
             .iter()
             .enumerate()

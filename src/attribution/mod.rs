@@ -4,7 +4,7 @@
 //!
 //! | method | input relevance / map | file |
 //! |---|---|---|
-//! | [`Method::Rsp`] | RSP, single-class or comparative start ([`RspOptions`]) | `rsp.rs`, `start.rs`, the layers' `rsp_backward` |
+//! | [`Method::Rsp`] | RSP, single-class or comparative start ([`RspOptions`]) | `rsp.rs`, `batch.rs`, `backend/start.rs`, the layers' `rsp_backward` |
 //! | [`Method::GradCam`] | `ReLU(Σ_c A ⊙ α)` at the start layer, upsampled bilinearly (no input relevance) | `baselines.rs` |
 //! | [`Method::Gradient`] | `∂y_t/∂x` | `baselines.rs` |
 //! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `baselines.rs` |
@@ -137,7 +137,7 @@ impl<T: Float> Network<T> {
             )));
         }
         let plan = self.plan(&input, &target, method, false)?;
-        if Self::runs_on_batches(method) {
+        if batch::runs_on_batches(method) {
             let samples = self.explain_batches(input, &target, method, plan)?;
             return Ok(assemble(method, samples, plan));
         }

@@ -1,5 +1,5 @@
 //! RSP for one sample: the forward pass, the start relevance at the start
-//! layer (single-class or comparative, `start.rs`), then the layers' RSP rules
+//! layer (single-class or comparative, `backend/start.rs`), then the layers' RSP rules
 //! back to the input (`walk.rs`, each layer's `rsp_backward`).
 
 use super::walk::RspRules;

@@ -55,6 +55,12 @@ pub fn explain_timed<'a, T: Float>(
     let target = target.into();
     let method = Method::Rsp(options.clone());
     let plan = net.plan(&input, &target, &method, true)?;
+    if super::batch::runs_on_batches(&method) {
+        // The whole batch at once on the backend (engine v2).
+        let mut times = PhaseTimes::default();
+        let samples = net.explain_batch(input, 0, &target, &method, plan, Some(&mut times))?;
+        return Ok((assemble(&method, samples, plan), times));
+    }
     let clock = Instant::now();
     let acts: Vec<_> =
         input.axis_iter(Axis(0)).into_par_iter().map(|x| net.forward_sample(x.into_dyn())).collect::<Result<_>>()?;

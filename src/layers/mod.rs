@@ -3,11 +3,11 @@
 //!
 //! | layer | RSP rule | file |
 //! |---|---|---|
-//! | [`Conv2d`] | z^B rule on the input layer, the sectional rule elsewhere | `conv2d.rs`, `sectional.rs` |
-//! | [`Linear`] | the sectional rule on a 1×1 map | `linear.rs`, `sectional.rs` |
+//! | [`Conv2d`] | z^B rule on the input layer, the sectional rule elsewhere | `conv2d.rs` (kernels: `backend/rules.rs`) |
+//! | [`Linear`] | the sectional rule on a 1×1 map | `linear.rs` (kernel: `backend/rules.rs`) |
 //! | [`Relu`], [`Dropout`], [`Flatten`] | identity | `relu.rs`, `dropout.rs`, `flatten.rs` |
 //! | [`MaxPool2d`] | `x̃ ⊙ maxpoolᵀ(P ⊘ z) + x̃ ⊙ maxpoolᵀ(N ⊘ z)` | `maxpool.rs` (fused kernel: `backend/pooling.rs`) |
-//! | [`AvgPool2d`], [`AdaptiveAvgPool2d`] | the same with the average pool | `avgpool.rs`, `pool_rule.rs` |
+//! | [`AvgPool2d`], [`AdaptiveAvgPool2d`] | the same with the average pool | `avgpool.rs` (kernel: `backend/pooling.rs`) |
 //! | [`BatchNorm2d`] | bias share removed, relevance kept where `x·w ≠ 0` | `batchnorm.rs` |
 //! | residual `Add` (a graph node, not a layer) | split in proportion to clamped inputs | `add.rs` |
 //!
@@ -16,8 +16,10 @@
 //! method ([`crate::attribution::Lrp`], as zennit's composites), so a new rule
 //! or method ([`crate::attribution::Rules`]) changes no layer.
 //!
-//! A layer sees **one sample** (`C×H×W` or a flat vector); the
-//! [`Network`](crate::Network) maps the samples of a batch.
+//! A layer's `forward`, `gradient` and `rsp_backward` see **one sample**
+//! (`C×H×W` or a flat vector); its `*_batch` forms take whole batches of
+//! backend tensors ([`Tensor`](crate::backend::Tensor)) and call the backend's batch
+//! operations (engine v2).
 
 mod add;
 mod avgpool;

@@ -367,14 +367,17 @@ fn a_layer_without_a_batch_pass_goes_through_the_host() {
     assert_eq!((uploads, downloads, host), (2, 2, 0));
 }
 
-/// An attribution on the sealed backend: the results of the per-sample path
-/// (`explain_timed` runs RSP one sample at a time) and of the CPU backend, bit
-/// for bit, with one input upload, the weights once, and downloads of the
-/// results only: the logits, the relevance and (RSP) the start relevance.
+/// An attribution on the sealed backend: the results of the CPU backend and
+/// of the per-sample path, bit for bit, with one input upload, the weights
+/// once, and downloads of the results only: the logits, the relevance and
+/// (RSP) the start relevance. The per-sample path: RSP keeping the layer
+/// trace, and the gradient as a method given by its rules.
 fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
     let x = batch::<T>(shape);
     let rsp_options = rsp::RspOptions::default();
-    let per_sample = rsp::attribution::explain_timed(&net, x.view(), 1, &rsp_options).unwrap().0;
+    let traced = rsp::RspOptions { keep_layer_relevances: true, ..Default::default() };
+    let per_sample = net.explain(x.view(), 1, &traced).unwrap();
+    let gradient = net.explain_rules(x.view(), 1, &rsp::attribution::GradientRules).unwrap();
     let sealed = Sealed::default();
     let counts = Arc::clone(&sealed.counts);
     let on_device = net.clone().with_backend(sealed);
@@ -395,6 +398,13 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         if method == Method::Rsp(rsp_options.clone()) {
             assert_eq!(e.relevance, per_sample.relevance);
             assert_eq!(e.start_relevance, per_sample.start_relevance);
+            let timed = rsp::attribution::explain_timed(&on_device, x.view(), 1, &rsp_options).unwrap().0;
+            assert_eq!(timed.relevance, e.relevance);
+            expected[0] += 1;
+            expected[2] += downloads;
+        }
+        if method == Method::Gradient {
+            assert_eq!(e.relevance, gradient.relevance);
         }
     }
 }
