@@ -49,7 +49,7 @@ use ndarray::{
 };
 use std::fmt::Debug;
 use std::sync::Arc;
-use tensor::{host_tensor, host_tensor_shared, host_view};
+use tensor::{host_samples, host_tensor, host_tensor_samples, host_tensor_shared, host_view};
 
 /// Stride and (possibly asymmetric) zero padding of a 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -237,7 +237,16 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
 
     /// Copies a tensor back to the host.
     fn download(&self, t: &Tensor<T>) -> Result<ArrayD<T>> {
-        Ok(host_view(self.name(), t)?.to_owned())
+        let samples = host_samples(self.name(), t)?;
+        let mut data = Vec::with_capacity(t.len());
+        for s in &samples {
+            match s.as_slice() {
+                Some(slice) => data.extend_from_slice(slice),
+                None => data.extend(s.iter().copied()),
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(t.shape()), data)
+            .map_err(|_| RspError::shape("downloaded tensor", format!("{} elements", t.len()), t.shape()))
     }
 
     /// [`Backend::conv2d`] of every sample of `x` (`N×C×H×W`) with `w`, plus
@@ -280,9 +289,11 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
 
     /// `max(x, 0)` element-wise.
     fn relu_batch(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        let mut out = host_view(self.name(), x)?.to_owned();
-        out.par_mapv_inplace(|v| v.max(T::zero()));
-        Ok(host_tensor(out))
+        per_sample_n(self.name(), &[x], |v| {
+            let mut out = v[0].to_owned();
+            out.par_mapv_inplace(|v| v.max(T::zero()));
+            Ok(out)
+        })
     }
 
     /// [`Backend::max_pool`] of every sample (the maxima only).
@@ -332,11 +343,10 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
 
     /// `a + b` element-wise (the residual sum).
     fn add_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
-        let (av, bv) = (host_view(self.name(), a)?, host_view(self.name(), b)?);
-        if av.shape() != bv.shape() {
-            return Err(RspError::shape("second summand", format!("{:?}", av.shape()), bv.shape()));
+        if a.shape() != b.shape() {
+            return Err(RspError::shape("second summand", format!("{:?}", a.shape()), b.shape()));
         }
-        Ok(host_tensor(&av + &bv))
+        per_sample_n(self.name(), &[a, b], |v| Ok(&v[0] + &v[1]))
     }
 
     /// A zero tensor of `shape`.
@@ -358,11 +368,10 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
 
     /// `a ⊙ b` element-wise (gradient × input).
     fn mul_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
-        let (av, bv) = (host_view(self.name(), a)?, host_view(self.name(), b)?);
-        if av.shape() != bv.shape() {
-            return Err(RspError::shape("second factor", format!("{:?}", av.shape()), bv.shape()));
+        if a.shape() != b.shape() {
+            return Err(RspError::shape("second factor", format!("{:?}", a.shape()), b.shape()));
         }
-        Ok(host_tensor(&av * &bv))
+        per_sample_n(self.name(), &[a, b], |v| Ok(&v[0] * &v[1]))
     }
 
     // The gradient's vector–Jacobian products, whole batches.
@@ -479,12 +488,14 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
 
     /// The residual sum's RSP rule: the shares of `a` and `b` in `r`.
     fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
-        let (av, bv, rv) = (host_view(self.name(), a)?, host_view(self.name(), b)?, host_view(self.name(), r)?);
-        if av.shape() != rv.shape() || bv.shape() != rv.shape() {
-            return Err(RspError::shape("summands of a residual sum", format!("{:?}", rv.shape()), av.shape()));
+        if a.shape() != r.shape() || b.shape() != r.shape() {
+            return Err(RspError::shape("summands of a residual sum", format!("{:?}", r.shape()), a.shape()));
         }
-        let (ra, rb) = rules::add_rule(av, bv, rv);
-        Ok((host_tensor(ra), host_tensor(rb)))
+        let (av, bv, rv) =
+            (host_samples(self.name(), a)?, host_samples(self.name(), b)?, host_samples(self.name(), r)?);
+        let shares = map_samples(rv.len(), |i| Ok(rules::add_rule(av[i].view(), bv[i].view(), rv[i].view())))?;
+        let (ra, rb): (Vec<_>, Vec<_>) = shares.into_iter().unzip();
+        Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
     }
 
     /// RSP's single-class start of every sample from the start layer's
@@ -496,7 +507,19 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
     /// The flat index of the first non-finite element, if any (a scalar
     /// result: the forward pass checks every node's output with it).
     fn first_non_finite(&self, t: &Tensor<T>) -> Result<Option<usize>> {
-        Ok(host_view(self.name(), t)?.iter().position(|v| !v.is_finite()))
+        let is_bad = |x: &T| !x.is_finite();
+        let mut offset = 0;
+        for v in host_samples(self.name(), t)? {
+            let found = match v.as_slice() {
+                Some(slice) => slice.iter().position(is_bad),
+                None => v.iter().position(is_bad),
+            };
+            if let Some(i) = found {
+                return Ok(Some(offset + i));
+            }
+            offset += v.len();
+        }
+        Ok(None)
     }
 }
 
@@ -518,23 +541,26 @@ fn per_sample<T: Float>(
     x: &Tensor<T>,
     f: impl Fn(ArrayViewD<T>) -> Result<ArrayD<T>> + Sync,
 ) -> Result<Tensor<T>> {
-    let xv = host_view(backend, x)?;
-    if xv.ndim() == 0 || xv.shape()[0] == 0 {
-        return Err(RspError::shape("batch", "at least one sample", xv.shape()));
-    }
-    let outputs = map_samples(xv.shape()[0], |i| f(xv.index_axis(Axis(0), i)))?;
-    Ok(host_tensor(stack_samples(outputs)?))
+    per_sample_n(backend, &[x], |v| f(v[0].view()))
 }
 
 /// Samples of equal shapes stacked along a new first axis.
-pub(crate) fn stack_samples<T: Float>(samples: Vec<ArrayD<T>>) -> Result<ArrayD<T>> {
+pub(crate) fn stack_samples<T: Float>(mut samples: Vec<ArrayD<T>>) -> Result<ArrayD<T>> {
+    if samples.len() == 1 {
+        // One sample: a new axis, no copy.
+        return Ok(samples.pop().expect("one sample").insert_axis(Axis(0)));
+    }
     let sample_shape = samples.first().map(|s| s.shape().to_vec()).unwrap_or_default();
     let mut data = Vec::with_capacity(samples.len() * samples.first().map_or(0, |s| s.len()));
     for s in &samples {
         if s.shape() != sample_shape.as_slice() {
             return Err(RspError::shape("sample of a batch", format!("{sample_shape:?}"), s.shape()));
         }
-        data.extend(s.iter().copied());
+        // Element-wise iteration over a dynamic-rank array is slow: copy slices.
+        match s.as_slice_memory_order().filter(|_| s.is_standard_layout()) {
+            Some(slice) => data.extend_from_slice(slice),
+            None => data.extend(s.iter().copied()),
+        }
     }
     let mut shape = vec![samples.len()];
     shape.extend(sample_shape);
@@ -567,14 +593,24 @@ fn per_sample_n<T: Float>(
     inputs: &[&Tensor<T>],
     f: impl Fn(&[ArrayViewD<T>]) -> Result<ArrayD<T>> + Sync,
 ) -> Result<Tensor<T>> {
-    let views = inputs.iter().map(|t| host_view(backend, t)).collect::<Result<Vec<_>>>()?;
-    let n = views[0].shape().first().copied().unwrap_or(0);
-    if n == 0 || views.iter().any(|v| v.shape().first() != Some(&n)) {
-        return Err(RspError::shape("batch", format!("{n} samples in every operand (at least one)"), views[0].shape()));
+    let n = inputs[0].shape().first().copied().unwrap_or(0);
+    if n == 0 || inputs.iter().any(|t| t.shape().first() != Some(&n)) {
+        return Err(RspError::shape(
+            "batch",
+            format!("{n} samples in every operand (at least one)"),
+            inputs[0].shape(),
+        ));
     }
-    let outputs = map_samples(n, |i| {
-        let samples: Vec<ArrayViewD<T>> = views.iter().map(|v| v.index_axis(Axis(0), i)).collect();
-        f(&samples)
-    })?;
-    Ok(host_tensor(stack_samples(outputs)?))
+    let views = inputs.iter().map(|t| host_samples(backend, t)).collect::<Result<Vec<_>>>()?;
+    // Every sample of the batch at once: the caller sized the batch to the
+    // memory budget (an attribution passes `samples_at_once` samples).
+    let outputs = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let samples: Vec<ArrayViewD<T>> = views.iter().map(|v| v[i].view()).collect();
+            f(&samples)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Kept per sample: stacking would copy every output once more.
+    host_tensor_samples(outputs)
 }

@@ -141,9 +141,16 @@ impl<T: Float> HostParameter<T> {
 }
 
 /// The storage of the host backends ([`CpuBackend`](super::CpuBackend),
-/// [`ReferenceBackend`](super::ReferenceBackend)): a shared host buffer.
+/// [`ReferenceBackend`](super::ReferenceBackend)): a shared host buffer, or
+/// one buffer per sample (what the per-sample kernels return: stacking them
+/// would copy every activation of a batch once more).
 pub struct HostStorage<T> {
-    buffer: Arc<dyn HostBuffer<T>>,
+    data: HostData<T>,
+}
+
+enum HostData<T> {
+    Whole(Arc<dyn HostBuffer<T>>),
+    Samples(Vec<ArrayD<T>>),
 }
 
 /// A host tensor of `shape` sharing `buffer` (which must hold exactly as many elements).
@@ -152,28 +159,98 @@ pub(crate) fn host_tensor_shared<T: Float>(shape: &[usize], buffer: Arc<dyn Host
     if buffer.as_slice().len() != len {
         return Err(RspError::shape("uploaded tensor", format!("{} elements", buffer.as_slice().len()), shape));
     }
-    Ok(Tensor::from_storage(shape.to_vec(), HostStorage { buffer }))
+    Ok(Tensor::from_storage(shape.to_vec(), HostStorage { data: HostData::Whole(buffer) }))
 }
 
 /// A host tensor owning `array`.
 pub(crate) fn host_tensor<T: Float>(array: ArrayD<T>) -> Tensor<T> {
     let shape = array.shape().to_vec();
+    let len = array.len();
     let data = if array.is_standard_layout() {
+        // The array's own buffer when it holds exactly the elements, in order.
         let (data, offset) = array.into_raw_vec_and_offset();
-        debug_assert_eq!(offset.unwrap_or(0), 0);
-        data
+        if offset.unwrap_or(0) == 0 && data.len() == len {
+            data
+        } else {
+            let start = offset.unwrap_or(0);
+            data[start..start + len].to_vec()
+        }
     } else {
         array.iter().copied().collect()
     };
-    Tensor::from_storage(shape, HostStorage { buffer: Arc::new(data) as Arc<dyn HostBuffer<T>> })
+    Tensor::from_storage(shape, HostStorage { data: HostData::Whole(Arc::new(data) as Arc<dyn HostBuffer<T>>) })
 }
 
-/// The host view of a host backend's tensor, or a typed error for a tensor
-/// another backend made.
-pub(crate) fn host_view<'t, T: Float>(backend: &str, t: &'t Tensor<T>) -> Result<ArrayViewD<'t, T>> {
-    let storage = t.storage::<HostStorage<T>>().ok_or_else(|| RspError::Backend {
+/// A host tensor of the samples `samples` (of equal shapes, standard layout), kept apart.
+pub(crate) fn host_tensor_samples<T: Float>(samples: Vec<ArrayD<T>>) -> Result<Tensor<T>> {
+    let sample_shape = samples.first().map(|s| s.shape().to_vec()).unwrap_or_default();
+    let mut samples = samples;
+    for s in &mut samples {
+        if s.shape() != sample_shape.as_slice() {
+            return Err(RspError::shape("sample of a batch", format!("{sample_shape:?}"), s.shape()));
+        }
+        if !s.is_standard_layout() {
+            *s = s.as_standard_layout().into_owned();
+        }
+    }
+    let mut shape = vec![samples.len()];
+    shape.extend(sample_shape);
+    Ok(Tensor::from_storage(shape, HostStorage { data: HostData::Samples(samples) }))
+}
+
+fn storage<'t, T: Float>(backend: &str, t: &'t Tensor<T>) -> Result<&'t HostData<T>> {
+    t.storage::<HostStorage<T>>().map(|s| &s.data).ok_or_else(|| RspError::Backend {
         backend: backend.to_string(),
         reason: format!("a tensor of shape {:?} was made by another backend", t.shape()),
-    })?;
-    Ok(ArrayViewD::from_shape(IxDyn(t.shape()), storage.buffer.as_slice()).expect("checked element count"))
+    })
+}
+
+/// The host view of a host backend's tensor stored whole (uploads,
+/// parameters, element-wise results), or a typed error for a tensor another
+/// backend made. A tensor kept per sample is viewed with [`host_samples`].
+pub(crate) fn host_view<'t, T: Float>(backend: &str, t: &'t Tensor<T>) -> Result<ArrayViewD<'t, T>> {
+    match storage(backend, t)? {
+        HostData::Whole(buffer) => {
+            Ok(ArrayViewD::from_shape(IxDyn(t.shape()), buffer.as_slice()).expect("checked element count"))
+        }
+        HostData::Samples(samples) if samples.len() == 1 && t.shape().first() == Some(&1) => {
+            Ok(sample_view(&samples[0], t.shape())?)
+        }
+        HostData::Samples(_) => Err(RspError::Backend {
+            backend: backend.to_string(),
+            reason: format!("a batch tensor of shape {:?} kept per sample read whole", t.shape()),
+        }),
+    }
+}
+
+/// A sample's buffer seen with the tensor's `shape` (the first axis being the sample's own).
+fn sample_view<'t, T: Float>(sample: &'t ArrayD<T>, shape: &[usize]) -> Result<ArrayViewD<'t, T>> {
+    let slice = sample.as_slice_memory_order().filter(|_| sample.is_standard_layout()).unwrap_or(&[]);
+    ArrayViewD::from_shape(IxDyn(shape), slice)
+        .map_err(|_| RspError::shape("a sample of a batch tensor", format!("{} elements", slice.len()), shape))
+}
+
+/// The views of the samples (the first axis) of a host backend's tensor,
+/// however it is stored.
+pub(crate) fn host_samples<'t, T: Float>(backend: &str, t: &'t Tensor<T>) -> Result<Vec<ArrayViewD<'t, T>>> {
+    let n = t.shape().first().copied().unwrap_or(0);
+    match storage(backend, t)? {
+        HostData::Whole(_) => {
+            let whole = host_view(backend, t)?;
+            Ok((0..n).map(|i| whole.clone().index_axis_move(ndarray::Axis(0), i)).collect())
+        }
+        HostData::Samples(samples) => {
+            if samples.len() != n {
+                return Err(RspError::Backend {
+                    backend: backend.to_string(),
+                    reason: format!(
+                        "a tensor of {} samples reshaped to {:?} across its batch axis",
+                        samples.len(),
+                        t.shape()
+                    ),
+                });
+            }
+            samples.iter().map(|s| sample_view(s, &t.shape()[1..])).collect()
+        }
+    }
 }
