@@ -18,7 +18,7 @@
 //!
 //! A layer's `forward`, `gradient` and `rsp_backward` see **one sample**
 //! (`C×H×W` or a flat vector); its `*_batch` forms take whole batches of
-//! backend tensors ([`Tensor`](crate::backend::Tensor)) and call the backend's batch
+//! backend tensors ([`Tensor`]) and call the backend's batch
 //! operations (engine v2).
 
 mod add;
