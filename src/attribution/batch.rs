@@ -7,8 +7,10 @@
 //! at a time (`rsp.rs`, `baselines.rs`). Each sample's bits are the same on
 //! both paths: the host backends' batch operations run the per-sample kernels.
 
+use super::rsp::hostile_set;
 use super::walk::{check_finite_batch, BatchRules};
 use super::{Method, PhaseTimes, Plan, Sample, StartRule, Target};
+use crate::backend::Tensor;
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::{Network, Source};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 pub(crate) fn runs_on_batches(method: &Method) -> bool {
     match method {
         Method::Gradient | Method::GradientXInput => true,
-        Method::Rsp(o) => o.start == StartRule::SingleClass && !o.keep_layer_relevances,
+        Method::Rsp(_) => true,
         _ => false,
     }
 }
@@ -72,16 +74,33 @@ impl<T: Float> Network<T> {
             logits.outer_iter().enumerate().map(|(i, row)| target.class_of(first + i, row)).collect();
         let seed = backend.one_hot_batch(&classes, logits.ncols())?;
         let gradient_to_input = |seed| self.walk_batch(&x, &outputs, last, seed, Source::Input, BatchRules::Gradient);
+        let mut hostile = vec![Vec::new(); classes.len()];
+        let mut trace = Vec::new();
         let (relevance, start_relevance) = match method {
-            Method::Rsp(_) => {
+            Method::Rsp(options) => {
                 let s = plan.start.expect("RSP has a start layer");
-                let g = self.walk_batch(&x, &outputs, last, seed, Source::Node(s), BatchRules::Gradient)?;
-                let start = backend.single_class_start_batch(&outputs[s], &g)?;
+                let start = match &options.start {
+                    StartRule::SingleClass => {
+                        let g = self.walk_batch(&x, &outputs, last, seed, Source::Node(s), BatchRules::Gradient)?;
+                        backend.single_class_start_batch(&outputs[s], &g)?
+                    }
+                    StartRule::Comparative(rule) => {
+                        for (i, h) in hostile.iter_mut().enumerate() {
+                            *h = hostile_set(rule, logits.row(i), classes[i])?;
+                        }
+                        let grads = self.class_gradients(&x, &outputs, &classes, &hostile, s)?;
+                        let groups: Vec<usize> = hostile.iter().map(|h| 1 + h.len()).collect();
+                        backend.comparative_start_batch(&outputs[s], &grads, &groups)?
+                    }
+                };
                 check_finite_batch(backend, &start, || {
                     "start relevance (the gradient overflowed the float range)".into()
                 })?;
                 lap(|t| &mut t.start);
-                let r = self.walk_batch(&x, &outputs, s, start.clone(), Source::Input, BatchRules::Rsp)?;
+                let keep = options.keep_layer_relevances;
+                let (r, t) =
+                    self.walk_batch_traced(&x, &outputs, s, start.clone(), Source::Input, BatchRules::Rsp, keep)?;
+                trace = t;
                 (r, Some(start))
             }
             Method::Gradient => (gradient_to_input(seed)?, None),
@@ -96,6 +115,8 @@ impl<T: Float> Network<T> {
         // The results: the only downloads besides the logits.
         let relevance = backend.download(&relevance)?;
         let start_relevance = start_relevance.map(|s| backend.download(&s)).transpose()?;
+        let trace =
+            trace.iter().map(|t| t.as_ref().map(|t| backend.download(t)).transpose()).collect::<Result<Vec<_>>>()?;
         lap(|t| &mut t.propagation);
         Ok(classes
             .iter()
@@ -113,15 +134,67 @@ impl<T: Float> Network<T> {
                     heatmap,
                     logits: logits.row(i).to_owned().into_dyn(),
                     target,
-                    hostile: Vec::new(),
-                    trace: Vec::new(),
+                    hostile: std::mem::take(&mut hostile[i]),
+                    trace: trace.iter().map(|t| t.as_ref().map(|t| t.index_axis(Axis(0), i).to_owned())).collect(),
                 }
             })
             .collect())
     }
 
+    /// The gradients at the output of node `start` of each sample's target
+    /// (`classes`) and then of each of its `hostile` classes: one row per
+    /// class, the rows of a sample consecutive. The walk reads each sample's
+    /// activations after `start` once per class (gathered rows); where the
+    /// nodes after `start` form a chain, a linear layer computes the rows of
+    /// one sample as one matrix product (the bits of the former per-sample
+    /// walk, which stacked the classes as the columns of one matrix).
+    pub(crate) fn class_gradients(
+        &self,
+        x: &Tensor<T>,
+        outputs: &[Tensor<T>],
+        classes: &[usize],
+        hostile: &[Vec<usize>],
+        start: usize,
+    ) -> Result<Tensor<T>> {
+        let backend = self.backend();
+        let mut owners = Vec::new();
+        let mut row_classes = Vec::new();
+        for (i, (&target, h)) in classes.iter().zip(hostile).enumerate() {
+            for c in std::iter::once(target).chain(h.iter().copied()) {
+                owners.push(i);
+                row_classes.push(c);
+            }
+        }
+        let width = outputs.last().and_then(|l| l.shape().get(1)).copied().unwrap_or(0);
+        let seed = backend.one_hot_batch(&row_classes, width)?;
+        // What the walk from the logits down to `start` reads: the inputs of the nodes after it.
+        let mut read = vec![false; outputs.len()];
+        let mut reads_input = false;
+        for node in &self.nodes()[start + 1..] {
+            for src in &node.inputs {
+                match *src {
+                    Source::Input => reads_input = true,
+                    Source::Node(j) => read[j] = true,
+                }
+            }
+        }
+        let gathered = outputs
+            .iter()
+            .zip(&read)
+            .map(|(t, &r)| if r { backend.gather_samples(t, &owners) } else { Ok(t.clone()) })
+            .collect::<Result<Vec<_>>>()?;
+        let x = if reads_input { backend.gather_samples(x, &owners)? } else { x.clone() };
+        let groups: Vec<usize> = hostile.iter().map(|h| 1 + h.len()).collect();
+        let rules = if self.is_chain_after(Source::Node(start)) {
+            BatchRules::GradientGrouped(&groups)
+        } else {
+            BatchRules::Gradient
+        };
+        self.walk_batch(&x, &gathered, outputs.len() - 1, seed, Source::Node(start), rules)
+    }
+
     /// A downloaded `N×K` tensor (the logits).
-    fn download_matrix(&self, t: &crate::backend::Tensor<T>) -> Result<Array2<T>> {
+    fn download_matrix(&self, t: &Tensor<T>) -> Result<Array2<T>> {
         self.backend().download(t)?.into_dimensionality::<Ix2>().map_err(|e| RspError::Backend {
             backend: self.backend().name().into(),
             reason: format!("the logits came back with the wrong rank: {e}"),

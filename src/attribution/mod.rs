@@ -146,7 +146,6 @@ impl<T: Float> Network<T> {
         let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
             let x = input.index_axis(Axis(0), n).into_dyn();
             match (method, &canonized) {
-                (Method::Rsp(options), _) => self.rsp_sample(x, n, &target, options, plan),
                 (_, Some(net)) => self.canonized_sample(net, x, n, &target, method, plan),
                 (_, None) => self.baseline_sample(x, n, &target, method, plan),
             }

@@ -1,14 +1,12 @@
 //! [`explain_timed`]: RSP run phase by phase, each phase timed (for the
 //! benchmarks; the result is the same as [`Network::explain`]'s, bit for bit).
 
-use super::rsp::Start;
-use super::{assemble, Explanation, Method, RspOptions, Sample, Target};
+use super::{assemble, Explanation, Method, RspOptions, Target};
 use crate::error::Result;
 use crate::float::Float;
 use crate::network::Network;
-use ndarray::{ArrayView4, AsArray, Axis, Ix4};
-use rayon::prelude::*;
-use std::time::{Duration, Instant};
+use ndarray::{ArrayView4, AsArray, Ix4};
+use std::time::Duration;
 
 /// Wall-clock time of the phases of one batch attribution, from [`explain_timed`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,32 +53,8 @@ pub fn explain_timed<'a, T: Float>(
     let target = target.into();
     let method = Method::Rsp(options.clone());
     let plan = net.plan(&input, &target, &method, true)?;
-    if super::batch::runs_on_batches(&method) {
-        // The whole batch at once on the backend (engine v2).
-        let mut times = PhaseTimes::default();
-        let samples = net.explain_batch(input, 0, &target, &method, plan, Some(&mut times))?;
-        return Ok((assemble(&method, samples, plan), times));
-    }
-    let clock = Instant::now();
-    let acts: Vec<_> =
-        input.axis_iter(Axis(0)).into_par_iter().map(|x| net.forward_sample(x.into_dyn())).collect::<Result<_>>()?;
-    let forward = clock.elapsed();
-    let clock = Instant::now();
-    let starts: Vec<(usize, Start<T>)> = acts
-        .par_iter()
-        .enumerate()
-        .map(|(n, a)| {
-            let class = target.class_of(n, net.logits_of(a)?);
-            Ok((class, net.rsp_start(a, class, plan, options)?))
-        })
-        .collect::<Result<_>>()?;
-    let start_time = clock.elapsed();
-    let clock = Instant::now();
-    let samples: Vec<Sample<T>> = acts
-        .par_iter()
-        .zip(starts.into_par_iter())
-        .map(|(a, (class, start))| net.rsp_propagate(a, class, start, plan, options))
-        .collect::<Result<_>>()?;
-    let propagation = clock.elapsed();
-    Ok((assemble(&method, samples, plan), PhaseTimes { forward, start: start_time, propagation }))
+    // The whole batch at once on the backend (engine v2).
+    let mut times = PhaseTimes::default();
+    let samples = net.explain_batch(input, 0, &target, &method, plan, Some(&mut times))?;
+    Ok((assemble(&method, samples, plan), times))
 }

@@ -7,9 +7,9 @@
 use crate::backend::{Backend, Tensor};
 use crate::error::{check_finite, Result, RspError};
 use crate::float::Float;
-use crate::layers::{add_rule, Layer, LayerKind, Linear, RuleContext};
+use crate::layers::{add_rule, Layer, RuleContext};
 use crate::network::{Activations, Network, NodeOp, Source};
-use ndarray::{Array2, ArrayD, ArrayView1, ArrayViewD, Axis, IxDyn};
+use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 /// The rules of a method that propagates from the output back through the
 /// graph: one for layer nodes, one for the residual sum. Implement it to add a
@@ -218,89 +218,34 @@ impl<T: Float> Network<T> {
     pub(crate) fn gradient_to(&self, acts: &Activations<'_, T>, seed: ArrayD<T>, stop: Source) -> Result<ArrayD<T>> {
         Ok(self.walk(acts, self.nodes().len() - 1, seed, stop, &GradientRules, false)?.0)
     }
+}
 
-    /// The gradient of each of `classes`' logits at the output of `stop`: what
-    /// [`Network::gradient_to`] gives for each one-hot seed (equal up to
-    /// rounding; tested), computed together where the nodes after `stop` form
-    /// a chain. The classes are then the columns of one matrix, so a linear
-    /// layer is one matrix product for all of them instead of one
-    /// matrix–vector product (a pass over its weights) per class: RSP's
-    /// comparative start on an ImageNet classifier needs hundreds of classes.
-    pub(crate) fn gradients_to(
-        &self,
-        acts: &Activations<'_, T>,
-        classes: &[usize],
-        stop: Source,
-    ) -> Result<Vec<ArrayD<T>>> {
+/// The built-in rules that run on whole batches of backend tensors
+/// ([`Network::walk_batch`]): each layer's batch gradient or batch RSP rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchRules<'g> {
+    /// [`GradientRules`] on tensors.
+    Gradient,
+    /// [`GradientRules`] on rows that come in groups of consecutive rows
+    /// sharing one sample ([`Layer::gradient_batch_grouped`]).
+    GradientGrouped(&'g [usize]),
+    /// [`RspRules`] on tensors.
+    Rsp,
+}
+
+impl<T: Float> Network<T> {
+    /// Whether the nodes after `stop` form a chain of layers, each reading
+    /// the one before (no residual sum, no branch).
+    pub(crate) fn is_chain_after(&self, stop: Source) -> bool {
         let first = match stop {
             Source::Input => 0,
             Source::Node(s) => s + 1,
         };
         let nodes = self.nodes();
         let input_of = |k: usize| if k == first { stop } else { Source::Node(k - 1) };
-        let chain =
-            (first..nodes.len()).all(|k| matches!(nodes[k].op, NodeOp::Layer(_)) && nodes[k].inputs == [input_of(k)]);
-        let one_hot = |class: usize| {
-            let mut seed = ArrayD::zeros(acts.outputs.last().expect("non-empty").raw_dim());
-            seed[[class]] = T::one();
-            seed
-        };
-        if !chain || classes.len() < 2 {
-            return classes.iter().map(|&c| self.gradient_to(acts, one_hot(c), stop)).collect();
-        }
-        // Column j: the gradient of class j's logit at the current node's output (flattened).
-        let mut g = Array2::zeros((acts.outputs.last().expect("non-empty").len(), classes.len()));
-        for (j, &class) in classes.iter().enumerate() {
-            g[[class, j]] = T::one();
-        }
-        for k in (first..nodes.len()).rev() {
-            let NodeOp::Layer(layer) = &nodes[k].op else { unreachable!("checked chain") };
-            let x = acts.get(input_of(k));
-            g = match layer.kind() {
-                LayerKind::Linear => {
-                    let fc = layer.downcast_ref::<Linear<T>>().expect("a Linear layer");
-                    self.backend().matmul(fc.weight().t(), g.view())?
-                }
-                LayerKind::Relu => {
-                    let flat = x.as_standard_layout();
-                    for (mut row, &xv) in g.outer_iter_mut().zip(flat.iter()) {
-                        if xv <= T::zero() {
-                            row.fill(T::zero());
-                        }
-                    }
-                    g
-                }
-                LayerKind::Dropout | LayerKind::Flatten => g,
-                _ => {
-                    let out_dim = acts.outputs[k].raw_dim();
-                    let mut back = Array2::zeros((x.len(), classes.len()));
-                    for (mut column, grad) in back.axis_iter_mut(Axis(1)).zip(g.axis_iter(Axis(1))) {
-                        let grad = grad.to_owned().into_shape_with_order(out_dim.clone()).expect("the node's output");
-                        let input_grad = layer.gradient(self.backend(), x.view(), grad.view())?;
-                        column.assign(&input_grad.as_standard_layout().into_shape_with_order(x.len()).expect("flat"));
-                    }
-                    back
-                }
-            };
-        }
-        let shape = acts.get(stop).raw_dim();
-        Ok(g.axis_iter(Axis(1))
-            .map(|c| c.to_owned().into_shape_with_order(shape.clone()).expect("stop's shape"))
-            .collect())
+        (first..nodes.len()).all(|k| matches!(nodes[k].op, NodeOp::Layer(_)) && nodes[k].inputs == [input_of(k)])
     }
-}
 
-/// The built-in rules that run on whole batches of backend tensors
-/// ([`Network::walk_batch`]): each layer's batch gradient or batch RSP rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BatchRules {
-    /// [`GradientRules`] on tensors.
-    Gradient,
-    /// [`RspRules`] on tensors.
-    Rsp,
-}
-
-impl<T: Float> Network<T> {
     /// [`Network::walk`] on whole batches of backend tensors: `outputs` are
     /// every node's output of the batch forward pass of `x`, `seed` is at the
     /// output of node `from`; returns what arrives at `stop`. The order of the
@@ -312,8 +257,24 @@ impl<T: Float> Network<T> {
         from: usize,
         seed: Tensor<T>,
         stop: Source,
-        rules: BatchRules,
+        rules: BatchRules<'_>,
     ) -> Result<Tensor<T>> {
+        Ok(self.walk_batch_traced(x, outputs, from, seed, stop, rules, false)?.0)
+    }
+
+    /// [`Network::walk_batch`] that also returns, if `keep_trace`, the result
+    /// each node's rule returned at its first input (RSP's layer trace).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn walk_batch_traced(
+        &self,
+        x: &Tensor<T>,
+        outputs: &[Tensor<T>],
+        from: usize,
+        seed: Tensor<T>,
+        stop: Source,
+        rules: BatchRules<'_>,
+        keep_trace: bool,
+    ) -> Result<(Tensor<T>, Vec<Option<Tensor<T>>>)> {
         let backend = self.backend();
         let parameters = self.uploaded_parameters()?;
         let get = |s: Source| match s {
@@ -326,6 +287,7 @@ impl<T: Float> Network<T> {
         };
         let mut rel: Vec<Option<Tensor<T>>> = vec![None; from + 1];
         let mut at_stop: Option<Tensor<T>> = None;
+        let mut trace: Vec<Option<Tensor<T>>> = vec![None; if keep_trace { self.nodes().len() } else { 0 }];
         rel[from] = Some(seed);
         for k in (first..=from).rev() {
             let Some(r) = rel[k].take() else { continue };
@@ -336,6 +298,9 @@ impl<T: Float> Network<T> {
                     let ctx = RuleContext { is_input_layer: src == Source::Input, receives_seed: k == from };
                     let part = match rules {
                         BatchRules::Gradient => l.gradient_batch(backend, get(src), &r, &parameters[k])?,
+                        BatchRules::GradientGrouped(groups) => {
+                            l.gradient_batch_grouped(backend, get(src), &r, &parameters[k], groups)?
+                        }
                         BatchRules::Rsp => l.rsp_backward_batch(backend, get(src), &r, &parameters[k], ctx)?,
                     };
                     vec![(src, part)]
@@ -343,7 +308,7 @@ impl<T: Float> Network<T> {
                 NodeOp::Add => {
                     let (a, b) = (node.inputs[0], node.inputs[1]);
                     let (ra, rb) = match rules {
-                        BatchRules::Gradient => (r.clone(), r),
+                        BatchRules::Gradient | BatchRules::GradientGrouped(_) => (r.clone(), r),
                         BatchRules::Rsp => backend.add_rule_batch(get(a), get(b), &r)?,
                     };
                     vec![(a, ra), (b, rb)]
@@ -359,6 +324,9 @@ impl<T: Float> Network<T> {
                     })?;
                 }
             }
+            if keep_trace {
+                trace[k] = Some(parts[0].1.clone());
+            }
             for (src, part) in parts {
                 let slot = match src {
                     _ if src == stop => &mut at_stop,
@@ -371,10 +339,11 @@ impl<T: Float> Network<T> {
                 });
             }
         }
-        match at_stop {
-            Some(r) => Ok(r),
-            None => backend.zeros(get(stop).shape()),
-        }
+        let result = match at_stop {
+            Some(r) => r,
+            None => backend.zeros(get(stop).shape())?,
+        };
+        Ok((result, trace))
     }
 }
 
@@ -410,7 +379,7 @@ mod tests {
     use crate::backend::ConvGeometry;
     use crate::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
     use crate::network::{Network, Source};
-    use ndarray::{Array1, Array2, Array3, Array4, ArrayD, IxDyn};
+    use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
 
     /// conv → relu → maxpool → relu → adaptive pool → flatten → linear → relu
     /// → dropout → linear: every kind the stacked gradient handles, and one
@@ -434,29 +403,40 @@ mod tests {
         net
     }
 
-    /// All classes' gradients together equal each class's own walk, at every
-    /// stop (down to the input, so the convolution and pools run column by column).
+    /// The class gradients of RSP's comparative start (a sample's classes
+    /// as one group of rows, one matrix product per linear layer) equal each
+    /// class's own walk, at every stop down to the first node.
     #[test]
-    fn stacked_gradients_equal_one_walk_per_class() {
+    fn class_gradients_equal_one_walk_per_class() {
         let net = net();
-        let x = Array3::from_shape_fn((2, 8, 8), |(c, i, j)| ((c * 11 + i * 5 + j * 3) % 13) as f64 * 0.2 - 1.0);
-        let acts = net.forward_sample(x.view().into_dyn()).unwrap();
-        let classes = [3, 0, 4, 1];
-        for stop in [Source::Node(0), Source::Node(3), Source::Node(5), Source::Input] {
-            let together = net.gradients_to(&acts, &classes, stop).unwrap();
+        let x = Array4::from_shape_fn((2, 2, 8, 8), |(n, c, i, j)| {
+            ((n * 7 + c * 11 + i * 5 + j * 3) % 13) as f64 * 0.2 - 1.0
+        });
+        let backend = net.backend();
+        let xt = backend.upload(x.view().into_dyn()).unwrap();
+        let outputs = net.forward_batch_outputs(&xt).unwrap();
+        // A group of three rows and a group of one.
+        let (classes, hostile) = ([3, 0], [vec![4, 1], vec![]]);
+        for start in [0, 3, 5] {
+            let together =
+                backend.download(&net.class_gradients(&xt, &outputs, &classes, &hostile, start).unwrap()).unwrap();
+            let rows = [(0, 3), (0, 4), (0, 1), (1, 0)];
+            assert_eq!(together.shape()[0], rows.len());
             let mut nonzero = false;
-            for (&class, g) in classes.iter().zip(&together) {
+            for (r, &(n, class)) in rows.iter().enumerate() {
+                let acts = net.forward_sample(x.index_axis(Axis(0), n).into_dyn()).unwrap();
                 let mut seed = ArrayD::zeros(IxDyn(&[5]));
                 seed[[class]] = 1.0;
-                let alone = net.gradient_to(&acts, seed, stop).unwrap();
+                let alone = net.gradient_to(&acts, seed, Source::Node(start)).unwrap();
+                let g = together.index_axis(Axis(0), r);
                 assert_eq!(g.shape(), alone.shape());
                 let scale = alone.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
                 for (a, b) in g.iter().zip(&alone) {
-                    assert!((a - b).abs() <= 1e-14 * scale, "{stop:?} class {class}: {a} vs {b}");
+                    assert!((a - b).abs() <= 1e-14 * scale, "node {start}, row {r}: {a} vs {b}");
                 }
                 nonzero |= alone.iter().any(|&v| v != 0.0);
             }
-            assert!(nonzero, "{stop:?}: the test would pass on zeros");
+            assert!(nonzero, "node {start}: the test would pass on zeros");
         }
     }
 }

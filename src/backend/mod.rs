@@ -498,6 +498,64 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
     }
 
+    /// RSP's comparative start of every sample from the start layer's
+    /// activation `a` (`N×C×H×W`) and the class gradients `grads` there: the
+    /// rows of `grads` come in `groups` of consecutive rows, one group per
+    /// sample, the target's gradient first and then each hostile class's
+    /// (a group of one is the single-class start).
+    fn comparative_start_batch(&self, a: &Tensor<T>, grads: &Tensor<T>, groups: &[usize]) -> Result<Tensor<T>> {
+        let (a_samples, g_rows) = (host_samples(self.name(), a)?, host_samples(self.name(), grads)?);
+        let offsets = group_offsets(groups, a_samples.len(), g_rows.len(), grads)?;
+        let out = map_samples(a_samples.len(), |i| {
+            let rows = &g_rows[offsets[i]..offsets[i] + groups[i]];
+            let target = chw(&rows[0], grads)?;
+            let hostile = rows[1..].iter().map(|g| chw(g, grads)).collect::<Result<Vec<_>>>()?;
+            Ok(start::comparative_start(chw(&a_samples[i], a)?, target, &hostile)?.into_dyn())
+        })?;
+        host_tensor_samples(out)
+    }
+
+    /// The samples `rows` of `t`, in that order (a sample may repeat): a
+    /// `rows.len()×…` tensor. The comparative start's class gradients read
+    /// each sample's activations once per class.
+    fn gather_samples(&self, t: &Tensor<T>, rows: &[usize]) -> Result<Tensor<T>> {
+        let samples = host_samples(self.name(), t)?;
+        let out = rows
+            .iter()
+            .map(|&r| {
+                samples.get(r).map(|s| s.to_owned()).ok_or_else(|| {
+                    RspError::InvalidArgument(format!("sample {r} gathered from a batch of {}", samples.len()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        host_tensor_samples(out)
+    }
+
+    /// [`Backend::linear_adjoint_batch`] of rows that come in `groups` of
+    /// consecutive rows sharing one sample (the gradients of several classes
+    /// of one sample): each group is one matrix product `wᵀ·G`, its rows the
+    /// columns of `G`, which reads the weights once per group instead of once
+    /// per row.
+    fn linear_adjoint_grouped(&self, g: &Tensor<T>, w: &Tensor<T>, groups: &[usize]) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix2>(self.name(), w, "linear weight")?;
+        let rows = host_samples(self.name(), g)?;
+        let offsets = group_offsets(groups, groups.len(), rows.len(), g)?;
+        let parts = map_samples(groups.len(), |i| {
+            let group = &rows[offsets[i]..offsets[i] + groups[i]];
+            let mut columns = Array2::zeros((w.nrows(), group.len()));
+            for (mut column, row) in columns.axis_iter_mut(Axis(1)).zip(group) {
+                let row = row
+                    .view()
+                    .into_shape_with_order(w.nrows())
+                    .map_err(|_| RspError::shape("linear gradient", format!("N×{}", w.nrows()), g.shape()))?;
+                column.assign(&row);
+            }
+            let back = self.matmul(w.t(), columns.view())?;
+            Ok(back.axis_iter(Axis(1)).map(|c| c.to_owned().into_dyn()).collect::<Vec<_>>())
+        })?;
+        host_tensor_samples(parts.into_iter().flatten().collect())
+    }
+
     /// RSP's single-class start of every sample from the start layer's
     /// activation `a` and the target's gradient `g` there.
     fn single_class_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
@@ -532,6 +590,20 @@ fn view_as<'t, T: Float, D: Dimension>(
     let v = host_view(backend, t)?;
     let shape = v.shape().to_vec();
     v.into_dimensionality::<D>().map_err(|_| RspError::shape(what, format!("rank {}", D::NDIM.unwrap_or(0)), &shape))
+}
+
+/// The first row of each group of `groups` (consecutive rows, one group per
+/// sample of a batch of `samples`), checked against the `rows` of `t`.
+fn group_offsets<T: Float>(groups: &[usize], samples: usize, rows: usize, t: &Tensor<T>) -> Result<Vec<usize>> {
+    let total: usize = groups.iter().sum();
+    if groups.len() != samples || total != rows || groups.contains(&0) {
+        return Err(RspError::shape(
+            "rows grouped by sample",
+            format!("{samples} non-empty groups of {total} rows in all"),
+            t.shape(),
+        ));
+    }
+    Ok(groups.iter().scan(0, |next, &k| Some(std::mem::replace(next, *next + k))).collect())
 }
 
 /// `f` of every sample (the first axis) of a host backend's tensor, stacked

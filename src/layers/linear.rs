@@ -114,6 +114,20 @@ impl<T: Float> Layer<T> for Linear<T> {
         backend.linear_adjoint_batch(grad_output, &parameters[0])
     }
 
+    fn gradient_batch_grouped(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        groups: &[usize],
+    ) -> Result<Tensor<T>> {
+        self.check_input(super::sample_shape(x))?;
+        let context = format!("gradient at the output of linear {}", self.name);
+        super::check_batch_output(&context, x, &[self.weight.nrows()], grad_output)?;
+        backend.linear_adjoint_grouped(grad_output, &parameters[0], groups)
+    }
+
     fn rsp_backward_batch(
         &self,
         backend: &dyn Backend<T>,

@@ -219,6 +219,23 @@ pub trait Layer<T: Float>: CloneLayer<T> + Any + Send + Sync + Debug {
         through_host(backend, x, grad_output, |x, g| self.gradient(backend, x, g))
     }
 
+    /// [`Layer::gradient_batch`] of rows that come in `groups` of consecutive
+    /// rows sharing one sample (the gradients of several classes of one
+    /// sample, RSP's comparative start): a layer whose gradient is a matrix
+    /// product ([`Linear`]) computes each group as one product, reading its
+    /// weights once per group; every other layer ignores the groups.
+    fn gradient_batch_grouped(
+        &self,
+        backend: &dyn Backend<T>,
+        x: &Tensor<T>,
+        grad_output: &Tensor<T>,
+        parameters: &[Tensor<T>],
+        groups: &[usize],
+    ) -> Result<Tensor<T>> {
+        let _ = groups;
+        self.gradient_batch(backend, x, grad_output, parameters)
+    }
+
     /// [`Layer::rsp_backward`] of a whole batch of backend tensors. The
     /// built-in layers run it on the backend; the default goes through the
     /// host, one sample at a time.

@@ -2,15 +2,17 @@
 //! defined outside the crate, as a CUDA backend would be: it wraps the CPU
 //! backend, hides every tensor behind a storage type private to this file (so
 //! no code in the crate can read it except through `download`) and counts
-//! what crosses between host and backend. The batch forward pass must upload
-//! the input once, the weights once per network (none on the second call),
-//! download only the logits, and never call a per-sample host kernel.
+//! what crosses between host and backend. The batch forward pass and every
+//! attribution on batches (RSP with both starts and its layer trace, the
+//! gradient, gradient × input) must upload the input once, the weights once
+//! per network (none on the second call), download only their results, and
+//! never call a per-sample host kernel.
 
 use crate::common::data;
 use rsp::backend::{Backend, ConvGeometry, CpuBackend, HostParameter, PoolWindows, Tensor};
 use rsp::layers::{Layer, LayerKind, RuleContext};
-use rsp::ndarray::{Array2, Array3, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewD};
-use rsp::{Float, Method, Network, RspError};
+use rsp::ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, Axis};
+use rsp::{Float, HostileClasses, Method, Network, RspError, StartRule};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -239,6 +241,15 @@ impl<T: Float> Backend<T> for Sealed {
     fn single_class_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.single_class_start_batch(&open(a)?, &open(g)?)?))
     }
+    fn comparative_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>, groups: &[usize]) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.comparative_start_batch(&open(a)?, &open(g)?, groups)?))
+    }
+    fn gather_samples(&self, t: &Tensor<T>, rows: &[usize]) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.gather_samples(&open(t)?, rows)?))
+    }
+    fn linear_adjoint_grouped(&self, g: &Tensor<T>, w: &Tensor<T>, groups: &[usize]) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.linear_adjoint_grouped(&open(g)?, &open(w)?, groups)?))
+    }
 }
 
 fn batch<T: Float>(shape: [usize; 4]) -> Array4<T> {
@@ -367,41 +378,72 @@ fn a_layer_without_a_batch_pass_goes_through_the_host() {
     assert_eq!((uploads, downloads, host), (2, 2, 0));
 }
 
-/// An attribution on the sealed backend: the results of the CPU backend and
-/// of the per-sample path, bit for bit, with one input upload, the weights
-/// once, and downloads of the results only: the logits, the relevance and
-/// (RSP) the start relevance. The per-sample path: RSP keeping the layer
-/// trace, and the gradient as a method given by its rules.
+/// An attribution on the sealed backend: the results of the CPU backend bit
+/// for bit, and of each sample explained alone, with one input upload, the
+/// weights once, and downloads of the results only: the logits, the
+/// relevance, (RSP) the start relevance and, when kept, the layer trace.
+/// RSP runs with both starts; the gradient also as a method given by its
+/// rules (the per-sample walk).
 fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
     let x = batch::<T>(shape);
-    let rsp_options = rsp::RspOptions::default();
-    let traced = rsp::RspOptions { keep_layer_relevances: true, ..Default::default() };
-    let per_sample = net.explain(x.view(), 1, &traced).unwrap();
+    let single = rsp::RspOptions::default();
+    let comparative =
+        rsp::RspOptions { start: StartRule::Comparative(HostileClasses::PredictedPresent), ..single.clone() };
+    let traced = rsp::RspOptions {
+        start: StartRule::Comparative(HostileClasses::TopK(2)),
+        keep_layer_relevances: true,
+        ..single.clone()
+    };
     let gradient = net.explain_rules(x.view(), 1, &rsp::attribution::GradientRules).unwrap();
     let sealed = Sealed::default();
     let counts = Arc::clone(&sealed.counts);
     let on_device = net.clone().with_backend(sealed);
     let params = parameter_count(&net);
     let mut expected = [0, params, 0, 0];
-    for (method, downloads) in
-        [(Method::Rsp(rsp_options.clone()), 3), (Method::Gradient, 2), (Method::GradientXInput, 2)]
-    {
+    let methods = [
+        Method::Rsp(single.clone()),
+        Method::Rsp(comparative),
+        Method::Rsp(traced),
+        Method::Gradient,
+        Method::GradientXInput,
+    ];
+    for method in methods {
         let cpu = net.explain(x.view(), 1, &method).unwrap();
         let e = on_device.explain(x.view(), 1, &method).unwrap();
         assert_eq!(e.relevance, cpu.relevance, "{method}");
         assert_eq!(e.start_relevance, cpu.start_relevance, "{method}");
         assert_eq!(e.heatmaps, cpu.heatmaps, "{method}");
         assert_eq!(e.logits, cpu.logits, "{method}");
+        assert_eq!(e.hostile_classes, cpu.hostile_classes, "{method}");
+        assert_eq!(e.layer_relevances, cpu.layer_relevances, "{method}");
+        // Logits and relevance; RSP: the start relevance and each node of the trace.
+        let trace = e.layer_relevances.first().map_or(0, |t| t.iter().flatten().count());
+        let downloads = 2 + usize::from(e.start_relevance.is_some()) + trace;
         expected[0] += 1;
         expected[2] += downloads;
         assert_eq!(counts.get(), expected, "{method}: [uploads, parameter uploads, downloads, host kernels]");
-        if method == Method::Rsp(rsp_options.clone()) {
-            assert_eq!(e.relevance, per_sample.relevance);
-            assert_eq!(e.start_relevance, per_sample.start_relevance);
-            let timed = rsp::attribution::explain_timed(&on_device, x.view(), 1, &rsp_options).unwrap().0;
+        for n in 0..shape[0] {
+            let alone = net.explain(x.slice(s![n..n + 1, .., .., ..]), 1, &method).unwrap();
+            let relevance = e.relevance.as_ref().unwrap().slice(s![n..n + 1, .., .., ..]).to_owned();
+            assert_eq!(alone.relevance.unwrap(), relevance, "{method}, sample {n} alone");
+            assert_eq!(alone.hostile_classes[0], e.hostile_classes[n], "{method}, sample {n} alone");
+            assert_eq!(alone.layer_relevances[..], e.layer_relevances[n..n + 1], "{method}, sample {n} alone");
+        }
+        if let Method::Rsp(options) = &method {
+            let timed = rsp::attribution::explain_timed(&on_device, x.view(), 1, options).unwrap().0;
             assert_eq!(timed.relevance, e.relevance);
             expected[0] += 1;
             expected[2] += downloads;
+            if options.keep_layer_relevances {
+                // The trace: the relevance at the input of every node from the start layer down.
+                assert_eq!(trace, e.start_layer.unwrap() + 1, "{method}");
+                let first = e.layer_relevances[0][0].as_ref().unwrap();
+                assert_eq!(first, &e.relevance.as_ref().unwrap().index_axis(Axis(0), 0).into_dyn(), "{method}");
+            }
+            if let StartRule::Comparative(HostileClasses::TopK(k)) = options.start {
+                // Groups of 1 + k rows per sample reached the start.
+                assert!(e.hostile_classes.iter().all(|h| h.len() == k), "{method}");
+            }
         }
         if method == Method::Gradient {
             assert_eq!(e.relevance, gradient.relevance);
