@@ -19,11 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Whether `method` runs on whole batches of backend tensors.
 pub(crate) fn runs_on_batches(method: &Method) -> bool {
-    match method {
-        Method::Gradient | Method::GradientXInput => true,
-        Method::Rsp(_) => true,
-        _ => false,
-    }
+    matches!(method, Method::Gradient | Method::GradientXInput | Method::Rsp(_))
 }
 
 impl<T: Float> Network<T> {

@@ -220,6 +220,9 @@ impl<T: Float> Network<T> {
     }
 }
 
+/// Per node, the batch relevance its rule returned (when kept).
+pub(crate) type BatchTrace<T> = Vec<Option<Tensor<T>>>;
+
 /// The built-in rules that run on whole batches of backend tensors
 /// ([`Network::walk_batch`]): each layer's batch gradient or batch RSP rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,7 +277,7 @@ impl<T: Float> Network<T> {
         stop: Source,
         rules: BatchRules<'_>,
         keep_trace: bool,
-    ) -> Result<(Tensor<T>, Vec<Option<Tensor<T>>>)> {
+    ) -> Result<(Tensor<T>, BatchTrace<T>)> {
         let backend = self.backend();
         let parameters = self.uploaded_parameters()?;
         let get = |s: Source| match s {
@@ -287,7 +290,7 @@ impl<T: Float> Network<T> {
         };
         let mut rel: Vec<Option<Tensor<T>>> = vec![None; from + 1];
         let mut at_stop: Option<Tensor<T>> = None;
-        let mut trace: Vec<Option<Tensor<T>>> = vec![None; if keep_trace { self.nodes().len() } else { 0 }];
+        let mut trace: BatchTrace<T> = vec![None; if keep_trace { self.nodes().len() } else { 0 }];
         rel[from] = Some(seed);
         for k in (first..=from).rev() {
             let Some(r) = rel[k].take() else { continue };
