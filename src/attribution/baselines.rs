@@ -1,5 +1,6 @@
-//! The baselines RSP is compared with, one sample at a time: Grad-CAM, the
-//! gradient, gradient × input, LRP-ε, LRP-α1β0 (formulas in
+//! The baselines RSP is compared with that still run one sample at a time
+//! (Grad-CAM, the gradient and gradient × input run on whole batches,
+//! `batch.rs`): LRP-ε, LRP-α1β0 (formulas in
 //! `docs/methods.md`; LRP's rules are the composites of `lrp.rs`), RAP
 //! (`rap.rs`, `docs/method-rap.md`), CLRP and SGLRP (their seeds in
 //! `contrastive.rs`) and zennit's composites `epsilon-plus-flat` and
@@ -12,8 +13,7 @@ use super::rap::Rap;
 use super::rsp::ensure_finite;
 use super::walk::Rules;
 use super::zennit::ZennitComposite;
-use super::{upsample_bilinear, Method, Plan, Sample, Target};
-use crate::backend::start::weighted_activation;
+use super::{Method, Sample, Target};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::{Activations, Network, Source};
@@ -27,7 +27,6 @@ impl<T: Float> Network<T> {
         n: usize,
         target: &Target,
         method: &Method,
-        plan: Plan,
     ) -> Result<Sample<T>> {
         let acts = self.forward_sample(x.view())?;
         let target = target.class_of(n, self.logits_of(&acts)?);
@@ -38,27 +37,6 @@ impl<T: Float> Network<T> {
             r.view().into_dimensionality::<Ix3>().map(|r| r.sum_axis(Axis(0))).unwrap_or_else(|_| Array2::zeros((0, 0)))
         };
         let (relevance, start_relevance, heatmap) = match *method {
-            Method::GradCam => {
-                let s = plan.start.expect("resolved for Grad-CAM");
-                let g = self.gradient_to(&acts, one_hot, Source::Node(s))?;
-                let a = acts.outputs[s].view().into_dimensionality::<Ix3>().expect("checked C×H×W");
-                let g = g.into_dimensionality::<Ix3>().expect("checked C×H×W");
-                let cam = weighted_activation(a, g.view());
-                let map = cam.sum_axis(Axis(0)).mapv(|v| v.max(T::zero()));
-                let (h, w) = (x.shape()[1], x.shape()[2]);
-                (None, Some(cam.into_dyn()), upsample_bilinear(map.view(), h, w)?)
-            }
-            Method::Gradient => {
-                let g = self.gradient_to(&acts, one_hot, Source::Input)?;
-                let map = channel_sum(&g);
-                (Some(g), None, map)
-            }
-            Method::GradientXInput => {
-                let g = self.gradient_to(&acts, one_hot, Source::Input)?;
-                let r = &g * &x;
-                let map = channel_sum(&r);
-                (Some(r), None, map)
-            }
             Method::LrpEpsilon(e) => {
                 let r = self.walk_from_output(&acts, target, &Lrp::epsilon(e))?;
                 let map = channel_sum(&r);
@@ -98,8 +76,11 @@ impl<T: Float> Network<T> {
                     "the method `{name}` is given by its rules: run it with Network::explain_rules"
                 )));
             }
-            Method::Rsp(_) => {
-                return Err(RspError::InvalidArgument("RSP is not a baseline: see rsp_sample".into()));
+            Method::Rsp(_) | Method::GradCam | Method::Gradient | Method::GradientXInput => {
+                return Err(RspError::InvalidArgument(format!(
+                    "{} runs on whole batches (attribution/batch.rs)",
+                    method.label()
+                )));
             }
         };
         if let Some(r) = &relevance {
@@ -134,13 +115,12 @@ impl<T: Float> Network<T> {
         n: usize,
         target: &Target,
         method: &Method,
-        plan: Plan,
     ) -> Result<Sample<T>> {
         let acts = self.forward_sample(x.view())?;
         let class = target.class_of(n, self.logits_of(&acts)?);
         let logits = acts.outputs.last().expect("non-empty").clone();
         drop(acts);
-        let mut sample = canonized.baseline_sample(x, n, &Target::Single(class), method, plan)?;
+        let mut sample = canonized.baseline_sample(x, n, &Target::Single(class), method)?;
         sample.logits = logits;
         Ok(sample)
     }

@@ -9,7 +9,7 @@
 
 use super::rsp::hostile_set;
 use super::walk::{check_finite_batch, BatchRules};
-use super::{Method, PhaseTimes, Plan, Sample, StartRule, Target};
+use super::{upsample_bilinear, Method, PhaseTimes, Plan, Sample, StartRule, Target};
 use crate::backend::Tensor;
 use crate::error::{Result, RspError};
 use crate::float::Float;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Whether `method` runs on whole batches of backend tensors.
 pub(crate) fn runs_on_batches(method: &Method) -> bool {
-    matches!(method, Method::Gradient | Method::GradientXInput | Method::Rsp(_))
+    matches!(method, Method::Gradient | Method::GradientXInput | Method::GradCam | Method::Rsp(_))
 }
 
 impl<T: Float> Network<T> {
@@ -97,44 +97,61 @@ impl<T: Float> Network<T> {
                 let (r, t) =
                     self.walk_batch_traced(&x, &outputs, s, start.clone(), Source::Input, BatchRules::Rsp, keep)?;
                 trace = t;
-                (r, Some(start))
+                (Some(r), Some(start))
             }
-            Method::Gradient => (gradient_to_input(seed)?, None),
-            Method::GradientXInput => (backend.mul_batch(&gradient_to_input(seed)?, &x)?, None),
+            Method::GradCam => {
+                let s = plan.start.expect("resolved for Grad-CAM");
+                let g = self.walk_batch(&x, &outputs, last, seed, Source::Node(s), BatchRules::Gradient)?;
+                // No input relevance: the map is the channel sum of A ⊙ α, upsampled (below).
+                (None, Some(backend.weighted_activation_batch(&outputs[s], &g)?))
+            }
+            Method::Gradient => (Some(gradient_to_input(seed)?), None),
+            Method::GradientXInput => (Some(backend.mul_batch(&gradient_to_input(seed)?, &x)?), None),
             other => {
                 return Err(RspError::InvalidArgument(format!("{} does not run on whole batches", other.label())));
             }
         };
-        check_finite_batch(backend, &relevance, || {
-            "input relevance (an intermediate value overflowed the float range)".into()
-        })?;
+        if let Some(relevance) = &relevance {
+            check_finite_batch(backend, relevance, || {
+                "input relevance (an intermediate value overflowed the float range)".into()
+            })?;
+        }
         // The results: the only downloads besides the logits.
-        let relevance = backend.download(&relevance)?;
+        let relevance = relevance.map(|r| backend.download(&r)).transpose()?;
         let start_relevance = start_relevance.map(|s| backend.download(&s)).transpose()?;
         let trace =
             trace.iter().map(|t| t.as_ref().map(|t| backend.download(t)).transpose()).collect::<Result<Vec<_>>>()?;
         lap(|t| &mut t.propagation);
-        Ok(classes
+        let (height, width) = (input.shape()[2], input.shape()[3]);
+        let channel_sum = |r: ndarray::ArrayViewD<T>| {
+            r.into_dimensionality::<Ix3>().map(|r| r.sum_axis(Axis(0))).unwrap_or_else(|_| Array2::zeros((0, 0)))
+        };
+        classes
             .iter()
             .enumerate()
             .map(|(i, &target)| {
-                let r = relevance.index_axis(Axis(0), i).to_owned();
-                let heatmap = r
-                    .view()
-                    .into_dimensionality::<Ix3>()
-                    .map(|r| r.sum_axis(Axis(0)))
-                    .unwrap_or_else(|_| Array2::zeros((0, 0)));
-                Sample {
-                    relevance: Some(r),
-                    start_relevance: start_relevance.as_ref().map(|s| s.index_axis(Axis(0), i).to_owned()),
+                let relevance = relevance.as_ref().map(|r| r.index_axis(Axis(0), i).to_owned());
+                let start_relevance = start_relevance.as_ref().map(|s| s.index_axis(Axis(0), i).to_owned());
+                let heatmap = match (&relevance, &start_relevance) {
+                    (Some(r), _) => channel_sum(r.view()),
+                    // Grad-CAM: ReLU of the channel sum of A ⊙ α, resized to the input.
+                    (None, Some(cam)) => {
+                        let map = channel_sum(cam.view()).mapv(|v| v.max(T::zero()));
+                        upsample_bilinear(map.view(), height, width)?
+                    }
+                    (None, None) => Array2::zeros((0, 0)),
+                };
+                Ok(Sample {
+                    relevance,
+                    start_relevance,
                     heatmap,
                     logits: logits.row(i).to_owned().into_dyn(),
                     target,
                     hostile: std::mem::take(&mut hostile[i]),
                     trace: trace.iter().map(|t| t.as_ref().map(|t| t.index_axis(Axis(0), i).to_owned())).collect(),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The gradients at the output of node `start` of each sample's target

@@ -146,8 +146,8 @@ impl<T: Float> Network<T> {
         let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
             let x = input.index_axis(Axis(0), n).into_dyn();
             match (method, &canonized) {
-                (_, Some(net)) => self.canonized_sample(net, x, n, &target, method, plan),
-                (_, None) => self.baseline_sample(x, n, &target, method, plan),
+                (_, Some(net)) => self.canonized_sample(net, x, n, &target, method),
+                (_, None) => self.baseline_sample(x, n, &target, method),
             }
         })?;
         Ok(assemble(method, samples, plan))

@@ -212,12 +212,6 @@ impl<T: Float> Network<T> {
         let result = at_stop.unwrap_or_else(|| ArrayD::zeros(acts.get(stop).raw_dim()));
         Ok((result, trace))
     }
-
-    /// Backpropagates the gradient `seed` at the network output down to the
-    /// output of `stop` (ordinary vector–Jacobian products; branches sum).
-    pub(crate) fn gradient_to(&self, acts: &Activations<'_, T>, seed: ArrayD<T>, stop: Source) -> Result<ArrayD<T>> {
-        Ok(self.walk(acts, self.nodes().len() - 1, seed, stop, &GradientRules, false)?.0)
-    }
 }
 
 /// Per node, the batch relevance its rule returned (when kept).
@@ -379,6 +373,7 @@ fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>) {
 
 #[cfg(test)]
 mod tests {
+    use super::GradientRules;
     use crate::backend::ConvGeometry;
     use crate::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
     use crate::network::{Network, Source};
@@ -430,7 +425,8 @@ mod tests {
                 let acts = net.forward_sample(x.index_axis(Axis(0), n).into_dyn()).unwrap();
                 let mut seed = ArrayD::zeros(IxDyn(&[5]));
                 seed[[class]] = 1.0;
-                let alone = net.gradient_to(&acts, seed, Source::Node(start)).unwrap();
+                let last = net.nodes().len() - 1;
+                let alone = net.walk(&acts, last, seed, Source::Node(start), &GradientRules, false).unwrap().0;
                 let g = together.index_axis(Axis(0), r);
                 assert_eq!(g.shape(), alone.shape());
                 let scale = alone.iter().fold(1e-300f64, |m, v| m.max(v.abs()));

@@ -498,6 +498,16 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
     }
 
+    /// Grad-CAM's `A ⊙ α` of every sample: the activation `a` with each
+    /// channel scaled by the spatial mean of the gradient `g` there.
+    fn weighted_activation_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
+        per_sample_n(
+            self.name(),
+            &[a, g],
+            |v| Ok(start::weighted_activation(chw(&v[0], a)?, chw(&v[1], g)?).into_dyn()),
+        )
+    }
+
     /// RSP's comparative start of every sample from the start layer's
     /// activation `a` (`N×C×H×W`) and the class gradients `grads` there: the
     /// rows of `grads` come in `groups` of consecutive rows, one group per

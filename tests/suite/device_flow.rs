@@ -4,7 +4,7 @@
 //! no code in the crate can read it except through `download`) and counts
 //! what crosses between host and backend. The batch forward pass and every
 //! attribution on batches (RSP with both starts and its layer trace, the
-//! gradient, gradient × input) must upload the input once, the weights once
+//! gradient, gradient × input, Grad-CAM) must upload the input once, the weights once
 //! per network (none on the second call), download only their results, and
 //! never call a per-sample host kernel.
 
@@ -244,6 +244,9 @@ impl<T: Float> Backend<T> for Sealed {
     fn comparative_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>, groups: &[usize]) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.comparative_start_batch(&open(a)?, &open(g)?, groups)?))
     }
+    fn weighted_activation_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.weighted_activation_batch(&open(a)?, &open(g)?)?))
+    }
     fn gather_samples(&self, t: &Tensor<T>, rows: &[usize]) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.gather_samples(&open(t)?, rows)?))
     }
@@ -381,7 +384,8 @@ fn a_layer_without_a_batch_pass_goes_through_the_host() {
 /// An attribution on the sealed backend: the results of the CPU backend bit
 /// for bit, and of each sample explained alone, with one input upload, the
 /// weights once, and downloads of the results only: the logits, the
-/// relevance, (RSP) the start relevance and, when kept, the layer trace.
+/// relevance, (RSP, Grad-CAM) the start relevance and, when kept, the layer
+/// trace.
 /// RSP runs with both starts; the gradient also as a method given by its
 /// rules (the per-sample walk).
 fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
@@ -406,6 +410,7 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         Method::Rsp(traced),
         Method::Gradient,
         Method::GradientXInput,
+        Method::GradCam,
     ];
     for method in methods {
         let cpu = net.explain(x.view(), 1, &method).unwrap();
@@ -418,14 +423,15 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         assert_eq!(e.layer_relevances, cpu.layer_relevances, "{method}");
         // Logits and relevance; RSP: the start relevance and each node of the trace.
         let trace = e.layer_relevances.first().map_or(0, |t| t.iter().flatten().count());
-        let downloads = 2 + usize::from(e.start_relevance.is_some()) + trace;
+        let downloads = 1 + usize::from(e.relevance.is_some()) + usize::from(e.start_relevance.is_some()) + trace;
         expected[0] += 1;
         expected[2] += downloads;
         assert_eq!(counts.get(), expected, "{method}: [uploads, parameter uploads, downloads, host kernels]");
         for n in 0..shape[0] {
             let alone = net.explain(x.slice(s![n..n + 1, .., .., ..]), 1, &method).unwrap();
-            let relevance = e.relevance.as_ref().unwrap().slice(s![n..n + 1, .., .., ..]).to_owned();
-            assert_eq!(alone.relevance.unwrap(), relevance, "{method}, sample {n} alone");
+            let relevance = e.relevance.as_ref().map(|r| r.slice(s![n..n + 1, .., .., ..]).to_owned());
+            assert_eq!(alone.relevance, relevance, "{method}, sample {n} alone");
+            assert_eq!(alone.heatmaps.index_axis(Axis(0), 0), e.heatmaps.index_axis(Axis(0), n), "{method}, {n}");
             assert_eq!(alone.hostile_classes[0], e.hostile_classes[n], "{method}, sample {n} alone");
             assert_eq!(alone.layer_relevances[..], e.layer_relevances[n..n + 1], "{method}, sample {n} alone");
         }
