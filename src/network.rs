@@ -2,11 +2,11 @@
 //! residual sums and branches when needed), its forward pass and its checks.
 
 use crate::backend::{Backend, CpuBackend, Tensor};
-use crate::error::{check_finite, Result, RspError};
+use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::layers::{Layer, LayerKind};
 use crate::limits::MAX_ELEMENTS_PER_SAMPLE;
-use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, AsArray, Axis, Ix2, Ix4, Slice};
+use ndarray::{Array2, ArrayView4, AsArray, Axis, Ix2, Ix4, Slice};
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -211,21 +211,6 @@ impl InputNormalization {
             ));
         }
         Ok(())
-    }
-}
-
-/// The activations of one sample: every node's output.
-pub(crate) struct Activations<'a, T: Float> {
-    pub input: ArrayViewD<'a, T>,
-    pub outputs: Vec<ArrayD<T>>,
-}
-
-impl<T: Float> Activations<'_, T> {
-    pub fn get(&self, s: Source) -> ArrayViewD<'_, T> {
-        match s {
-            Source::Input => self.input.view(),
-            Source::Node(k) => self.outputs[k].view(),
-        }
     }
 }
 
@@ -493,30 +478,6 @@ impl<T: Float> Network<T> {
             }
             other => other,
         })
-    }
-
-    /// The forward pass of one sample, keeping every node's output.
-    pub(crate) fn forward_sample<'a>(&self, x: ArrayViewD<'a, T>) -> Result<Activations<'a, T>> {
-        let mut acts = Activations { input: x, outputs: Vec::with_capacity(self.nodes.len()) };
-        for (k, node) in self.nodes.iter().enumerate() {
-            let out = match &node.op {
-                NodeOp::Layer(l) => l.forward(self.backend(), acts.get(node.inputs[0]))?,
-                NodeOp::Add => &acts.get(node.inputs[0]) + &acts.get(node.inputs[1]),
-            };
-            // An overflow (or a weight made non-finite after construction) must not be
-            // hidden by a later ReLU or max: stop at the first node that produces one.
-            check_finite(
-                || {
-                    format!(
-                        "the output of node #{k} ({}) (the forward pass overflowed the float range)",
-                        node.describe()
-                    )
-                },
-                &out,
-            )?;
-            acts.outputs.push(out);
-        }
-        Ok(acts)
     }
 
     /// Logits `(N, classes)` of a batch `(N, C, H, W)`.

@@ -1,25 +1,41 @@
-//! Attributions on whole batches of backend tensors (engine v2): the input is
-//! uploaded once, the batch forward pass keeps every activation on the
-//! backend, the walks run on tensors (`walk.rs`, [`BatchRules`]), and only the
-//! results come back (logits, relevance, start relevance). It runs RSP with
-//! the single-class start, the gradient and gradient × input; the other
-//! methods (and RSP's comparative start and layer trace) still run one sample
-//! at a time (`rsp.rs`, `baselines.rs`). Each sample's bits are the same on
-//! both paths: the host backends' batch operations run the per-sample kernels.
+//! Every attribution runs here, on whole batches of backend tensors (engine
+//! v2): the input is uploaded once, the batch forward pass keeps every
+//! activation on the backend, the walks run on tensors (`walk.rs`,
+//! [`BatchRules`]), and only the results come back (logits, relevance, start
+//! relevance, RSP's layer trace). RSP (both starts), Grad-CAM, the gradient
+//! and gradient × input use backend operations only; the methods given by
+//! [`Rules`] (the LRP family, RAP, zennit's composites, a user's own) run
+//! their rules sample by sample on the host ([`BatchRules::Host`]). The host
+//! backends run each sample with the per-sample kernels, so each sample's
+//! bits do not depend on the batch.
 
+use super::contrastive::{clrp_combine, clrp_seeds, Sglrp};
+use super::lrp::Lrp;
+use super::rap::Rap;
 use super::rsp::hostile_set;
-use super::walk::{check_finite_batch, BatchRules};
+use super::walk::{check_finite_batch, BatchRules, Rules};
+use super::zennit::ZennitComposite;
 use super::{upsample_bilinear, Method, PhaseTimes, Plan, Sample, StartRule, Target};
-use crate::backend::Tensor;
+use crate::backend::{stack_samples, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::network::{Network, Source};
-use ndarray::{Array2, ArrayView4, Axis, Ix2, Ix3, Slice};
+use ndarray::{Array2, ArrayView4, ArrayViewD, Axis, Ix2, Ix3, Slice};
 use std::time::{Duration, Instant};
 
-/// Whether `method` runs on whole batches of backend tensors.
-pub(crate) fn runs_on_batches(method: &Method) -> bool {
-    matches!(method, Method::Gradient | Method::GradientXInput | Method::GradCam | Method::Rsp(_))
+/// The rules of the methods that walk from the logits with a [`Rules`]
+/// implementation run on the host ([`BatchRules::Host`]); `None` for the
+/// others (RSP, the gradients, Grad-CAM, CLRP's two walks, a custom method).
+fn method_rules<T: Float>(method: &Method) -> Option<Box<dyn Rules<T>>> {
+    Some(match *method {
+        Method::LrpEpsilon(e) => Box::new(Lrp::epsilon(e)),
+        Method::LrpAlpha1Beta0 => Box::new(Lrp::alpha1_beta0()),
+        Method::Rap => Box::new(Rap),
+        Method::Sglrp => Box::new(Sglrp),
+        Method::EpsilonPlusFlat => Box::new(ZennitComposite::EpsilonPlusFlat),
+        Method::EpsilonGammaBox { low, high } => Box::new(ZennitComposite::EpsilonGammaBox { low, high }),
+        _ => return None,
+    })
 }
 
 impl<T: Float> Network<T> {
@@ -30,26 +46,43 @@ impl<T: Float> Network<T> {
         input: ArrayView4<'_, T>,
         target: &Target,
         method: &Method,
+        custom: Option<&dyn Rules<T>>,
         plan: Plan,
     ) -> Result<Vec<Sample<T>>> {
         let n = input.shape()[0];
         let at_once = self.samples_at_once(n);
+        let canonized = self.canonized_for(method)?;
         let mut samples = Vec::with_capacity(n);
         for first in (0..n).step_by(at_once) {
             let part = input.slice_axis(Axis(0), Slice::from(first..(first + at_once).min(n)));
-            samples.extend(self.explain_batch(part, first, target, method, plan, None)?);
+            let Some(canonized) = &canonized else {
+                samples.extend(self.explain_batch(part, first, target, method, custom, plan, None)?);
+                continue;
+            };
+            // This network's logits and predicted classes (the canonized
+            // network's differ in the last digits), the canonized relevance.
+            let logits = self.download_matrix(&self.forward_batch(&self.backend().upload(part.into_dyn())?)?)?;
+            let classes = logits.outer_iter().enumerate().map(|(i, row)| target.class_of(first + i, row)).collect();
+            let mut part_samples =
+                canonized.explain_batch(part, 0, &Target::PerSample(classes), method, custom, plan, None)?;
+            for (sample, row) in part_samples.iter_mut().zip(logits.outer_iter()) {
+                sample.logits = row.to_owned().into_dyn();
+            }
+            samples.extend(part_samples);
         }
         Ok(samples)
     }
 
     /// One part of a batch, its first sample being the batch's `first`;
     /// `times` (if given) receives the time of each phase.
+    #[allow(clippy::too_many_arguments)] // crate-private: the call's parts, each needed
     pub(crate) fn explain_batch(
         &self,
         input: ArrayView4<'_, T>,
         first: usize,
         target: &Target,
         method: &Method,
+        custom: Option<&dyn Rules<T>>,
         plan: Plan,
         mut times: Option<&mut PhaseTimes>,
     ) -> Result<Vec<Sample<T>>> {
@@ -107,8 +140,31 @@ impl<T: Float> Network<T> {
             }
             Method::Gradient => (Some(gradient_to_input(seed)?), None),
             Method::GradientXInput => (Some(backend.mul_batch(&gradient_to_input(seed)?, &x)?), None),
+            Method::Clrp => {
+                // Two LRP-α1β0 walks, from the target and from the dual class.
+                let seeds: Vec<_> = classes.iter().enumerate().map(|(i, &c)| clrp_seeds(logits.row(i), c)).collect();
+                let (target_seeds, dual_seeds): (Vec<_>, Vec<_>) = seeds.into_iter().unzip();
+                let rules = BatchRules::Host(&Lrp::alpha1_beta0());
+                let walk = |seeds| -> Result<Tensor<T>> {
+                    let seed = backend.upload(stack_samples(seeds)?.view())?;
+                    self.walk_batch(&x, &outputs, last, seed, Source::Input, rules)
+                };
+                let (target_relevance, dual_relevance) = (walk(target_seeds)?, walk(dual_seeds)?);
+                let combine = |v: &[ArrayViewD<T>]| Ok(vec![clrp_combine(v[0].view(), v[1].view())]);
+                let r = backend.map_on_host(&[&target_relevance, &dual_relevance], 1, &combine)?;
+                (r.into_iter().next(), None)
+            }
+            Method::Custom(name) => {
+                let rules = custom.ok_or_else(|| {
+                    RspError::InvalidArgument(format!(
+                        "the method `{name}` is given by its rules: run it with Network::explain_rules"
+                    ))
+                })?;
+                (Some(self.rules_walk(&x, &outputs, &logits, &classes, rules)?), None)
+            }
             other => {
-                return Err(RspError::InvalidArgument(format!("{} does not run on whole batches", other.label())));
+                let rules = method_rules(other).expect("every other method has its rules");
+                (Some(self.rules_walk(&x, &outputs, &logits, &classes, rules.as_ref())?), None)
             }
         };
         if let Some(relevance) = &relevance {
@@ -152,6 +208,37 @@ impl<T: Float> Network<T> {
                 })
             })
             .collect()
+    }
+
+    /// The network `method` runs on when it is not this one: zennit's
+    /// composites fold batch norm into the convolution before it first, as
+    /// zennit 0.5.1's `SequentialMergeBatchNorm` canonizer leaves the network
+    /// ([`crate::canonize::merge_batch_norm_as_zennit`]); `None` for every
+    /// other method and for networks without batch norm.
+    pub(crate) fn canonized_for(&self, method: &Method) -> Result<Option<Network<T>>> {
+        let has_batch_norm =
+            self.nodes().iter().any(|n| n.layer().is_some_and(|l| l.kind() == crate::layers::LayerKind::BatchNorm2d));
+        match method {
+            Method::EpsilonPlusFlat | Method::EpsilonGammaBox { .. } if has_batch_norm => {
+                crate::canonize::merge_batch_norm_as_zennit(self).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The walk of a method given by its `rules` from its seed at the logits
+    /// ([`Rules::seed`] of each sample's `logits` and class) to the input.
+    pub(crate) fn rules_walk(
+        &self,
+        x: &Tensor<T>,
+        outputs: &[Tensor<T>],
+        logits: &Array2<T>,
+        classes: &[usize],
+        rules: &dyn Rules<T>,
+    ) -> Result<Tensor<T>> {
+        let seeds = classes.iter().enumerate().map(|(i, &c)| rules.seed(logits.row(i), c)).collect();
+        let seed = self.backend().upload(stack_samples(seeds)?.view())?;
+        self.walk_batch(x, outputs, outputs.len() - 1, seed, Source::Input, BatchRules::Host(rules))
     }
 
     /// The gradients at the output of node `start` of each sample's target

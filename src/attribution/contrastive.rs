@@ -11,7 +11,7 @@
 //!   probability `p_t` with respect to the logits, `R_t = p_t (1 − p_t)` and
 //!   `R_n = −p_t p_n` for `n ≠ t`. The seed sums to zero; the other classes
 //!   enter with negative relevance in proportion to their probability.
-//! * **CLRP** (two walks, [`clrp`]): the target's relevance `R_target`, seeded with
+//! * **CLRP** (two walks, [`clrp_seeds`], [`clrp_combine`]): the target's relevance `R_target`, seeded with
 //!   `|y_t|` at the target, minus the relevance of the *dual* virtual class,
 //!   seeded with `|y_n|` at every other class (the paper's CLRP1 and its
 //!   released code's default), rescaled to the same total:
@@ -28,7 +28,6 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::float::{safe_div, Float};
 use crate::layers::{Layer, RuleContext};
-use crate::network::{Activations, Network, Source};
 use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 /// SGLRP: the LRP-α1β0 composite seeded with the softmax gradient of the
@@ -80,18 +79,19 @@ impl<T: Float> Rules<T> for Sglrp {
     }
 }
 
-/// CLRP's input relevance for one sample: `R_target − (Σ R_target / Σ R_dual) · R_dual`
-/// (see the module's documentation); `R_target` alone when `Σ R_dual = 0`.
-pub(crate) fn clrp<T: Float>(net: &Network<T>, acts: &Activations<'_, T>, target: usize) -> Result<ArrayD<T>> {
-    let logits = net.logits_of(acts)?;
+/// CLRP's two seeds at the logits of one sample: `|y_t|` at the target, and
+/// the dual virtual class, `|y_n|` at every other class.
+pub(crate) fn clrp_seeds<T: Float>(logits: ArrayView1<T>, target: usize) -> (ArrayD<T>, ArrayD<T>) {
     let mut target_seed = ArrayD::zeros(IxDyn(&[logits.len()]));
     target_seed[[target]] = logits[target].abs();
     let mut dual_seed = logits.mapv(|y| y.abs()).into_dyn();
     dual_seed[[target]] = T::zero();
-    let rules = Lrp::alpha1_beta0();
-    let last = net.nodes().len() - 1;
-    let target_relevance = net.walk(acts, last, target_seed, Source::Input, &rules, false)?.0;
-    let dual_relevance = net.walk(acts, last, dual_seed, Source::Input, &rules, false)?.0;
+    (target_seed, dual_seed)
+}
+
+/// CLRP of one sample from the relevance of its two walks (LRP-α1β0 from
+/// each of [`clrp_seeds`]): `R_target − (Σ R_target / Σ R_dual) · R_dual`.
+pub(crate) fn clrp_combine<T: Float>(target_relevance: ArrayViewD<T>, dual_relevance: ArrayViewD<T>) -> ArrayD<T> {
     let scale = safe_div(target_relevance.sum(), dual_relevance.sum());
-    Ok(ndarray::Zip::from(&target_relevance).and(&dual_relevance).map_collect(|&t, &d| t - scale * d))
+    ndarray::Zip::from(&target_relevance).and(&dual_relevance).map_collect(|&t, &d| t - scale * d)
 }

@@ -4,22 +4,25 @@
 //!
 //! | method | input relevance / map | file |
 //! |---|---|---|
-//! | [`Method::Rsp`] | RSP, single-class or comparative start ([`RspOptions`]) | `rsp.rs`, `batch.rs`, `backend/start.rs`, the layers' `rsp_backward` |
-//! | [`Method::GradCam`] | `ReLU(Σ_c A ⊙ α)` at the start layer, upsampled bilinearly (no input relevance) | `baselines.rs` |
-//! | [`Method::Gradient`] | `∂y_t/∂x` | `baselines.rs` |
-//! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `baselines.rs` |
-//! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
-//! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `baselines.rs`, `lrp.rs` ([`Lrp`]) |
-//! | [`Method::Rap`] | RAP as released, from the one-hot at the output (`docs/method-rap.md`) | `baselines.rs`, `rap.rs` ([`Rap`]) |
+//! | [`Method::Rsp`] | RSP, single-class or comparative start ([`RspOptions`]) | `batch.rs`, `rsp.rs` (hostile classes), `backend/start.rs`, the layers' `rsp_backward` |
+//! | [`Method::GradCam`] | `ReLU(Σ_c A ⊙ α)` at the start layer, upsampled bilinearly (no input relevance) | `batch.rs` |
+//! | [`Method::Gradient`] | `∂y_t/∂x` | `batch.rs`, the layers' `gradient` |
+//! | [`Method::GradientXInput`] | `x ⊙ ∂y_t/∂x` | `batch.rs` |
+//! | [`Method::LrpEpsilon`] | LRP-ε from `y_t` at the output (z^B on the input layer) | `lrp.rs` ([`Lrp`]) |
+//! | [`Method::LrpAlpha1Beta0`] | LRP-α1β0 from `y_t` at the output (z^B on the input layer) | `lrp.rs` ([`Lrp`]) |
+//! | [`Method::Rap`] | RAP as released, from the one-hot at the output (`docs/method-rap.md`) | `rap.rs` ([`Rap`]) |
 //! | [`Method::Clrp`] | LRP-α1β0 of the target minus that of the other classes, rescaled | `contrastive.rs` |
 //! | [`Method::Sglrp`] | LRP-α1β0 from the softmax gradient of `p_t` at the output ([`Sglrp`]) | `contrastive.rs` |
 //! | [`Method::EpsilonPlusFlat`], [`Method::EpsilonGammaBox`] | zennit's LRP composites from the one-hot target, batch norm folded first | `zennit.rs` ([`ZennitComposite`]), [`crate::canonize`] |
 //! | your own ([`Rules`]) | [`Network::explain_rules`] | one file, anywhere |
 //!
 //! The formulas are in `docs/methods.md` and, for RSP, on the method page
-//! ([`crate::method_page`]). Every method walks the graph with the one
-//! reverse walk of `walk.rs`, which asks the method's [`Rules`] for each
-//! node's rule.
+//! ([`crate::method_page`]). Every method runs on whole batches
+//! (`batch.rs`: one forward pass of the batch on the backend) and walks the
+//! graph with the one reverse walk of `walk.rs`, which asks the method's
+//! rules for each node's rule: the layers' own batch rules (RSP, the
+//! gradient) or a [`Rules`] implementation run sample by sample on the host
+//! (the LRP family, RAP, zennit's composites, your own).
 //!
 //! ```
 //! use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, Relu};
@@ -40,7 +43,6 @@
 //! }
 //! ```
 
-mod baselines;
 mod batch;
 mod contrastive;
 mod explanation;
@@ -68,7 +70,7 @@ pub use zennit::{ZennitComposite, ZENNIT_EPSILON, ZENNIT_GAMMA};
 use crate::budget::Pass;
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::network::{map_samples, Network};
+use crate::network::Network;
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, AsArray, Axis, Ix4};
 
 /// What one sample's attribution produced, for any method.
@@ -137,19 +139,7 @@ impl<T: Float> Network<T> {
             )));
         }
         let plan = self.plan(&input, &target, method, false)?;
-        if batch::runs_on_batches(method) {
-            let samples = self.explain_batches(input, &target, method, plan)?;
-            return Ok(assemble(method, samples, plan));
-        }
-        let canonized = self.canonized_for(method)?;
-        // At most a pool's worth of samples at once: what the memory estimate assumes.
-        let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
-            let x = input.index_axis(Axis(0), n).into_dyn();
-            match (method, &canonized) {
-                (_, Some(net)) => self.canonized_sample(net, x, n, &target, method),
-                (_, None) => self.baseline_sample(x, n, &target, method),
-            }
-        })?;
+        let samples = self.explain_batches(input, &target, method, None, plan)?;
         Ok(assemble(method, samples, plan))
     }
 
@@ -189,9 +179,7 @@ impl<T: Float> Network<T> {
         let target = target.into();
         let method = Method::Custom(rules.name());
         let plan = self.plan(&input, &target, &method, false)?;
-        let samples: Vec<Sample<T>> = map_samples(input.shape()[0], |n| {
-            self.rules_sample(input.index_axis(Axis(0), n).into_dyn(), n, &target, rules)
-        })?;
+        let samples = self.explain_batches(input, &target, &method, Some(rules), plan)?;
         Ok(assemble(&method, samples, plan))
     }
 

@@ -5,10 +5,10 @@
 //! user's own).
 
 use crate::backend::{Backend, Tensor};
-use crate::error::{check_finite, Result, RspError};
+use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::layers::{add_rule, Layer, RuleContext};
-use crate::network::{Activations, Network, NodeOp, Source};
+use crate::network::{Network, NodeOp, Source};
 use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 /// The rules of a method that propagates from the output back through the
@@ -146,81 +146,14 @@ impl<T: Float> Rules<T> for RspRules {
     }
 }
 
-/// Per node, the relevance its rule returned (when kept).
-pub(crate) type LayerRelevances<T> = Vec<Option<ArrayD<T>>>;
-
-impl<T: Float> Network<T> {
-    /// The reverse walk: `seed` at the output of node `from`, each node from
-    /// `from` down to the one after `stop` applying its rule from `rules`;
-    /// returns what arrives at `stop` (the output of a node, or the input)
-    /// and, if asked, the result each node's rule returned at its first input.
-    /// What flows to nodes before `stop` is not needed and dropped.
-    pub(crate) fn walk(
-        &self,
-        acts: &Activations<'_, T>,
-        from: usize,
-        seed: ArrayD<T>,
-        stop: Source,
-        rules: &dyn Rules<T>,
-        keep_trace: bool,
-    ) -> Result<(ArrayD<T>, LayerRelevances<T>)> {
-        let first = match stop {
-            Source::Input => 0,
-            Source::Node(s) => s + 1,
-        };
-        let mut rel: Vec<Option<ArrayD<T>>> = vec![None; from + 1];
-        let mut at_stop: Option<ArrayD<T>> = None;
-        let mut trace: LayerRelevances<T> = vec![None; if keep_trace { self.nodes().len() } else { 0 }];
-        rel[from] = Some(seed);
-        for k in (first..=from).rev() {
-            let Some(r) = rel[k].take() else { continue };
-            let node = &self.nodes()[k];
-            let parts: Vec<(Source, ArrayD<T>)> = match &node.op {
-                NodeOp::Layer(l) => {
-                    let src = node.inputs[0];
-                    let ctx = RuleContext { is_input_layer: src == Source::Input, receives_seed: k == from };
-                    let (x, output) = (acts.get(src), acts.get(Source::Node(k)));
-                    vec![(src, rules.layer_given_output(self.backend(), l.as_ref(), x, output, r.view(), ctx)?)]
-                }
-                NodeOp::Add => {
-                    let (ra, rb) = rules.add(acts.get(node.inputs[0]), acts.get(node.inputs[1]), r.view())?;
-                    vec![(node.inputs[0], ra), (node.inputs[1], rb)]
-                }
-            };
-            if rules.check_every_node() {
-                for (_, part) in &parts {
-                    check_finite(
-                        || {
-                            format!("the relevance at the input of node #{k} ({}) (an intermediate value overflowed the float range)", node.describe())
-                        },
-                        part,
-                    )?;
-                }
-            }
-            if keep_trace {
-                trace[k] = Some(parts[0].1.clone());
-            }
-            for (src, part) in parts {
-                let slot = match src {
-                    _ if src == stop => &mut at_stop,
-                    Source::Node(j) if j >= first => &mut rel[j],
-                    _ => continue,
-                };
-                accumulate(slot, part);
-            }
-        }
-        let result = at_stop.unwrap_or_else(|| ArrayD::zeros(acts.get(stop).raw_dim()));
-        Ok((result, trace))
-    }
-}
-
 /// Per node, the batch relevance its rule returned (when kept).
 pub(crate) type BatchTrace<T> = Vec<Option<Tensor<T>>>;
 
-/// The built-in rules that run on whole batches of backend tensors
-/// ([`Network::walk_batch`]): each layer's batch gradient or batch RSP rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BatchRules<'g> {
+/// The rules [`Network::walk_batch`] applies: each layer's batch gradient or
+/// batch RSP rule (backend operations), or a method's [`Rules`] run on the
+/// host sample by sample ([`Backend::map_on_host`]).
+#[derive(Clone, Copy)]
+pub(crate) enum BatchRules<'g, T: Float> {
     /// [`GradientRules`] on tensors.
     Gradient,
     /// [`GradientRules`] on rows that come in groups of consecutive rows
@@ -228,6 +161,9 @@ pub(crate) enum BatchRules<'g> {
     GradientGrouped(&'g [usize]),
     /// [`RspRules`] on tensors.
     Rsp,
+    /// A method's own rules, sample by sample on the host (the LRP family,
+    /// RAP, zennit's composites, a user's rules).
+    Host(&'g dyn Rules<T>),
 }
 
 impl<T: Float> Network<T> {
@@ -254,7 +190,7 @@ impl<T: Float> Network<T> {
         from: usize,
         seed: Tensor<T>,
         stop: Source,
-        rules: BatchRules<'_>,
+        rules: BatchRules<'_, T>,
     ) -> Result<Tensor<T>> {
         Ok(self.walk_batch_traced(x, outputs, from, seed, stop, rules, false)?.0)
     }
@@ -269,7 +205,7 @@ impl<T: Float> Network<T> {
         from: usize,
         seed: Tensor<T>,
         stop: Source,
-        rules: BatchRules<'_>,
+        rules: BatchRules<'_, T>,
         keep_trace: bool,
     ) -> Result<(Tensor<T>, BatchTrace<T>)> {
         let backend = self.backend();
@@ -299,6 +235,20 @@ impl<T: Float> Network<T> {
                             l.gradient_batch_grouped(backend, get(src), &r, &parameters[k], groups)?
                         }
                         BatchRules::Rsp => l.rsp_backward_batch(backend, get(src), &r, &parameters[k], ctx)?,
+                        BatchRules::Host(rules) => {
+                            let rule = |v: &[ArrayViewD<T>]| {
+                                Ok(vec![rules.layer_given_output(
+                                    backend,
+                                    l.as_ref(),
+                                    v[0].view(),
+                                    v[1].view(),
+                                    v[2].view(),
+                                    ctx,
+                                )?])
+                            };
+                            let inputs = [get(src), get(Source::Node(k)), &r];
+                            backend.map_on_host(&inputs, 1, &rule)?.pop().expect("one result")
+                        }
                     };
                     vec![(src, part)]
                 }
@@ -307,11 +257,25 @@ impl<T: Float> Network<T> {
                     let (ra, rb) = match rules {
                         BatchRules::Gradient | BatchRules::GradientGrouped(_) => (r.clone(), r),
                         BatchRules::Rsp => backend.add_rule_batch(get(a), get(b), &r)?,
+                        BatchRules::Host(rules) => {
+                            let rule = |v: &[ArrayViewD<T>]| {
+                                let (ra, rb) = rules.add(v[0].view(), v[1].view(), v[2].view())?;
+                                Ok(vec![ra, rb])
+                            };
+                            let mut shares = backend.map_on_host(&[get(a), get(b), &r], 2, &rule)?;
+                            let rb = shares.pop().expect("two results");
+                            (shares.pop().expect("two results"), rb)
+                        }
                     };
                     vec![(a, ra), (b, rb)]
                 }
             };
-            if rules == BatchRules::Rsp {
+            let check = match rules {
+                BatchRules::Rsp => true,
+                BatchRules::Host(rules) => rules.check_every_node(),
+                BatchRules::Gradient | BatchRules::GradientGrouped(_) => false,
+            };
+            if check {
                 for (_, part) in &parts {
                     check_finite_batch(backend, part, || {
                         format!(
@@ -363,21 +327,13 @@ pub(crate) fn check_finite_batch<T: Float>(
     }
 }
 
-/// Adds `part` into `slot` (a branch point receives the sum of its readers' relevances).
-fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, part: ArrayD<T>) {
-    match slot {
-        Some(acc) => *acc += &part,
-        None => *slot = Some(part),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::GradientRules;
+    use super::BatchRules;
     use crate::backend::ConvGeometry;
     use crate::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
     use crate::network::{Network, Source};
-    use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
+    use ndarray::{s, Array1, Array2, Array4, Axis};
 
     /// conv → relu → maxpool → relu → adaptive pool → flatten → linear → relu
     /// → dropout → linear: every kind the stacked gradient handles, and one
@@ -422,11 +378,13 @@ mod tests {
             assert_eq!(together.shape()[0], rows.len());
             let mut nonzero = false;
             for (r, &(n, class)) in rows.iter().enumerate() {
-                let acts = net.forward_sample(x.index_axis(Axis(0), n).into_dyn()).unwrap();
-                let mut seed = ArrayD::zeros(IxDyn(&[5]));
-                seed[[class]] = 1.0;
+                // The sample alone, one class, one row at a time through every layer.
+                let one = backend.upload(x.slice(s![n..n + 1, .., .., ..]).into_dyn()).unwrap();
+                let acts = net.forward_batch_outputs(&one).unwrap();
+                let seed = backend.one_hot_batch(&[class], 5).unwrap();
                 let last = net.nodes().len() - 1;
-                let alone = net.walk(&acts, last, seed, Source::Node(start), &GradientRules, false).unwrap().0;
+                let alone = net.walk_batch(&one, &acts, last, seed, Source::Node(start), BatchRules::Gradient).unwrap();
+                let alone = backend.download(&alone).unwrap().index_axis_move(Axis(0), 0);
                 let g = together.index_axis(Axis(0), r);
                 assert_eq!(g.shape(), alone.shape());
                 let scale = alone.iter().fold(1e-300f64, |m, v| m.max(v.abs()));

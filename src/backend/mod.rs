@@ -498,6 +498,60 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
     }
 
+    /// `f` of each sample of `inputs` (tensors of one batch size), run on the
+    /// host: `f` returns `outputs` arrays per sample, which become `outputs`
+    /// tensors. The rules that have no backend operations yet (the LRP
+    /// composites, RAP, zennit's composites, a user's own
+    /// [`Rules`](crate::attribution::Rules)) run through it. The host
+    /// backends read their tensors in place (no copy); for any other backend
+    /// this default downloads the inputs and uploads the results: correct on
+    /// every backend, fast only on the host.
+    fn map_on_host(&self, inputs: &[&Tensor<T>], outputs: usize, f: &HostMap<'_, T>) -> Result<Vec<Tensor<T>>> {
+        let n = inputs.first().and_then(|t| t.shape().first()).copied().unwrap_or(0);
+        if n == 0 || inputs.iter().any(|t| t.shape().first() != Some(&n)) {
+            let shape = inputs.first().map(|t| t.shape().to_vec()).unwrap_or_default();
+            return Err(RspError::shape("batch", format!("{n} samples in every operand (at least one)"), &shape));
+        }
+        let in_place: Option<Vec<Vec<ArrayViewD<T>>>> =
+            inputs.iter().map(|t| host_samples(self.name(), t).ok()).collect();
+        let on_host = in_place.is_some();
+        let downloaded: Vec<ArrayD<T>> =
+            if on_host { Vec::new() } else { inputs.iter().map(|t| self.download(t)).collect::<Result<_>>()? };
+        let views = in_place.unwrap_or_else(|| downloaded.iter().map(|d| d.outer_iter().collect()).collect());
+        let results = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let samples: Vec<ArrayViewD<T>> = views.iter().map(|v| v[i].view()).collect();
+                let r = f(&samples)?;
+                if r.len() != outputs {
+                    return Err(RspError::InvalidArgument(format!(
+                        "a host map returned {} results for {outputs}",
+                        r.len()
+                    )));
+                }
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut per_output: Vec<Vec<ArrayD<T>>> = (0..outputs).map(|_| Vec::with_capacity(n)).collect();
+        for sample in results {
+            for (o, a) in sample.into_iter().enumerate() {
+                per_output[o].push(a);
+            }
+        }
+        per_output
+            .into_iter()
+            .map(
+                |samples| {
+                    if on_host {
+                        host_tensor_samples(samples)
+                    } else {
+                        self.upload(stack_samples(samples)?.view())
+                    }
+                },
+            )
+            .collect()
+    }
+
     /// Grad-CAM's `A ⊙ α` of every sample: the activation `a` with each
     /// channel scaled by the spatial mean of the gradient `g` there.
     fn weighted_activation_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
@@ -601,6 +655,10 @@ fn view_as<'t, T: Float, D: Dimension>(
     let shape = v.shape().to_vec();
     v.into_dimensionality::<D>().map_err(|_| RspError::shape(what, format!("rank {}", D::NDIM.unwrap_or(0)), &shape))
 }
+
+/// A function of one sample's views returning its results
+/// ([`Backend::map_on_host`]).
+pub type HostMap<'f, T> = dyn Fn(&[ArrayViewD<T>]) -> Result<Vec<ArrayD<T>>> + Sync + 'f;
 
 /// The first row of each group of `groups` (consecutive rows, one group per
 /// sample of a batch of `samples`), checked against the `rows` of `t`.

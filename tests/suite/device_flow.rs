@@ -457,6 +457,52 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
     }
 }
 
+/// The methods whose rules still run on the host (the LRP family, RAP,
+/// zennit's composites, a method given by its rules) work on a backend whose
+/// tensors the host cannot read: `map_on_host` downloads each rule's inputs
+/// and uploads its results. The results are the CPU backend's, bit for bit,
+/// and each sample's that of the sample explained alone.
+fn host_rules_work_on_a_sealed_backend<T: Float>(net: Network<T>, shape: [usize; 4]) {
+    let x = batch::<T>(shape);
+    let on_device = net.clone().with_backend(Sealed::default());
+    let methods = [
+        Method::LrpEpsilon(0.25),
+        Method::LrpAlpha1Beta0,
+        Method::Rap,
+        Method::Clrp,
+        Method::Sglrp,
+        Method::EpsilonPlusFlat,
+        Method::EpsilonGammaBox { low: -3.0, high: 3.0 },
+    ];
+    for method in methods {
+        let cpu = net.explain(x.view(), 1, &method).unwrap();
+        let e = on_device.explain(x.view(), 1, &method).unwrap();
+        assert_eq!(e.relevance, cpu.relevance, "{method}");
+        assert_eq!(e.heatmaps, cpu.heatmaps, "{method}");
+        assert_eq!(e.logits, cpu.logits, "{method}");
+        for n in 0..shape[0] {
+            let alone = net.explain(x.slice(s![n..n + 1, .., .., ..]), 1, &method).unwrap();
+            let relevance = e.relevance.as_ref().map(|r| r.slice(s![n..n + 1, .., .., ..]).to_owned());
+            assert_eq!(alone.relevance, relevance, "{method}, sample {n} alone");
+        }
+    }
+    let lrp = rsp::attribution::Lrp::epsilon(0.5);
+    let rules = on_device.explain_rules(x.view(), 1, &lrp).unwrap();
+    assert_eq!(rules.relevance, net.explain(x.view(), 1, Method::LrpEpsilon(0.5)).unwrap().relevance);
+}
+
+#[test]
+fn methods_with_host_rules_work_on_a_sealed_backend() {
+    host_rules_work_on_a_sealed_backend(
+        Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap(),
+        [2, 3, 32, 32],
+    );
+    host_rules_work_on_a_sealed_backend(
+        Network::<f64>::load(data("golden/resnet_basic_tiny.safetensors")).unwrap(),
+        [2, 3, 64, 64],
+    );
+}
+
 #[test]
 fn an_attribution_uploads_the_input_once_and_downloads_only_its_results() {
     let vgg = Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
