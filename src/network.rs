@@ -214,6 +214,25 @@ impl InputNormalization {
     }
 }
 
+/// A non-finite element of a batch tensor as [`RspError::NonFinite`] naming
+/// `what` (and the sample), with the index within the sample.
+pub(crate) fn check_finite_batch<T: Float>(
+    backend: &dyn Backend<T>,
+    t: &Tensor<T>,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    match backend.first_non_finite(t)? {
+        None => Ok(()),
+        Some(i) => {
+            let per_sample = (t.len() / t.shape().first().copied().unwrap_or(1).max(1)).max(1);
+            Err(RspError::NonFinite {
+                tensor: format!("{} (sample {})", what(), i / per_sample),
+                index: i % per_sample,
+            })
+        }
+    }
+}
+
 impl<T: Float> Network<T> {
     /// An empty network on the default [`CpuBackend`].
     pub fn new() -> Self {
@@ -555,17 +574,9 @@ impl<T: Float> Network<T> {
                 NodeOp::Layer(l) => l.forward_batch(backend, read(node.inputs[0])?, &parameters[k])?,
                 NodeOp::Add => backend.add_batch(read(node.inputs[0])?, read(node.inputs[1])?)?,
             };
-            if let Some(i) = backend.first_non_finite(&out)? {
-                let per_sample = out.len() / out.shape().first().copied().unwrap_or(1).max(1);
-                return Err(RspError::NonFinite {
-                    tensor: format!(
-                        "the output of node #{k} ({}) (the forward pass overflowed the float range), sample {}",
-                        node.describe(),
-                        i / per_sample.max(1)
-                    ),
-                    index: i % per_sample.max(1),
-                });
-            }
+            check_finite_batch(backend, &out, || {
+                format!("the output of node #{k} ({}) (the forward pass overflowed the float range)", node.describe())
+            })?;
             outputs[k] = Some(out);
             if keep_all {
                 continue;

@@ -13,13 +13,13 @@ use super::contrastive::{clrp_combine, clrp_seeds, Sglrp};
 use super::lrp::Lrp;
 use super::rap::Rap;
 use super::rsp::hostile_set;
-use super::walk::{check_finite_batch, BatchRules, Rules};
+use super::walk::{BatchRules, Rules};
 use super::zennit::ZennitComposite;
 use super::{upsample_bilinear, Method, PhaseTimes, Plan, Sample, StartRule, Target};
 use crate::backend::{stack_samples, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
-use crate::network::{Network, Source};
+use crate::network::{check_finite_batch, Network, Source};
 use ndarray::{Array2, ArrayView4, ArrayViewD, Axis, Ix2, Ix3, Slice};
 use std::time::{Duration, Instant};
 

@@ -5,10 +5,10 @@
 //! user's own).
 
 use crate::backend::{Backend, Tensor};
-use crate::error::{Result, RspError};
+use crate::error::Result;
 use crate::float::Float;
 use crate::layers::{add_rule, Layer, RuleContext};
-use crate::network::{Network, NodeOp, Source};
+use crate::network::{check_finite_batch, Network, NodeOp, Source};
 use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 /// The rules of a method that propagates from the output back through the
@@ -305,25 +305,6 @@ impl<T: Float> Network<T> {
             None => backend.zeros(get(stop).shape())?,
         };
         Ok((result, trace))
-    }
-}
-
-/// A non-finite element of a batch tensor as [`RspError::NonFinite`] naming
-/// `what` (and the sample), with the index within the sample.
-pub(crate) fn check_finite_batch<T: Float>(
-    backend: &dyn Backend<T>,
-    t: &Tensor<T>,
-    what: impl FnOnce() -> String,
-) -> Result<()> {
-    match backend.first_non_finite(t)? {
-        None => Ok(()),
-        Some(i) => {
-            let per_sample = (t.len() / t.shape().first().copied().unwrap_or(1).max(1)).max(1);
-            Err(RspError::NonFinite {
-                tensor: format!("{} (sample {})", what(), i / per_sample),
-                index: i % per_sample,
-            })
-        }
     }
 }
 

@@ -212,7 +212,7 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
     // Whole batches of backend-owned tensors (engine v2). The defaults serve
     // the host backends: they read `HostStorage` and run the per-sample
     // kernels above on the samples in parallel, so each sample's bits are
-    // those of the per-sample path. A device backend overrides all of them.
+    // the same whatever the batch. A device backend overrides all of them.
 
     /// How many samples of a batch an attribution runs at once on this
     /// backend. `None` (the host backends): as many as the rayon pool has

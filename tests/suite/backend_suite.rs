@@ -4,7 +4,7 @@
 //! * the golden parity cases computed by the authors' released code (VGG and
 //!   ResNet graphs), in float64 within the golden tolerance (an independent oracle);
 //!   The batch forward pass (on the backend's tensors) gives the reference's
-//!   logits and the per-sample path's bits;
+//!   logits, and each sample's bits alone;
 //! * every method on a VGG and a ResNet graph against the CPU backend (the
 //!   default; for the CPU backend itself the comparison is with a second run,
 //!   so it must be bit-identical).
@@ -52,12 +52,16 @@ fn golden_parity(backend: impl Backend<f64> + Clone + 'static) {
         );
         let err = rel_err(e.start_relevance.as_ref().unwrap(), &file.tensors["start_relevance_f64"]);
         assert!(err <= F64_TOL, "{case}: start relevance differs by {err:.3e}");
-        // The batch forward pass on the backend: the reference's logits, and
-        // the bits of the per-sample forward pass the attribution ran.
+        // The batch forward pass on the backend: the reference's logits, the
+        // bits of the attribution's forward pass, and each sample's alone.
         let logits = net.forward(&input).unwrap();
         let err = rel_err(&logits.clone().into_dyn(), &file.tensors["logits_f64"]);
         assert!(err <= F64_TOL, "{case}: batch forward logits differ by {err:.3e}");
-        assert_eq!(logits, e.logits, "{case}: batch and per-sample forward passes differ");
+        assert_eq!(logits, e.logits, "{case}: the forward pass and the attribution's differ");
+        for n in 0..input.shape()[0] {
+            let alone = net.forward(input.slice(rsp::ndarray::s![n..n + 1, .., .., ..])).unwrap();
+            assert_eq!(alone.row(0), logits.row(n), "{case}: sample {n} alone differs from its batch");
+        }
     }
 }
 
