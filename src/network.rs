@@ -660,8 +660,6 @@ pub enum Pass {
     AttributionWithTrace,
 }
 
-pub(crate) use crate::backend::map_samples;
-
 impl<T: Float> Network<T> {
     /// Appends a residual block with an identity shortcut, reading the last
     /// node `x`: `main(net, x)` appends the main path and returns its end `m`;

@@ -32,7 +32,7 @@ use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 /// SGLRP: the LRP-α1β0 composite seeded with the softmax gradient of the
 /// target (see the module's documentation). Also usable with
-/// [`Network::explain_rules`]; [`crate::Method::Sglrp`] runs it.
+/// [`crate::Network::explain_rules`]; [`crate::Method::Sglrp`] runs it.
 ///
 /// ```
 /// use rsp::attribution::{Rules, Sglrp};

@@ -171,7 +171,7 @@ fn check_scorable(scenes: &Scenes, n: usize) -> Result<()> {
 
 /// The pre-flight check of an evaluation of the first `n` scenes: scenes run
 /// in parallel, at most as many at once as the pool has threads
-/// ([`crate::network::map_samples`]), each an attribution of a batch of its
+/// ([`crate::backend::map_samples`]), each an attribution of a batch of its
 /// objects; so at most that many times the estimate of the largest scene's
 /// call is held at once. (A scene whose shape the network refuses is reported
 /// by its own call.)
@@ -206,7 +206,7 @@ pub fn score_pairs<T: Float>(
     let n = scene_count(scenes, options.limit);
     let selected: Vec<usize> = (0..n).filter(|&i| options.shard.owns(i)).collect();
     check_evaluation_budget(net, scenes, n)?;
-    let per_scene: Vec<Vec<PairScore>> = crate::network::map_samples(selected.len(), |k| {
+    let per_scene: Vec<Vec<PairScore>> = crate::backend::map_samples(selected.len(), |k| {
         let r = score_scene_with(net, scenes, selected[k], method, options.faithfulness.as_ref());
         if let Some(p) = options.progress {
             p();
@@ -378,7 +378,7 @@ pub fn model_sensitivity<T: Float>(
     check_scorable(scenes, n)?;
     check_evaluation_budget(net, scenes, n)?;
     let abs_maps = |model: &Network<T>| -> Result<Vec<Array2<T>>> {
-        let per_scene: Vec<Vec<Array2<T>>> = crate::network::map_samples(n, |i| {
+        let per_scene: Vec<Vec<Array2<T>>> = crate::backend::map_samples(n, |i| {
             let (_, maps) = scene_heatmaps(model, scenes, i, method)?;
             if let Some(p) = options.progress {
                 p();
