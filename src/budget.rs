@@ -14,7 +14,11 @@
 //! many at once as the rayon pool has threads. The forward pass
 //! ([`Network::forward`]) runs the whole batch at once on the backend; when
 //! that would exceed the budget it splits the batch into the largest parts
-//! that fit (and refuses only when one sample does not). The budget defaults to
+//! that fit (and refuses only when one sample does not). RSP's comparative
+//! start, whose hostile classes are known only after the forward pass, checks
+//! its class gradients then (one row per sample and class, holding the
+//! activations after the start layer) against the same budget, on top of the
+//! attribution's estimate. The budget defaults to
 //! [`default_memory_budget`]: 3/4 of the smallest of physical memory,
 //! `RLIMIT_AS` and the cgroup's memory limit.
 //!

@@ -17,7 +17,8 @@ use super::walk::{BatchRules, Rules};
 use super::zennit::ZennitComposite;
 use super::{upsample_bilinear, Method, PhaseTimes, Plan, Sample, StartRule, Target};
 use crate::backend::{stack_samples, Tensor};
-use crate::error::{Result, RspError};
+use crate::budget::Pass;
+use crate::error::{format_bytes, Result, RspError};
 use crate::float::Float;
 use crate::network::{check_finite_batch, Network, Source};
 use ndarray::{Array2, ArrayView4, ArrayViewD, Axis, Ix2, Ix3, Slice};
@@ -278,6 +279,7 @@ impl<T: Float> Network<T> {
                 }
             }
         }
+        self.check_class_rows(x, outputs, &read, reads_input, start, owners.len())?;
         let gathered = outputs
             .iter()
             .zip(&read)
@@ -291,6 +293,47 @@ impl<T: Float> Network<T> {
             BatchRules::Gradient
         };
         self.walk_batch(&x, &gathered, outputs.len() - 1, seed, Source::Node(start), rules)
+    }
+
+    /// Refuses class gradients (`rows` of them, see [`Network::class_gradients`])
+    /// whose memory, on top of the attribution's own estimate, exceeds the
+    /// memory budget: each row holds the activations the walk reads after
+    /// `start` (`read`, and the input if `reads_input`) and up to two pending
+    /// gradients of the largest node after it. The comparative start with
+    /// hundreds of hostile classes would otherwise allocate beyond the budget
+    /// that the plan checked.
+    fn check_class_rows(
+        &self,
+        x: &Tensor<T>,
+        outputs: &[Tensor<T>],
+        read: &[bool],
+        reads_input: bool,
+        start: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let per_sample = |t: &Tensor<T>| (t.len() / t.shape().first().copied().unwrap_or(1).max(1)) as u128;
+        let held: u128 = outputs.iter().zip(read).filter(|(_, &r)| r).map(|(t, _)| per_sample(t)).sum::<u128>()
+            + if reads_input { per_sample(x) } else { 0 };
+        let largest = outputs[start..].iter().map(per_sample).max().unwrap_or(0);
+        let size = std::mem::size_of::<T>() as u128;
+        let per_row = (held + 2 * largest) * size;
+        let own = u128::from(self.estimate(x.shape(), Pass::Attribution)?.memory);
+        let total = own + rows as u128 * per_row;
+        let budget = self.memory_budget();
+        if total > u128::from(budget) {
+            let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+            return Err(RspError::MemoryBudget {
+                estimate: clamp(total),
+                budget,
+                what: format!(
+                    "the comparative start of {} samples: {rows} class gradients (each target and hostile class) of {} each, beyond the attribution's {}",
+                    x.shape()[0],
+                    format_bytes(clamp(per_row)),
+                    format_bytes(clamp(own))
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// A downloaded `N×K` tensor (the logits).

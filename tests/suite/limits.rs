@@ -5,7 +5,7 @@
 use ndarray::{Array2, Array4, ArrayD};
 use rsp::io::npy::write_npy;
 use rsp::layers::{AdaptiveAvgPool2d, Flatten, Layer, Linear, MaxPool2d, Relu};
-use rsp::{Method, Network, RspError};
+use rsp::{HostileClasses, Method, Network, RspError, RspOptions, StartRule};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -114,6 +114,32 @@ fn the_memory_budget_refuses_every_call_over_it() {
     assert!(matches!(net.forward(x.view()).unwrap_err(), RspError::MemoryBudget { .. }));
     net.set_memory_budget(Some(estimate));
     assert!(net.attribute(x.view(), 1).is_ok());
+}
+
+/// The comparative start's class gradients (one row per sample and target
+/// or hostile class) count against the budget: at a budget that the
+/// attribution itself fits, the single-class start runs and a comparative
+/// start with nine hostile classes per sample is refused, naming its rows.
+#[test]
+fn the_comparative_starts_class_gradients_count_against_the_budget() {
+    let mut net = Network::<f32>::load(repo("data/digits_vgg.safetensors")).unwrap();
+    let x = image(1, 3, 64, 64);
+    let estimate = net.estimate(&[1, 3, 64, 64], rsp::budget::Pass::Attribution).unwrap().memory;
+    net.set_memory_budget(Some(estimate));
+    assert!(net.explain(x.view(), 1, RspOptions::default()).is_ok());
+    let comparative = RspOptions { start: StartRule::Comparative(HostileClasses::TopK(9)), ..Default::default() };
+    match net.explain(x.view(), 1, &comparative).unwrap_err() {
+        RspError::MemoryBudget { estimate: e, budget, what } => {
+            assert_eq!(budget, estimate);
+            assert!(e > estimate, "{e} vs {estimate}");
+            // The target and nine hostile classes.
+            assert!(what.contains("10 class gradients"), "{what}");
+        }
+        other => panic!("{other}"),
+    }
+    net.set_memory_budget(None);
+    let e = net.explain(x.view(), 1, &comparative).unwrap();
+    assert!(e.hostile_classes.iter().all(|h| h.len() == 9));
 }
 
 /// The cases on the command line: the digits model on a 4096² input
