@@ -179,10 +179,10 @@ impl<T: Float> Network<T> {
         (first..nodes.len()).all(|k| matches!(nodes[k].op, NodeOp::Layer(_)) && nodes[k].inputs == [input_of(k)])
     }
 
-    /// [`Network::walk`] on whole batches of backend tensors: `outputs` are
-    /// every node's output of the batch forward pass of `x`, `seed` is at the
-    /// output of node `from`; returns what arrives at `stop`. The order of the
-    /// branch sums is the per-sample walk's, so each sample's bits are too.
+    /// The one reverse walk, on whole batches of backend tensors: `outputs`
+    /// are every node's output of the batch forward pass of `x`, `seed` is at
+    /// the output of node `from`; returns what arrives at `stop`. Branch sums
+    /// are added in node order, so each sample's bits do not depend on the batch.
     pub(crate) fn walk_batch(
         &self,
         x: &Tensor<T>,

@@ -66,6 +66,15 @@ impl<T: Float> Linear<T> {
     }
 }
 
+impl<T: Float> Linear<T> {
+    /// The shapes of a batch gradient step: `x` the layer's input, `grad_output` at its output.
+    fn check_gradient_batch(&self, x: &Tensor<T>, grad_output: &Tensor<T>) -> Result<()> {
+        self.check_input(super::sample_shape(x))?;
+        let context = format!("gradient at the output of linear {}", self.name);
+        super::check_batch_output(&context, x, &[self.weight.nrows()], grad_output)
+    }
+}
+
 impl<T: Float> Layer<T> for Linear<T> {
     fn kind(&self) -> LayerKind {
         LayerKind::Linear
@@ -108,9 +117,7 @@ impl<T: Float> Layer<T> for Linear<T> {
         grad_output: &Tensor<T>,
         parameters: &[Tensor<T>],
     ) -> Result<Tensor<T>> {
-        self.check_input(super::sample_shape(x))?;
-        let context = format!("gradient at the output of linear {}", self.name);
-        super::check_batch_output(&context, x, &[self.weight.nrows()], grad_output)?;
+        self.check_gradient_batch(x, grad_output)?;
         backend.linear_adjoint_batch(grad_output, &parameters[0])
     }
 
@@ -122,9 +129,7 @@ impl<T: Float> Layer<T> for Linear<T> {
         parameters: &[Tensor<T>],
         groups: &[usize],
     ) -> Result<Tensor<T>> {
-        self.check_input(super::sample_shape(x))?;
-        let context = format!("gradient at the output of linear {}", self.name);
-        super::check_batch_output(&context, x, &[self.weight.nrows()], grad_output)?;
+        self.check_gradient_batch(x, grad_output)?;
         backend.linear_adjoint_grouped(grad_output, &parameters[0], groups)
     }
 
