@@ -228,10 +228,9 @@ mod tests {
     use approx::assert_abs_diff_eq;
     use ndarray::Array3;
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("rsp_image_io_{}_{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Removed when the guard drops, also when the test panics.
+    fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("rsp-image-io-{name}-")).tempdir().unwrap()
     }
 
     #[test]
@@ -276,7 +275,8 @@ mod tests {
 
     #[test]
     fn load_png_with_and_without_resize() {
-        let dir = temp_dir("png");
+        let scratch_dir = temp_dir("png");
+        let dir = scratch_dir.path();
         let path = dir.join("grad.png");
         let img = RgbImage::from_fn(4, 2, |x, _| Rgb([(x * 60) as u8, 10, 20]));
         img.save(&path).unwrap();
@@ -296,7 +296,8 @@ mod tests {
 
     #[test]
     fn load_grey_and_rgba_as_rgb() {
-        let dir = temp_dir("modes");
+        let scratch_dir = temp_dir("modes");
+        let dir = scratch_dir.path();
         let grey = dir.join("grey.png");
         image::GrayImage::from_pixel(2, 2, image::Luma([51])).save(&grey).unwrap();
         let x = load_image(&grey, None, &Normalization::None).unwrap();
@@ -311,7 +312,8 @@ mod tests {
 
     #[test]
     fn load_jpeg_of_flat_colour() {
-        let dir = temp_dir("jpeg");
+        let scratch_dir = temp_dir("jpeg");
+        let dir = scratch_dir.path();
         let path = dir.join("grey.jpg");
         RgbImage::from_pixel(16, 16, Rgb([128, 128, 128])).save(&path).unwrap();
         let x = load_image(&path, Some((8, 8)), &Normalization::None).unwrap();
@@ -322,7 +324,8 @@ mod tests {
 
     #[test]
     fn load_errors_are_typed_and_name_the_path() {
-        let dir = temp_dir("errors");
+        let scratch_dir = temp_dir("errors");
+        let dir = scratch_dir.path();
         let missing = dir.join("nope.png");
         match load_image(&missing, None, &Normalization::None) {
             Err(RspError::Io { path, .. }) => assert!(path.contains("nope.png")),

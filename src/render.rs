@@ -596,8 +596,8 @@ mod tests {
 
     #[test]
     fn empty_figure_and_save_round_trip() {
-        let dir = std::env::temp_dir().join(format!("rsp_render_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch_dir = tempfile::Builder::new().prefix("rsp-render-").tempdir().unwrap();
+        let dir = scratch_dir.path();
         assert_eq!(Figure::new(0).render().dimensions(), (GAP, GAP));
         let mut fig = Figure::new(20);
         fig.add_panel(RgbImage::from_pixel(5, 5, Rgb([1, 2, 3])), "x");

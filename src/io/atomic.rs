@@ -133,10 +133,9 @@ fn same_file(_: &Path, _: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rsp-atomic-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Removed when the guard drops, also when the test panics.
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("rsp-atomic-{name}-")).tempdir().unwrap()
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
@@ -149,7 +148,8 @@ mod tests {
 
     #[test]
     fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() {
-        let dir = scratch("fail");
+        let scratch_dir = scratch("fail");
+        let dir = scratch_dir.path();
         let path = dir.join("out.npy");
         write_atomic(&path, |w| w.write_all(&[7u8; 100_000])).unwrap();
         let err = write_atomic(&path, |w| {
@@ -159,15 +159,15 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("no space left"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 100_000]);
-        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+        assert!(leftovers(dir).is_empty(), "{:?}", leftovers(dir));
         // A new file that fails is not created at all.
         let fresh = dir.join("fresh.npy");
         assert!(write_atomic(&fresh, |_| Err(std::io::Error::other("no"))).is_err());
-        assert!(!fresh.exists() && leftovers(&dir).is_empty());
+        assert!(!fresh.exists() && leftovers(dir).is_empty());
         // Success replaces the contents.
         write_atomic(&path, |w| w.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        assert!(leftovers(&dir).is_empty());
+        assert!(leftovers(dir).is_empty());
     }
 
     #[test]
@@ -178,7 +178,8 @@ mod tests {
 
     #[test]
     fn an_input_is_recognised_by_path_symlink_and_hard_link() {
-        let dir = scratch("same");
+        let scratch_dir = scratch("same");
+        let dir = scratch_dir.path();
         let input = dir.join("input.npy");
         std::fs::write(&input, b"data").unwrap();
         let dotted = dir.join(".").join("input.npy");

@@ -13,12 +13,6 @@ fn rsp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rsp")).args(args).output().expect("the binary runs")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsp-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn golden_input(case: &str, dir: &Path) -> (PathBuf, common::TensorFile) {
     let file = read_tensors(&data(&format!("golden/{case}.safetensors")));
     let x = file.tensors["input"].mapv(|v| v as f32);
@@ -33,7 +27,8 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn attribute_matches_the_golden_in_f64_and_f32() {
-    let dir = scratch("golden");
+    let scratch_dir = crate::common::scratch("cli-golden");
+    let dir = scratch_dir.path().to_path_buf();
     for case in ["vgg_tiny", "vgg_tiny_bn", "avgpool_stride_rect"] {
         let (input, file) = golden_input(case, &dir);
         let model = data(&format!("golden/{case}.safetensors"));
@@ -66,7 +61,8 @@ fn attribute_matches_the_golden_in_f64_and_f32() {
 
 #[test]
 fn attribute_reads_onnx_and_per_sample_targets() {
-    let dir = scratch("onnx");
+    let scratch_dir = crate::common::scratch("cli-onnx");
+    let dir = scratch_dir.path().to_path_buf();
     let file = read_tensors(&data("golden/resnet_bottleneck_tiny.safetensors"));
     let input = dir.join("x.npy");
     write_npy(&input, &file.tensors["input"]).unwrap();
@@ -92,7 +88,8 @@ fn attribute_reads_onnx_and_per_sample_targets() {
 
 #[test]
 fn a_comma_list_gives_one_target_per_sample() {
-    let dir = scratch("batch");
+    let scratch_dir = crate::common::scratch("cli-batch");
+    let dir = scratch_dir.path().to_path_buf();
     let file = read_tensors(&data("golden/vgg_tiny.safetensors"));
     let x = &file.tensors["input"];
     let pair = concatenate(Axis(0), &[x.view(), x.view()]).unwrap();
@@ -124,7 +121,8 @@ fn a_comma_list_gives_one_target_per_sample() {
 
 #[test]
 fn the_comparative_start_options_run_and_change_the_map() {
-    let dir = scratch("comparative");
+    let scratch_dir = crate::common::scratch("cli-comparative");
+    let dir = scratch_dir.path().to_path_buf();
     let (input, _) = golden_input("vgg_tiny", &dir);
     let model = data("golden/vgg_tiny.safetensors");
     let run = |extra: &[&str], name: &str| -> ArrayD<f64> {
@@ -157,7 +155,8 @@ fn info_lists_the_layers_and_the_start_layer() {
 
 #[test]
 fn bad_input_gives_one_line_on_stderr_and_a_failure_status() {
-    let dir = scratch("bad");
+    let scratch_dir = crate::common::scratch("cli-bad");
+    let dir = scratch_dir.path().to_path_buf();
     let (input, _) = golden_input("vgg_tiny", &dir);
     let model = data("golden/vgg_tiny.safetensors");
     let out = dir.join("r.npy");

@@ -10,12 +10,6 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsp-cli-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
@@ -41,7 +35,8 @@ fn scene(n: usize, c: usize, h: usize, w: usize) -> ArrayD<f32> {
 
 #[test]
 fn every_kind_of_bad_input_is_one_line_and_a_failure() {
-    let dir = scratch();
+    let scratch_dir = crate::common::scratch("cli-errors");
+    let dir = scratch_dir.path().to_path_buf();
     let p = |name: &str| dir.join(name);
     let model = s(&repo("data/digits_vgg.safetensors"));
     let onnx = s(&repo("data/digits_vgg.onnx"));
@@ -217,5 +212,4 @@ fn every_kind_of_bad_input_is_one_line_and_a_failure() {
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
         assert!(stderr.contains(word), "{what}: expected `{word}` in {stderr:?}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -16,12 +16,6 @@ fn repo(path: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path).to_str().unwrap().to_string()
 }
 
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsp-cli-reader-errors-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
@@ -59,7 +53,8 @@ fn assert_one_line(what: &str, o: &Output, words: &str) {
 
 #[test]
 fn bad_reader_inputs_are_one_line_and_exit_1() {
-    let dir = scratch("bad");
+    let scratch_dir = crate::common::scratch("cli-reader-errors-bad");
+    let dir = scratch_dir.path().to_path_buf();
     let p = |name: &str| dir.join(name);
     let model = repo("data/digits_vgg.safetensors");
     let out = s(&p("out.npy"));
@@ -156,13 +151,13 @@ fn bad_reader_inputs_are_one_line_and_exit_1() {
     for (what, a, words) in cases {
         assert_one_line(what, &rsp(&a), words);
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn evaluate_refuses_scenes_without_objects_and_never_prints_nan() {
     use safetensors::tensor::{Dtype, TensorView};
-    let dir = scratch("eval");
+    let scratch_dir = crate::common::scratch("cli-reader-errors-eval");
+    let dir = scratch_dir.path().to_path_buf();
     let input: Vec<u8> = vec![0; 4 * 3 * 64 * 64];
     let labels: Vec<u8> = vec![0; 4 * 10];
     let boxes: Vec<u8> = [-1i32, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -186,7 +181,6 @@ fn evaluate_refuses_scenes_without_objects_and_never_prints_nan() {
     ]));
     assert_one_line("scenes without objects", &o, "hold no objects");
     assert!(!String::from_utf8_lossy(&o.stdout).contains("NaN"));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Writes `net` (a torchvision-built network) as a `state_dict` file with
@@ -218,7 +212,8 @@ fn save_state_dict(net: &Network<f32>, path: &Path, metadata: Option<HashMap<Str
 
 #[test]
 fn torchvision_files_load_by_arch_flag_and_by_arch_metadata() {
-    let dir = scratch("arch");
+    let scratch_dir = crate::common::scratch("cli-reader-errors-arch");
+    let dir = scratch_dir.path().to_path_buf();
     let original = ResNetConfig::resnet18().build::<f32>(&WeightSource::HeNormal { seed: 5 }).unwrap();
     let plain = dir.join("resnet18.safetensors");
     save_state_dict(&original, &plain, None);
@@ -246,5 +241,4 @@ fn torchvision_files_load_by_arch_flag_and_by_arch_metadata() {
     // Without either, the message says how to name the architecture.
     let o = rsp(&args(&["info", "--model", &s(&plain), "--input-shape", "3,32,32"]));
     assert_one_line("no arch", &o, "--arch vgg16");
-    std::fs::remove_dir_all(&dir).ok();
 }

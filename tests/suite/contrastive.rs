@@ -178,8 +178,8 @@ fn both_are_linear_combinations_of_lrp_walks_seeded_one_class_at_a_time() {
 
 #[test]
 fn the_cli_runs_them_and_refuses_rsp_options() {
-    let dir = std::env::temp_dir().join(format!("rsp-contrastive-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch_dir = crate::common::scratch("contrastive");
+    let dir = scratch_dir.path().to_path_buf();
     let model = common::data("golden/vgg_tiny.safetensors");
     let file = common::read_tensors(&model);
     let input = dir.join("input.npy");

@@ -13,12 +13,6 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsp-limits-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn rsp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rsp")).args(args).output().expect("the binary runs")
 }
@@ -147,7 +141,8 @@ fn the_comparative_starts_class_gradients_count_against_the_budget() {
 /// with one line; `--max-memory` and `--max-work` are parsed and checked.
 #[test]
 fn the_cli_refuses_calls_over_the_budget_in_one_line() {
-    let dir = scratch("cli");
+    let scratch_dir = crate::common::scratch("limits-cli");
+    let dir = scratch_dir.path().to_path_buf();
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let model = repo("data/digits_vgg.safetensors").to_str().unwrap().to_string();
     write_npy(Path::new(&p("big.npy")), &image(1, 3, 4096, 4096).into_dyn()).unwrap();
@@ -217,7 +212,6 @@ fn the_cli_refuses_calls_over_the_budget_in_one_line() {
         "1K",
     ]);
     assert_refused(&o, &["memory budget exceeded"]);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `--out` naming the model or the input (directly, through `..`, a symbolic
@@ -225,7 +219,8 @@ fn the_cli_refuses_calls_over_the_budget_in_one_line() {
 /// leaves an existing output file as it was.
 #[test]
 fn the_output_never_replaces_an_input_or_a_previous_result_on_failure() {
-    let dir = scratch("out");
+    let scratch_dir = crate::common::scratch("limits-out");
+    let dir = scratch_dir.path().to_path_buf();
     let p = |name: &str| dir.join(name);
     let s = |path: &Path| path.to_str().unwrap().to_string();
     std::fs::copy(repo("data/digits_vgg.safetensors"), p("model.safetensors")).unwrap();
@@ -279,5 +274,4 @@ fn the_output_never_replaces_an_input_or_a_previous_result_on_failure() {
         .filter(|n| n.contains("rsp-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -155,8 +155,8 @@ proptest! {
         let (net, x) = build(&a, true);
         let e64 = net.explain(x.view(), 0, RspOptions::default()).unwrap();
         // The same weights in f32: round-trip through a file.
-        let dir = std::env::temp_dir().join(format!("rsp-prop-{}", a.seed));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch_dir = crate::common::scratch("prop");
+        let dir = scratch_dir.path();
         let path = dir.join("net.safetensors");
         rsp::io::safetensors::save(&net, &path).unwrap();
         let net32 = rsp::io::safetensors::load::<f32>(&path).unwrap();
@@ -167,7 +167,6 @@ proptest! {
         let scale = max_abs(e64.relevance.as_ref().unwrap().iter().copied());
         let diff = max_abs(e32.relevance.as_ref().unwrap().iter().zip(e64.relevance.as_ref().unwrap()).map(|(&a, &b)| a as f64 - b));
         prop_assert!(diff <= 1e-3 * scale, "f32 differs from f64 by {diff} (scale {scale})");
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

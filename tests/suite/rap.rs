@@ -211,8 +211,8 @@ fn the_basic_block_resnet_conserves_the_target_logit() {
 
 #[test]
 fn the_cli_computes_what_the_library_does() {
-    let dir = std::env::temp_dir().join(format!("rsp-rap-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch_dir = crate::common::scratch("rap-cli");
+    let dir = scratch_dir.path().to_path_buf();
     for name in ["rap_vgg_tiny", "rap_avgpool_stride_rect"] {
         let c = case::<f64>(name);
         let model = data(&format!("golden/rap/{name}.safetensors"));
@@ -246,5 +246,4 @@ fn the_cli_computes_what_the_library_does() {
             .unwrap();
         assert!(!o.status.success());
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

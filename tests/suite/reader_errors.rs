@@ -14,12 +14,6 @@ fn repo(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsp-reader-errors-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A version-1 `.npy` file with the given header dictionary and data.
 fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut text = dict.as_bytes().to_vec();
@@ -137,7 +131,8 @@ fn truncated_image(dir: &std::path::Path, ext: &str, keep: f64) -> (PathBuf, Pat
 
 #[test]
 fn truncated_images_are_format_errors() {
-    let dir = scratch("images");
+    let scratch_dir = crate::common::scratch("reader-errors-images");
+    let dir = scratch_dir.path().to_path_buf();
     for ext in ["png", "jpg"] {
         for keep in [0.5, 0.8, 0.95] {
             let (whole, cut) = truncated_image(&dir, ext, keep);
@@ -158,7 +153,6 @@ fn truncated_images_are_format_errors() {
     let padded = dir.join("padded.jpg");
     std::fs::write(&padded, bytes).unwrap();
     assert!(load_image(&padded, None, &Normalization::None).is_ok());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 // ------------------------------------------------------------------ scenes

@@ -38,13 +38,6 @@ fn fails_with(o: Output, word: &str, what: &str) {
     assert!(stderr.contains(word), "{what}: expected `{word}` in {stderr}");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsp-scaling-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A folder of 11 inputs: 9 PNG scenes in two subfolders, one JPEG and one
 /// preprocessed .npy.
 fn make_images(dir: &Path) {
@@ -115,7 +108,8 @@ fn assert_same_run(a: &Path, b: &Path) {
 
 #[test]
 fn a_folder_run_is_what_the_library_computes_and_its_manifest_says_so() {
-    let dir = scratch("plain");
+    let scratch_dir = crate::common::scratch("scaling-plain");
+    let dir = scratch_dir.path().to_path_buf();
     let images = dir.join("images");
     make_images(&images);
     let out = dir.join("out");
@@ -168,17 +162,15 @@ fn a_folder_run_is_what_the_library_computes_and_its_manifest_says_so() {
     let again = ok(attribute_images(&images, &out, &[]).output().unwrap(), "rerun");
     assert!(again.contains("0 computed, 11 reused"), "{again}");
     // Another method is another run: nothing is reused.
-    let other = dir.join("other");
     ok(attribute_images(&images, &out, &["--method", "gradient"]).output().unwrap(), "gradient into the same folder");
     let lines_g = manifest(&out.join("manifest.jsonl"));
     assert!(lines_g[..11].iter().all(|v| v["method"] == "gradient"));
-    std::fs::remove_dir_all(&other).ok();
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn shards_by_flag_slurm_and_kubernetes_merge_into_the_unsharded_run() {
-    let dir = scratch("shards");
+    let scratch_dir = crate::common::scratch("scaling-shards");
+    let dir = scratch_dir.path().to_path_buf();
     let images = dir.join("images");
     make_images(&images);
     let (whole, sharded) = (dir.join("whole"), dir.join("sharded"));
@@ -217,12 +209,12 @@ fn shards_by_flag_slurm_and_kubernetes_merge_into_the_unsharded_run() {
     let mut twice = rsp();
     twice.arg("merge").args(&moved).arg(&moved[0]);
     fails_with(twice.output().unwrap(), "appears twice", "repeated shard");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn a_killed_run_resumes_to_the_files_of_an_uninterrupted_one() {
-    let dir = scratch("resume");
+    let scratch_dir = crate::common::scratch("scaling-resume");
+    let dir = scratch_dir.path().to_path_buf();
     let images = dir.join("images");
     make_images(&images);
     let whole = dir.join("whole");
@@ -261,7 +253,6 @@ fn a_killed_run_resumes_to_the_files_of_an_uninterrupted_one() {
     child.wait().unwrap();
     ok(attribute_images(&images, &killed, &[]).output().unwrap(), "resume after kill");
     assert_same_run(&whole, &killed);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 fn evaluate(extra: &[&str]) -> String {
@@ -272,7 +263,8 @@ fn evaluate(extra: &[&str]) -> String {
 
 #[test]
 fn evaluate_shards_merge_to_the_unsharded_report_bit_for_bit() {
-    let dir = scratch("evaluate");
+    let scratch_dir = crate::common::scratch("scaling-evaluate");
+    let dir = scratch_dir.path().to_path_buf();
     for method in ["rsp", "gradcam"] {
         let whole = evaluate(&["--method", method]);
         let whole_json = whole.lines().last().unwrap();
@@ -324,12 +316,12 @@ fn evaluate_shards_merge_to_the_unsharded_report_bit_for_bit() {
             fails_with(missing.output().unwrap(), "shard 1/4 is missing", "missing");
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn faithfulness_shards_merge_to_the_unsharded_report_bit_for_bit() {
-    let dir = scratch("faithfulness");
+    let scratch_dir = crate::common::scratch("scaling-faithfulness");
+    let dir = scratch_dir.path().to_path_buf();
     let run = |extra: &[&str]| {
         let mut c = rsp();
         c.args(["evaluate", "--model", MODEL, "--scenes", SCENES, "--limit", "5", "--json", "--method", "rsp"])
@@ -365,12 +357,12 @@ fn faithfulness_shards_merge_to_the_unsharded_report_bit_for_bit() {
     let mut mixed = rsp();
     mixed.arg("merge").args([&files[0], &other, &files[2]]);
     fails_with(mixed.output().unwrap(), "`faithfulness_options` differs", "without the measures");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn bad_folder_runs_are_one_line_errors() {
-    let dir = scratch("errors");
+    let scratch_dir = crate::common::scratch("scaling-errors");
+    let dir = scratch_dir.path().to_path_buf();
     let images = dir.join("images");
     make_images(&images);
     let list = images.join("list.txt");
@@ -413,5 +405,4 @@ fn bad_folder_runs_are_one_line_errors() {
     for (what, mut c, word) in cases {
         fails_with(c.output().unwrap(), word, what);
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -92,8 +92,8 @@ fn the_goldens_tell_the_composites_apart() {
 #[test]
 fn the_cli_gives_zennits_map() {
     use rsp::io::npy::{read_npy, write_npy};
-    let dir = std::env::temp_dir().join(format!("rsp-zennit-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch_dir = crate::common::scratch("zennit-cli");
+    let dir = scratch_dir.path().to_path_buf();
     let case = "lrp_vgg_tiny_bn";
     let file = read_tensors(&path(case));
     let input = dir.join("input.npy");
@@ -139,7 +139,6 @@ fn the_cli_gives_zennits_map() {
         assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
         assert!(stderr.contains(says), "{extra:?}: {stderr}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Folding batch norm into the convolution before it leaves the network's

@@ -70,3 +70,9 @@ pub fn rel_err<A: Copy + Into<f64>>(a: &ArrayD<A>, b: &ArrayD<f64>) -> f64 {
         diff / scale
     }
 }
+
+/// A fresh directory under the system's temporary directory, named after the
+/// test, removed when the returned guard drops (also when the test panics).
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("rsp-{name}-")).tempdir().expect("a temporary directory")
+}
