@@ -145,7 +145,7 @@ impl<T: Float> Network<T> {
                 // Two LRP-α1β0 walks, from the target and from the dual class.
                 let seeds: Vec<_> = classes.iter().enumerate().map(|(i, &c)| clrp_seeds(logits.row(i), c)).collect();
                 let (target_seeds, dual_seeds): (Vec<_>, Vec<_>) = seeds.into_iter().unzip();
-                let rules = BatchRules::Host(&Lrp::alpha1_beta0());
+                let rules = BatchRules::Tensor(&Lrp::alpha1_beta0(), false);
                 let walk = |seeds| -> Result<Tensor<T>> {
                     let seed = backend.upload(stack_samples(seeds)?.view())?;
                     self.walk_batch(&x, &outputs, last, seed, Source::Input, rules)
@@ -237,9 +237,15 @@ impl<T: Float> Network<T> {
         classes: &[usize],
         rules: &dyn Rules<T>,
     ) -> Result<Tensor<T>> {
+        let last = outputs.len() - 1;
+        if let Some(on_tensors) = rules.on_tensors() {
+            let seed = on_tensors.seed(self.backend(), &outputs[last], classes)?;
+            let rules = BatchRules::Tensor(on_tensors, rules.check_every_node());
+            return self.walk_batch(x, outputs, last, seed, Source::Input, rules);
+        }
         let seeds = classes.iter().enumerate().map(|(i, &c)| rules.seed(logits.row(i), c)).collect();
         let seed = self.backend().upload(stack_samples(seeds)?.view())?;
-        self.walk_batch(x, outputs, outputs.len() - 1, seed, Source::Input, BatchRules::Host(rules))
+        self.walk_batch(x, outputs, last, seed, Source::Input, BatchRules::Host(rules))
     }
 
     /// The gradients at the output of node `start` of each sample's target

@@ -13,8 +13,8 @@
 //!
 //! The formulas and the reasons for the choices are in `docs/methods.md`.
 
-use super::walk::Rules;
-use crate::backend::{Backend, ConvGeometry, PoolWindows};
+use super::walk::{LayerStep, Rules, TensorRules};
+use crate::backend::{rules::stabilise, Backend, ConvGeometry, PoolWindows, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
 use crate::layers::{
@@ -54,17 +54,12 @@ impl LrpRule {
     /// `sign(0) = 1`; `z` itself for α1β0 (whose `z⁺` needs no stabiliser:
     /// it is ≥ 0 and a zero passes no relevance).
     fn stabilise<T: Float>(self, z: T) -> T {
-        match self {
-            LrpRule::Epsilon(e) => {
-                let e = T::of(e);
-                if z >= T::zero() {
-                    z + e
-                } else {
-                    z - e
-                }
-            }
-            LrpRule::Alpha1Beta0 => z,
-        }
+        stabilise(z, self.epsilon_as())
+    }
+
+    /// The ε as a `T` (what [`Backend::stabilised_divide_batch`] takes).
+    fn epsilon_as<T: Float>(self) -> Option<T> {
+        self.epsilon().map(T::of)
     }
 }
 
@@ -147,6 +142,79 @@ impl<T: Float> Rules<T> for Lrp {
             *rb = bt * s;
         });
         Ok((ra, rb))
+    }
+
+    fn on_tensors(&self) -> Option<&dyn TensorRules<T>> {
+        Some(self)
+    }
+}
+
+/// The same composite on whole batches of backend tensors: the walk keeps
+/// every tensor on the backend. Each step is the host rule's, in the same
+/// order, with the same per-sample kernels on the host backends (same bits).
+impl<T: Float> TensorRules<T> for Lrp {
+    fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>> {
+        let (backend, layer, x, r) = (step.backend, step.layer, step.input, step.relevance);
+        let out = layer.output_shape(&x.shape()[1..])?;
+        if r.shape().get(1..) != Some(&out[..]) || r.shape().first() != x.shape().first() {
+            return Err(RspError::shape(
+                format!("relevance at the output of {}", layer.describe()),
+                format!("N×{out:?}"),
+                r.shape(),
+            ));
+        }
+        let rule = self.rule;
+        if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
+            let (w, bias) = (&step.parameters[0], step.parameters.get(1));
+            if step.ctx.is_input_layer {
+                return backend.zb_rule_batch(x, r, w, conv.geometry());
+            }
+            return conv_rule_batch(backend, x, Some(step.output), r, w, bias, conv.geometry(), rule);
+        }
+        if layer.downcast_ref::<Linear<T>>().is_some() {
+            // A 1×1 convolution on a 1×1 map, as on the host (the same kernels, the same bits).
+            let (n, i, o) = (x.shape()[0], x.shape()[1], r.shape()[1]);
+            let w = step.parameters[0].reshaped(vec![o, i, 1, 1])?;
+            let x_map = x.reshaped(vec![n, i, 1, 1])?;
+            let z = step.output.reshaped(vec![n, o, 1, 1])?;
+            let r_map = r.reshaped(vec![n, o, 1, 1])?;
+            let geometry = ConvGeometry::square(1, 0);
+            let rin = conv_rule_batch(backend, &x_map, Some(&z), &r_map, &w, step.parameters.get(1), &geometry, rule)?;
+            return rin.reshaped(vec![n, i]);
+        }
+        if layer.downcast_ref::<MaxPool2d>().is_some() {
+            // Winner-take-all: routed as the gradient is.
+            return layer.gradient_batch(backend, x, r, step.parameters);
+        }
+        if let Some(pool) = layer.downcast_ref::<AvgPool2d>() {
+            return avg_pool_rule_batch(backend, &pool.pool_windows(&x.shape()[1..])?, x, r, rule);
+        }
+        if let Some(pool) = layer.downcast_ref::<AdaptiveAvgPool2d>() {
+            return avg_pool_rule_batch(backend, &pool.pool_windows(&x.shape()[1..])?, x, r, rule);
+        }
+        match layer.kind() {
+            LayerKind::Relu | LayerKind::Dropout | LayerKind::BatchNorm2d | LayerKind::Flatten => {
+                r.reshaped(x.shape().to_vec())
+            }
+            _ => Err(RspError::Model(format!("layer `{}` has no LRP rule", layer.describe()))),
+        }
+    }
+
+    fn add(
+        &self,
+        backend: &dyn Backend<T>,
+        a: &Tensor<T>,
+        b: &Tensor<T>,
+        relevance: &Tensor<T>,
+    ) -> Result<(Tensor<T>, Tensor<T>)> {
+        let (a, b) = match self.rule {
+            LrpRule::Epsilon(_) => (a.clone(), b.clone()),
+            LrpRule::Alpha1Beta0 => {
+                (backend.clamp(a, Some(T::zero()), None)?, backend.clamp(b, Some(T::zero()), None)?)
+            }
+        };
+        let s = backend.stabilised_divide_batch(relevance, &backend.add_batch(&a, &b)?, self.rule.epsilon_as())?;
+        Ok((backend.mul_batch(&a, &s)?, backend.mul_batch(&b, &s)?))
     }
 }
 
@@ -275,6 +343,78 @@ fn conv_rule<T: Float>(
             Ok(rin)
         }
     }
+}
+
+/// [`conv_rule`] of a whole batch on the backend (`weight` and `bias` as the
+/// backend holds them).
+#[allow(clippy::too_many_arguments)]
+fn conv_rule_batch<T: Float>(
+    backend: &dyn Backend<T>,
+    x: &Tensor<T>,
+    output: Option<&Tensor<T>>,
+    r: &Tensor<T>,
+    weight: &Tensor<T>,
+    bias: Option<&Tensor<T>>,
+    geometry: &ConvGeometry,
+    rule: LrpRule,
+) -> Result<Tensor<T>> {
+    let hw = (x.shape()[2], x.shape()[3]);
+    let zero = Some(T::zero());
+    match rule {
+        LrpRule::Epsilon(_) => {
+            let z = match output {
+                Some(z) => z.clone(),
+                None => backend.conv2d_batch(x, weight, bias, geometry)?,
+            };
+            let s = backend.stabilised_divide_batch(r, &z, rule.epsilon_as())?;
+            let back = backend.conv2d_input_adjoint_batch(&s, weight, geometry, hw)?;
+            backend.mul_batch(x, &back)
+        }
+        LrpRule::Alpha1Beta0 => {
+            let (w_pos, x_pos) = (backend.clamp(weight, zero, None)?, backend.clamp(x, zero, None)?);
+            let mut z = backend.conv2d_batch(&x_pos, &w_pos, None, geometry)?;
+            // After a ReLU no sample has a negative input: the x⁻ terms are
+            // exact zeros, and their convolution and adjoint are skipped. (A
+            // batch where only some samples have negative inputs computes them
+            // for all: zeros, which can turn a -0.0 of the others into +0.0.)
+            let negative = backend.samples_with_negatives(x)?.contains(&true);
+            let negative = if negative {
+                let (x_neg, w_neg) = (backend.clamp(x, None, zero)?, backend.clamp(weight, None, zero)?);
+                z = backend.add_batch(&z, &backend.conv2d_batch(&x_neg, &w_neg, None, geometry)?)?;
+                Some((x_neg, w_neg))
+            } else {
+                None
+            };
+            let s = backend.stabilised_divide_batch(r, &z, None)?;
+            let back_pos = backend.conv2d_input_adjoint_batch(&s, &w_pos, geometry, hw)?;
+            let rin = backend.mul_batch(&x_pos, &back_pos)?;
+            match negative {
+                Some((x_neg, w_neg)) => {
+                    let back_neg = backend.conv2d_input_adjoint_batch(&s, &w_neg, geometry, hw)?;
+                    backend.add_batch(&rin, &backend.mul_batch(&x_neg, &back_neg)?)
+                }
+                None => Ok(rin),
+            }
+        }
+    }
+}
+
+/// [`avg_pool_rule`] of a whole batch on the backend.
+fn avg_pool_rule_batch<T: Float>(
+    backend: &dyn Backend<T>,
+    win: &PoolWindows,
+    x: &Tensor<T>,
+    r: &Tensor<T>,
+    rule: LrpRule,
+) -> Result<Tensor<T>> {
+    let x = match rule {
+        LrpRule::Epsilon(_) => x.clone(),
+        LrpRule::Alpha1Beta0 => backend.clamp(x, Some(T::zero()), None)?,
+    };
+    let z = backend.avg_pool_batch(&x, win)?;
+    let s = backend.stabilised_divide_batch(r, &z, rule.epsilon_as())?;
+    let back = backend.avg_pool_adjoint_batch(&s, win)?;
+    backend.mul_batch(&x, &back)
 }
 
 /// LRP of an average pool (a linear layer with positive weights): the relevance

@@ -64,7 +64,7 @@ pub use rap::Rap;
 pub use resample::upsample_bilinear;
 pub use target::Target;
 pub use timing::{explain_timed, PhaseTimes};
-pub use walk::{GradientRules, RspRules, Rules};
+pub use walk::{GradientRules, LayerStep, RspRules, Rules, TensorRules};
 pub use zennit::{ZennitComposite, ZENNIT_EPSILON, ZENNIT_GAMMA};
 
 use crate::budget::Pass;

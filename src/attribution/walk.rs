@@ -80,6 +80,74 @@ pub trait Rules<T: Float>: Sync {
     fn check_every_node(&self) -> bool {
         false
     }
+
+    /// The same rules on whole batches of backend tensors, if the method has
+    /// them ([`TensorRules`]): the walk then runs on the backend (no transfer
+    /// per node on a device). `None` by default: the walk hands each node to
+    /// the rules above, sample by sample on the host.
+    fn on_tensors(&self) -> Option<&dyn TensorRules<T>> {
+        None
+    }
+}
+
+/// One layer node of the walk, as a [`TensorRules`] rule sees it: whole
+/// batches of `backend` tensors (the sample axis first).
+pub struct LayerStep<'a, T: Float> {
+    /// The backend that holds every tensor below.
+    pub backend: &'a dyn Backend<T>,
+    /// The layer.
+    pub layer: &'a dyn Layer<T>,
+    /// The layer's parameters as the backend holds them (uploaded once per
+    /// network), in the order of [`Layer::backend_parameters`]; a
+    /// convolution's and a linear layer's: the weight, then the bias if any.
+    pub parameters: &'a [Tensor<T>],
+    /// The layer's input in the forward pass.
+    pub input: &'a Tensor<T>,
+    /// The layer's output in the forward pass (`layer.forward(input)`).
+    pub output: &'a Tensor<T>,
+    /// The relevance at the layer's output.
+    pub relevance: &'a Tensor<T>,
+    /// Where the layer sits (the input layer, the node the walk starts at).
+    pub ctx: RuleContext,
+}
+
+/// A method's rules on whole batches of backend tensors: what [`Rules`] does
+/// one sample at a time on host arrays, written with the backend's
+/// operations ([`Backend::conv2d_input_adjoint_batch`], [`Backend::clamp`],
+/// [`Backend::stabilised_divide_batch`], …), so that the walk keeps every
+/// tensor on the backend. A method offers them through
+/// [`Rules::on_tensors`]; [`Lrp`](super::Lrp) does.
+///
+/// ```
+/// use rsp::attribution::{Lrp, Rules, TensorRules};
+/// use rsp::{Method, Network};
+/// # let net = Network::<f64>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden/vgg_tiny.safetensors"))?;
+/// # let x = rsp::ndarray::Array4::from_elem((2, 3, 32, 32), 0.5);
+/// let lrp = Lrp::epsilon(0.25);
+/// assert!(Rules::<f64>::on_tensors(&lrp).is_some()); // LRP runs on the backend
+/// let by_rules = net.explain_rules(x.view(), 1, &lrp)?;
+/// assert_eq!(by_rules.relevance, net.explain(x.view(), 1, Method::LrpEpsilon(0.25))?.relevance);
+/// # Ok::<(), rsp::RspError>(())
+/// ```
+pub trait TensorRules<T: Float>: Sync {
+    /// The relevance at the input of `step.layer`, a batch like `step.input`.
+    fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>>;
+
+    /// The shares of the two summands `a` and `b` of a residual sum in its
+    /// relevance `relevance`.
+    fn add(
+        &self,
+        backend: &dyn Backend<T>,
+        a: &Tensor<T>,
+        b: &Tensor<T>,
+        relevance: &Tensor<T>,
+    ) -> Result<(Tensor<T>, Tensor<T>)>;
+
+    /// The relevance at the logits (`N×K`) for each sample's class: by
+    /// default LRP's, the target's logit alone ([`Rules::seed`]'s default).
+    fn seed(&self, backend: &dyn Backend<T>, logits: &Tensor<T>, classes: &[usize]) -> Result<Tensor<T>> {
+        backend.class_entries_batch(logits, classes)
+    }
 }
 
 /// The gradient: each layer's vector–Jacobian product ([`Layer::gradient`]),
@@ -161,9 +229,12 @@ pub(crate) enum BatchRules<'g, T: Float> {
     GradientGrouped(&'g [usize]),
     /// [`RspRules`] on tensors.
     Rsp,
-    /// A method's own rules, sample by sample on the host (the LRP family,
-    /// RAP, zennit's composites, a user's rules).
+    /// A method's own rules, sample by sample on the host (RAP, zennit's
+    /// composites, a user's rules).
     Host(&'g dyn Rules<T>),
+    /// A method's rules on tensors (LRP-ε, LRP-α1β0), checked as the
+    /// method's [`Rules::check_every_node`] says.
+    Tensor(&'g dyn TensorRules<T>, bool),
 }
 
 impl<T: Float> Network<T> {
@@ -235,6 +306,15 @@ impl<T: Float> Network<T> {
                             l.gradient_batch_grouped(backend, get(src), &r, &parameters[k], groups)?
                         }
                         BatchRules::Rsp => l.rsp_backward_batch(backend, get(src), &r, &parameters[k], ctx)?,
+                        BatchRules::Tensor(rules, _) => rules.layer(&LayerStep {
+                            backend,
+                            layer: l.as_ref(),
+                            parameters: &parameters[k],
+                            input: get(src),
+                            output: get(Source::Node(k)),
+                            relevance: &r,
+                            ctx,
+                        })?,
                         BatchRules::Host(rules) => {
                             let rule = |v: &[ArrayViewD<T>]| {
                                 Ok(vec![rules.layer_given_output(
@@ -257,6 +337,7 @@ impl<T: Float> Network<T> {
                     let (ra, rb) = match rules {
                         BatchRules::Gradient | BatchRules::GradientGrouped(_) => (r.clone(), r),
                         BatchRules::Rsp => backend.add_rule_batch(get(a), get(b), &r)?,
+                        BatchRules::Tensor(rules, _) => rules.add(backend, get(a), get(b), &r)?,
                         BatchRules::Host(rules) => {
                             let rule = |v: &[ArrayViewD<T>]| {
                                 let (ra, rb) = rules.add(v[0].view(), v[1].view(), v[2].view())?;
@@ -273,6 +354,7 @@ impl<T: Float> Network<T> {
             let check = match rules {
                 BatchRules::Rsp => true,
                 BatchRules::Host(rules) => rules.check_every_node(),
+                BatchRules::Tensor(_, check) => check,
                 BatchRules::Gradient | BatchRules::GradientGrouped(_) => false,
             };
             if check {

@@ -374,6 +374,55 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         per_sample_n(self.name(), &[a, b], |v| Ok(&v[0] * &v[1]))
     }
 
+    // Element-wise steps and queries of the rules given as tensor rules
+    // (LRP's, [`crate::attribution::TensorRules`]).
+
+    /// `t` clamped element-wise to `[low, high]`, a bound given as `None`
+    /// being open: LRP's `x⁺ = max(x, 0)` and `W⁻ = min(W, 0)`. Any tensor,
+    /// an uploaded parameter too.
+    fn clamp(&self, t: &Tensor<T>, low: Option<T>, high: Option<T>) -> Result<Tensor<T>> {
+        host_elementwise(self.name(), t, move |v| {
+            let v = low.map_or(v, |l| v.max(l));
+            high.map_or(v, |h| v.min(h))
+        })
+    }
+
+    /// `r ⊘ (z + ε·sign z)` element-wise, with `sign(0) = +1` and `0` where
+    /// the denominator is zero (safe division); `epsilon = None` divides by
+    /// `z` itself. LRP's stabilised share of each output.
+    fn stabilised_divide_batch(&self, r: &Tensor<T>, z: &Tensor<T>, epsilon: Option<T>) -> Result<Tensor<T>> {
+        if r.shape() != z.shape() {
+            return Err(RspError::shape("denominator", format!("{:?}", r.shape()), z.shape()));
+        }
+        per_sample_n(self.name(), &[r, z], |v| {
+            Ok(Zip::from(&v[0]).and(&v[1]).map_collect(|&rv, &zv| safe_div(rv, rules::stabilise(zv, epsilon))))
+        })
+    }
+
+    /// Whether each sample of `t` has a negative entry (LRP-α1β0 skips the
+    /// negative inputs' terms of a sample that has none).
+    fn samples_with_negatives(&self, t: &Tensor<T>) -> Result<Vec<bool>> {
+        Ok(host_samples(self.name(), t)?.iter().map(|s| s.iter().any(|&v| v < T::zero())).collect())
+    }
+
+    /// Row `n` of the `N×K` tensor `t` kept at column `classes[n]`, zero
+    /// elsewhere: LRP's seed, the target's logit alone.
+    fn class_entries_batch(&self, t: &Tensor<T>, classes: &[usize]) -> Result<Tensor<T>> {
+        let width = match t.shape() {
+            [n, k] if *n == classes.len() => *k,
+            other => return Err(RspError::shape("logits", format!("{}×K", classes.len()), other)),
+        };
+        if let Some(&c) = classes.iter().find(|&&c| c >= width) {
+            return Err(RspError::TargetOutOfRange { target: c, classes: width });
+        }
+        let rows = host_samples(self.name(), t)?;
+        let mut out = Array2::zeros((classes.len(), width));
+        for (n, (&c, row)) in classes.iter().zip(&rows).enumerate() {
+            out[[n, c]] = row[[c]];
+        }
+        Ok(host_tensor(out.into_dyn()))
+    }
+
     // The gradient's vector–Jacobian products, whole batches.
 
     /// The ReLU's gradient: `g` where `x > 0`, else 0.
@@ -719,6 +768,19 @@ pub(crate) fn map_samples<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sy
         out.extend(part);
     }
     Ok(out)
+}
+
+/// `f` of every element of a host backend's tensor, kept as it is stored:
+/// whole (an upload, a parameter) or per sample.
+fn host_elementwise<T: Float>(backend: &str, t: &Tensor<T>, f: impl Fn(T) -> T + Sync + Send) -> Result<Tensor<T>> {
+    match host_view(backend, t) {
+        Ok(whole) => {
+            let mut out = whole.to_owned();
+            out.par_mapv_inplace(&f);
+            Ok(host_tensor(out))
+        }
+        Err(_) => per_sample_n(backend, &[t], |v| Ok(v[0].mapv(&f))),
+    }
 }
 
 /// One sample's view as `C×H×W`, or a shape error naming the batch tensor's shape.

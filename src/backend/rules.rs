@@ -134,6 +134,16 @@ pub(crate) fn channel_scale<T: Float>(g: ArrayViewD<T>, scale: ArrayView1<T>) ->
     g
 }
 
+/// LRP's stabilised denominator `z + ε·sign(z)`, `sign(0) = +1`; `z` itself
+/// without `ε`.
+pub(crate) fn stabilise<T: Float>(z: T, epsilon: Option<T>) -> T {
+    match epsilon {
+        Some(e) if z >= T::zero() => z + e,
+        Some(e) => z - e,
+        None => z,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

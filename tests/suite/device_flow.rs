@@ -4,7 +4,7 @@
 //! no code in the crate can read it except through `download`) and counts
 //! what crosses between host and backend. The batch forward pass and every
 //! attribution on batches (RSP with both starts and its layer trace, the
-//! gradient, gradient × input, Grad-CAM) must upload the input once, the weights once
+//! gradient, gradient × input, Grad-CAM, LRP-ε and LRP-α1β0) must upload the input once, the weights once
 //! per network (none on the second call), download only their results, and
 //! never call a per-sample host kernel.
 
@@ -176,6 +176,18 @@ impl<T: Float> Backend<T> for Sealed {
     }
     fn mul_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.mul_batch(&open(a)?, &open(b)?)?))
+    }
+    fn clamp(&self, t: &Tensor<T>, low: Option<T>, high: Option<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.clamp(&open(t)?, low, high)?))
+    }
+    fn stabilised_divide_batch(&self, r: &Tensor<T>, z: &Tensor<T>, epsilon: Option<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.stabilised_divide_batch(&open(r)?, &open(z)?, epsilon)?))
+    }
+    fn samples_with_negatives(&self, t: &Tensor<T>) -> rsp::Result<Vec<bool>> {
+        CpuBackend.samples_with_negatives(&open(t)?)
+    }
+    fn class_entries_batch(&self, t: &Tensor<T>, classes: &[usize]) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.class_entries_batch(&open(t)?, classes)?))
     }
     fn relu_gradient_batch(&self, x: &Tensor<T>, g: &Tensor<T>) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.relu_gradient_batch(&open(x)?, &open(g)?)?))
@@ -414,6 +426,8 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         Method::Gradient,
         Method::GradientXInput,
         Method::GradCam,
+        Method::LrpEpsilon(0.25),
+        Method::LrpAlpha1Beta0,
     ];
     for method in methods {
         let cpu = net.explain(x.view(), 1, &method).unwrap();
@@ -458,6 +472,12 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
             assert_eq!(e.relevance, gradient.relevance);
         }
     }
+    // LRP given by its rules (as a user's method is) crosses the same way.
+    let lrp = on_device.explain_rules(x.view(), 1, &rsp::attribution::Lrp::epsilon(0.5)).unwrap();
+    assert_eq!(lrp.relevance, net.explain(x.view(), 1, Method::LrpEpsilon(0.5)).unwrap().relevance);
+    expected[0] += 1;
+    expected[2] += 2;
+    assert_eq!(counts.get(), expected, "LRP by its rules: [uploads, parameter uploads, downloads, host kernels]");
 }
 
 /// The methods whose rules still run on the host (the LRP family, RAP,
@@ -523,4 +543,105 @@ fn an_attribution_uploads_the_input_once_and_downloads_only_its_results() {
         Network::<f32>::load(data("golden/avgpool_stride_rect.safetensors")).unwrap(),
         [2, 3, 40, 48],
     );
+}
+
+/// LRP's rules with their tensor form hidden: the walk runs them on the host,
+/// sample by sample, as before engine v2's tensor rules.
+struct HostOnly(rsp::attribution::Lrp);
+
+impl<T: Float> rsp::attribution::Rules<T> for HostOnly {
+    fn name(&self) -> &'static str {
+        rsp::attribution::Rules::<T>::name(&self.0)
+    }
+    fn layer(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> rsp::Result<ArrayD<T>> {
+        self.0.layer(backend, layer, x, relevance, ctx)
+    }
+    fn layer_given_output(
+        &self,
+        backend: &dyn Backend<T>,
+        layer: &dyn Layer<T>,
+        x: ArrayViewD<T>,
+        output: ArrayViewD<T>,
+        relevance: ArrayViewD<T>,
+        ctx: RuleContext,
+    ) -> rsp::Result<ArrayD<T>> {
+        self.0.layer_given_output(backend, layer, x, output, relevance, ctx)
+    }
+    fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> rsp::Result<(ArrayD<T>, ArrayD<T>)> {
+        rsp::attribution::Rules::<T>::add(&self.0, a, b, r)
+    }
+}
+
+fn lrp_paths_agree<T: Float>(net: &Network<T>, x: &Array4<T>) {
+    for lrp in [
+        rsp::attribution::Lrp::epsilon(0.25),
+        rsp::attribution::Lrp::alpha1_beta0(),
+        rsp::attribution::Lrp::epsilon(0.0),
+    ] {
+        let on_tensors = net.explain_rules(x.view(), 1, &lrp).unwrap();
+        let on_host = net.explain_rules(x.view(), 1, &HostOnly(lrp)).unwrap();
+        let bits =
+            |r: &Option<Array4<T>>| r.as_ref().unwrap().iter().map(|v| v.to_f64_exact().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&on_tensors.relevance), bits(&on_host.relevance), "{lrp:?}");
+        assert_eq!(on_tensors.logits, on_host.logits);
+    }
+}
+
+/// LRP's rules on tensors give the bits of its rules on host arrays (two
+/// implementations of the same formulas), on VGG, BN-VGG, both ResNets (the
+/// residual sum's rule) and the average-pooling graph.
+#[test]
+fn lrp_on_tensors_gives_the_bits_of_lrp_on_the_host() {
+    let vgg = Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
+    lrp_paths_agree(&vgg, &batch::<f32>([2, 3, 64, 64]));
+    for (name, shape) in [
+        ("vgg_tiny_bn", [2, 3, 32, 32]),
+        ("resnet_basic_tiny", [2, 3, 64, 64]),
+        ("resnet_bottleneck_tiny", [2, 3, 64, 64]),
+        ("avgpool_stride_rect", [2, 3, 40, 48]),
+    ] {
+        let net = Network::<f64>::load(data(&format!("golden/{name}.safetensors"))).unwrap();
+        lrp_paths_agree(&net, &batch::<f64>(shape));
+    }
+}
+
+/// A linear layer reading the input sees negative inputs: LRP-α1β0 computes
+/// their terms (skipped after a ReLU). In a batch where only one sample has
+/// negative inputs, each sample's relevance equals the sample's alone.
+#[test]
+fn lrp_alpha1_beta0_handles_negative_inputs_sample_by_sample() {
+    let mut net = Network::<f64>::new();
+    net.push(rsp::layers::Flatten);
+    let w = Array2::from_shape_fn((4, 12), |(i, j)| ((i * 5 + j * 3) % 7) as f64 * 0.4 - 1.1);
+    net.push(rsp::layers::Linear::new("fc", w, None).unwrap());
+    let x = Array4::from_shape_fn((2, 3, 2, 2), |(n, c, i, j)| {
+        let v = ((c * 4 + i * 2 + j) % 5) as f64 * 0.3 + 0.1;
+        if n == 0 && (c + i + j) % 2 == 0 {
+            -v
+        } else {
+            v
+        }
+    });
+    let both = net.explain(x.view(), 1, Method::LrpAlpha1Beta0).unwrap();
+    let r = both.relevance.as_ref().unwrap();
+    for n in 0..2 {
+        let alone = net.explain(x.slice(s![n..n + 1, .., .., ..]), 1, Method::LrpAlpha1Beta0).unwrap();
+        assert_eq!(alone.relevance.unwrap().index_axis(Axis(0), 0), r.index_axis(Axis(0), n), "sample {n}");
+    }
+    // Sample 0's negative inputs take relevance of their own (x⁻W⁻ > 0 where both are negative).
+    assert!(r
+        .index_axis(Axis(0), 0)
+        .iter()
+        .zip(x.index_axis(Axis(0), 0).iter())
+        .any(|(rv, &xv)| xv < 0.0 && *rv != 0.0));
+    // The host path agrees.
+    let on_host = net.explain_rules(x.view(), 1, &HostOnly(rsp::attribution::Lrp::alpha1_beta0())).unwrap();
+    assert_eq!(&on_host.relevance.unwrap(), r);
 }
