@@ -23,8 +23,8 @@
 //! target at the logits (value 1, zennit's usual call). The formulas of each
 //! rule are at its function below and in `docs/methods.md`.
 
-use super::walk::Rules;
-use crate::backend::{Backend, ConvGeometry, PoolWindows};
+use super::walk::{LayerStep, Rules, TensorRules};
+use crate::backend::{Backend, ConvGeometry, PoolWindows, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use crate::layers::{
@@ -127,6 +127,231 @@ impl<T: Float> Rules<T> for ZennitComposite {
         let mut seed = ArrayD::zeros(IxDyn(&[logits.len()]));
         seed[[target]] = T::one();
         seed
+    }
+
+    fn on_tensors(&self) -> Option<&dyn TensorRules<T>> {
+        Some(self)
+    }
+}
+
+/// The same composite on whole batches of backend tensors (each rule's
+/// steps as on the host, in the same order, so the host backends give the
+/// same bits).
+impl<T: Float> TensorRules<T> for ZennitComposite {
+    fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>> {
+        let (backend, layer, x, r) = (step.backend, step.layer, step.input, step.relevance);
+        let out = layer.output_shape(&x.shape()[1..])?;
+        if r.shape().get(1..) != Some(&out[..]) || r.shape().first() != x.shape().first() {
+            let what = format!("relevance at the output of {}", layer.describe());
+            return Err(RspError::shape(what, format!("N×{out:?}"), r.shape()));
+        }
+        if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
+            let affine = AffineOnBackend {
+                backend,
+                weight: step.parameters[0].clone(),
+                bias: step.parameters.get(1),
+                geometry: *conv.geometry(),
+                output: step.output,
+            };
+            return match (*self, step.ctx.is_input_layer) {
+                (ZennitComposite::EpsilonPlusFlat, true) => affine.flat(x, r),
+                (ZennitComposite::EpsilonPlusFlat, false) => affine.z_plus(x, r),
+                (ZennitComposite::EpsilonGammaBox { low, high }, true) => affine.z_box(x, r, low, high),
+                (ZennitComposite::EpsilonGammaBox { .. }, false) => affine.gamma(x, r, ZENNIT_GAMMA),
+            };
+        }
+        if layer.downcast_ref::<Linear<T>>().is_some() {
+            // A 1×1 convolution on a 1×1 map, as on the host.
+            let (n, i, o) = (x.shape()[0], x.shape()[1], r.shape()[1]);
+            let output = step.output.reshaped(vec![n, o, 1, 1])?;
+            let affine = AffineOnBackend {
+                backend,
+                weight: step.parameters[0].reshaped(vec![o, i, 1, 1])?,
+                bias: step.parameters.get(1),
+                geometry: ConvGeometry::square(1, 0),
+                output: &output,
+            };
+            let (x, r) = (x.reshaped(vec![n, i, 1, 1])?, r.reshaped(vec![n, o, 1, 1])?);
+            let rin = if step.ctx.is_input_layer && *self == ZennitComposite::EpsilonPlusFlat {
+                affine.flat(&x, &r)?
+            } else {
+                affine.epsilon(&x, &r)?
+            };
+            return rin.reshaped(vec![n, i]);
+        }
+        if layer.downcast_ref::<MaxPool2d>().is_some() {
+            return layer.gradient_batch(backend, x, r, step.parameters);
+        }
+        let windows = if let Some(pool) = layer.downcast_ref::<AvgPool2d>() {
+            Some(pool.pool_windows(&x.shape()[1..])?)
+        } else if let Some(pool) = layer.downcast_ref::<AdaptiveAvgPool2d>() {
+            Some(pool.pool_windows(&x.shape()[1..])?)
+        } else {
+            None
+        };
+        if let Some(windows) = windows {
+            // Norm: `R_in = x ⊙ poolᵀ(R ⊘ stab(pool(x)))`.
+            let z = backend.avg_pool_batch(x, &windows)?;
+            let s = backend.stabilised_divide_batch(r, &z, Some(T::of(ZENNIT_EPSILON)))?;
+            return backend.mul_batch(x, &backend.avg_pool_adjoint_batch(&s, &windows)?);
+        }
+        match layer.kind() {
+            LayerKind::Relu | LayerKind::Dropout | LayerKind::BatchNorm2d | LayerKind::Flatten => {
+                r.reshaped(x.shape().to_vec())
+            }
+            _ => Err(RspError::Model(format!(
+                "layer `{}` has no rule in zennit's {} composite",
+                layer.describe(),
+                Rules::<T>::name(self)
+            ))),
+        }
+    }
+
+    /// Norm on the sum, as on the host.
+    fn add(
+        &self,
+        backend: &dyn Backend<T>,
+        a: &Tensor<T>,
+        b: &Tensor<T>,
+        relevance: &Tensor<T>,
+    ) -> Result<(Tensor<T>, Tensor<T>)> {
+        let s = backend.stabilised_divide_batch(relevance, &backend.add_batch(a, b)?, Some(T::of(ZENNIT_EPSILON)))?;
+        Ok((backend.mul_batch(a, &s)?, backend.mul_batch(b, &s)?))
+    }
+
+    /// The one-hot target, value 1, as on the host.
+    fn seed(&self, backend: &dyn Backend<T>, logits: &Tensor<T>, classes: &[usize]) -> Result<Tensor<T>> {
+        backend.one_hot_batch(classes, logits.shape().get(1).copied().unwrap_or(0))
+    }
+}
+
+/// A convolution's parameters on the backend, with the layer's forward output
+/// `z = conv(x, W) + b` (a linear layer: a 1×1 convolution on a 1×1 map):
+/// the rules below on whole batches, step for step as their host versions.
+struct AffineOnBackend<'a, T: Float> {
+    backend: &'a dyn Backend<T>,
+    weight: Tensor<T>,
+    bias: Option<&'a Tensor<T>>,
+    geometry: ConvGeometry,
+    output: &'a Tensor<T>,
+}
+
+impl<T: Float> AffineOnBackend<'_, T> {
+    fn hw(x: &Tensor<T>) -> (usize, usize) {
+        (x.shape()[2], x.shape()[3])
+    }
+
+    fn epsilon_t() -> Option<T> {
+        Some(T::of(ZENNIT_EPSILON))
+    }
+
+    /// `conv(x, w)` plus `bias` when given.
+    fn conv(&self, x: &Tensor<T>, w: &Tensor<T>, bias: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+        self.backend.conv2d_batch(x, w, bias, &self.geometry)
+    }
+
+    fn adjoint(&self, s: &Tensor<T>, w: &Tensor<T>, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.backend.conv2d_input_adjoint_batch(s, w, &self.geometry, Self::hw(x))
+    }
+
+    /// The bias modified as `clamp` modifies the weights (zennit modifies the
+    /// bias with the weights).
+    fn bias_clamped(&self, low: Option<T>, high: Option<T>) -> Result<Option<Tensor<T>>> {
+        self.bias.map(|b| self.backend.clamp(b, low, high)).transpose()
+    }
+
+    /// `x⁺` and `x⁻`, or `x` and `None` when no sample has a negative input
+    /// (after a ReLU): the host rule's `sign_parts`.
+    fn sign_parts(&self, x: &Tensor<T>) -> Result<(Tensor<T>, Option<Tensor<T>>)> {
+        let zero = Some(T::zero());
+        if self.backend.samples_with_negatives(x)?.contains(&true) {
+            Ok((self.backend.clamp(x, zero, None)?, Some(self.backend.clamp(x, None, zero)?)))
+        } else {
+            Ok((x.clone(), None))
+        }
+    }
+
+    /// [`epsilon`] on the backend.
+    fn epsilon(&self, x: &Tensor<T>, r: &Tensor<T>) -> Result<Tensor<T>> {
+        let s = self.backend.stabilised_divide_batch(r, self.output, Self::epsilon_t())?;
+        self.backend.mul_batch(x, &self.adjoint(&s, &self.weight, x)?)
+    }
+
+    /// [`z_plus`] on the backend.
+    fn z_plus(&self, x: &Tensor<T>, r: &Tensor<T>) -> Result<Tensor<T>> {
+        let (b, zero) = (self.backend, Some(T::zero()));
+        let (x_pos, x_neg) = self.sign_parts(x)?;
+        let w_pos = b.clamp(&self.weight, zero, None)?;
+        let mut z = self.conv(&x_pos, &w_pos, self.bias_clamped(zero, None)?.as_ref())?;
+        let w_neg = match &x_neg {
+            Some(xn) => {
+                let w_neg = b.clamp(&self.weight, None, zero)?;
+                z = b.add_batch(&z, &self.conv(xn, &w_neg, None)?)?;
+                Some(w_neg)
+            }
+            None => None,
+        };
+        let s = b.stabilised_divide_batch(r, &z, Self::epsilon_t())?;
+        let rin = b.mul_batch(&x_pos, &self.adjoint(&s, &w_pos, x)?)?;
+        match (&x_neg, &w_neg) {
+            (Some(xn), Some(wn)) => b.add_batch(&rin, &b.mul_batch(xn, &self.adjoint(&s, wn, x)?)?),
+            _ => Ok(rin),
+        }
+    }
+
+    /// [`gamma`] on the backend.
+    fn gamma(&self, x: &Tensor<T>, r: &Tensor<T>, gamma: f64) -> Result<Tensor<T>> {
+        let (b, zero, factor) = (self.backend, Some(T::zero()), T::of(gamma));
+        let raised = |t: &Tensor<T>, low, high| b.scaled_add(t, factor, &b.clamp(t, low, high)?);
+        let (w_p, w_n) = (raised(&self.weight, zero, None)?, raised(&self.weight, None, zero)?);
+        let bias_p = self.bias.map(|t| raised(t, zero, None)).transpose()?;
+        let bias_n = self.bias.map(|t| raised(t, None, zero)).transpose()?;
+        let (x_pos, x_neg) = self.sign_parts(x)?;
+        let mut z_p = self.conv(&x_pos, &w_p, bias_p.as_ref())?;
+        let mut z_n = self.conv(&x_pos, &w_n, bias_n.as_ref())?;
+        if let Some(xn) = &x_neg {
+            z_p = b.add_batch(&z_p, &self.conv(xn, &w_n, None)?)?;
+            z_n = b.add_batch(&z_n, &self.conv(xn, &w_p, None)?)?;
+        }
+        let share = |zs: &Tensor<T>, sign| {
+            b.keep_where_sign_batch(&b.stabilised_divide_batch(r, zs, Self::epsilon_t())?, self.output, sign)
+        };
+        let (s_p, s_n) = (share(&z_p, std::cmp::Ordering::Greater)?, share(&z_n, std::cmp::Ordering::Less)?);
+        let through = |s: &Tensor<T>, w: &Tensor<T>| self.adjoint(s, w, x);
+        let pos = b.add_batch(&through(&s_p, &w_p)?, &through(&s_n, &w_n)?)?;
+        let rin = b.mul_batch(&x_pos, &pos)?;
+        match &x_neg {
+            Some(xn) => {
+                let neg = b.add_batch(&through(&s_p, &w_n)?, &through(&s_n, &w_p)?)?;
+                b.add_batch(&rin, &b.mul_batch(xn, &neg)?)
+            }
+            None => Ok(rin),
+        }
+    }
+
+    /// [`z_box`] on the backend.
+    fn z_box(&self, x: &Tensor<T>, r: &Tensor<T>, low: f64, high: f64) -> Result<Tensor<T>> {
+        let (b, zero) = (self.backend, Some(T::zero()));
+        let (low, high) = (T::of(low), T::of(high));
+        let (w_pos, w_neg) = (b.clamp(&self.weight, zero, None)?, b.clamp(&self.weight, None, zero)?);
+        let z_low = self.conv(&b.full(x.shape(), low)?, &w_pos, self.bias_clamped(zero, None)?.as_ref())?;
+        let z_high = self.conv(&b.full(x.shape(), high)?, &w_neg, self.bias_clamped(None, zero)?.as_ref())?;
+        let denominator = b.sub_batch(self.output, &b.add_batch(&z_low, &z_high)?)?;
+        let s = b.stabilised_divide_batch(r, &denominator, Self::epsilon_t())?;
+        let through_w = self.adjoint(&s, &self.weight, x)?;
+        let (through_pos, through_neg) = (self.adjoint(&s, &w_pos, x)?, self.adjoint(&s, &w_neg, x)?);
+        let bounds = b.scaled_add(&b.scale(&through_pos, low)?, high, &through_neg)?;
+        b.sub_batch(&b.mul_batch(x, &through_w)?, &bounds)
+    }
+
+    /// [`flat`] on the backend.
+    fn flat(&self, x: &Tensor<T>, r: &Tensor<T>) -> Result<Tensor<T>> {
+        let b = self.backend;
+        let (c, kh, kw) = (x.shape()[1], self.weight.shape()[2], self.weight.shape()[3]);
+        let ones = b.full(&[1, c, kh, kw], T::one())?;
+        let z = self.conv(&b.full(x.shape(), T::one())?, &ones, None)?;
+        let s = b.channel_shares_sum_batch(r, &z, Self::epsilon_t())?;
+        self.adjoint(&s, &ones, x)
     }
 }
 

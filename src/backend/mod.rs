@@ -399,6 +399,82 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         })
     }
 
+    /// `a − b` element-wise.
+    fn sub_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+        if a.shape() != b.shape() {
+            return Err(RspError::shape("subtrahend", format!("{:?}", a.shape()), b.shape()));
+        }
+        per_sample_n(self.name(), &[a, b], |v| Ok(&v[0] - &v[1]))
+    }
+
+    /// `factor · t` element-wise. Any tensor, an uploaded parameter too.
+    fn scale(&self, t: &Tensor<T>, factor: T) -> Result<Tensor<T>> {
+        host_elementwise(self.name(), t, move |v| factor * v)
+    }
+
+    /// `a + factor · b` element-wise (zennit's Gamma weights `W + γW⁺`). Any
+    /// two tensors of one shape, uploaded parameters too.
+    fn scaled_add(&self, a: &Tensor<T>, factor: T, b: &Tensor<T>) -> Result<Tensor<T>> {
+        if a.shape() != b.shape() {
+            return Err(RspError::shape("second term", format!("{:?}", a.shape()), b.shape()));
+        }
+        match (host_view(self.name(), a), host_view(self.name(), b)) {
+            (Ok(av), Ok(bv)) => {
+                let mut out = av.to_owned();
+                Zip::from(&mut out).and(&bv).par_for_each(|o, &bv| *o += factor * bv);
+                Ok(host_tensor(out))
+            }
+            _ => per_sample_n(self.name(), &[a, b], |v| {
+                Ok(Zip::from(&v[0]).and(&v[1]).map_collect(|&av, &bv| av + factor * bv))
+            }),
+        }
+    }
+
+    /// A tensor of `shape` with every element `value`.
+    fn full(&self, shape: &[usize], value: T) -> Result<Tensor<T>> {
+        Ok(host_tensor(ArrayD::from_elem(IxDyn(shape), value)))
+    }
+
+    /// `t` where `z` has the sign `sign` (`Greater`: `z > 0`, `Less`:
+    /// `z < 0`, `Equal`: `z = 0`), `0` elsewhere (zennit's Gamma rule splits
+    /// the outputs by the sign of `z`).
+    fn keep_where_sign_batch(&self, t: &Tensor<T>, z: &Tensor<T>, sign: std::cmp::Ordering) -> Result<Tensor<T>> {
+        if t.shape() != z.shape() {
+            return Err(RspError::shape("sign mask", format!("{:?}", t.shape()), z.shape()));
+        }
+        per_sample_n(self.name(), &[t, z], |v| {
+            Ok(Zip::from(&v[0]).and(&v[1]).map_collect(|&tv, &zv| {
+                if zv.partial_cmp(&T::zero()) == Some(sign) {
+                    tv
+                } else {
+                    T::zero()
+                }
+            }))
+        })
+    }
+
+    /// `Σ_c r[:, c] ⊘ (z + ε·sign z)` over the channels of `r` (`N×C×H×W`),
+    /// added in channel order from zero, for a one-channel `z` (`N×1×H×W`)
+    /// that every channel shares: `N×1×H×W`. zennit's Flat rule, whose
+    /// denominator does not depend on the output channel.
+    fn channel_shares_sum_batch(&self, r: &Tensor<T>, z: &Tensor<T>, epsilon: Option<T>) -> Result<Tensor<T>> {
+        let (rs, zs) = (r.shape(), z.shape());
+        if rs.len() != 4 || zs.len() != 4 || zs[0] != rs[0] || zs[1] != 1 || zs[2..] != rs[2..] {
+            return Err(RspError::shape("shared denominator", format!("{}×1×{:?}", rs[0], rs.get(2..)), zs));
+        }
+        per_sample_n(self.name(), &[r, z], |v| {
+            let (r, z) = (chw(&v[0], r)?, chw(&v[1], z)?);
+            let z = z.index_axis(Axis(0), 0);
+            let mut s = ndarray::Array2::zeros(z.raw_dim());
+            for r_c in r.outer_iter() {
+                Zip::from(&mut s).and(&r_c).and(&z).for_each(|sv, &rv, &zv| {
+                    *sv += safe_div(rv, rules::stabilise(zv, epsilon));
+                });
+            }
+            Ok(s.insert_axis(Axis(0)).into_dyn())
+        })
+    }
+
     /// Whether each sample of `t` has a negative entry (LRP-α1β0 skips the
     /// negative inputs' terms of a sample that has none).
     fn samples_with_negatives(&self, t: &Tensor<T>) -> Result<Vec<bool>> {

@@ -183,6 +183,24 @@ impl<T: Float> Backend<T> for Sealed {
     fn stabilised_divide_batch(&self, r: &Tensor<T>, z: &Tensor<T>, epsilon: Option<T>) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.stabilised_divide_batch(&open(r)?, &open(z)?, epsilon)?))
     }
+    fn sub_batch(&self, a: &Tensor<T>, b: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.sub_batch(&open(a)?, &open(b)?)?))
+    }
+    fn scale(&self, t: &Tensor<T>, factor: T) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.scale(&open(t)?, factor)?))
+    }
+    fn scaled_add(&self, a: &Tensor<T>, factor: T, b: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.scaled_add(&open(a)?, factor, &open(b)?)?))
+    }
+    fn full(&self, shape: &[usize], value: T) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.full(shape, value)?))
+    }
+    fn keep_where_sign_batch(&self, t: &Tensor<T>, z: &Tensor<T>, sign: std::cmp::Ordering) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.keep_where_sign_batch(&open(t)?, &open(z)?, sign)?))
+    }
+    fn channel_shares_sum_batch(&self, r: &Tensor<T>, z: &Tensor<T>, epsilon: Option<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.channel_shares_sum_batch(&open(r)?, &open(z)?, epsilon)?))
+    }
     fn samples_with_negatives(&self, t: &Tensor<T>) -> rsp::Result<Vec<bool>> {
         CpuBackend.samples_with_negatives(&open(t)?)
     }
@@ -428,7 +446,15 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         Method::GradCam,
         Method::LrpEpsilon(0.25),
         Method::LrpAlpha1Beta0,
+        Method::EpsilonPlusFlat,
+        Method::EpsilonGammaBox { low: -3.0, high: 3.0 },
     ];
+    // zennit's composites fold batch norm into a new network first (its own
+    // upload): counted here on the networks without batch norm.
+    let has_batch_norm = net.nodes().iter().any(|n| n.layer().is_some_and(|l| l.kind() == LayerKind::BatchNorm2d));
+    let methods = methods
+        .into_iter()
+        .filter(|m| !(has_batch_norm && matches!(m, Method::EpsilonPlusFlat | Method::EpsilonGammaBox { .. })));
     for method in methods {
         let cpu = net.explain(x.view(), 1, &method).unwrap();
         let e = on_device.explain(x.view(), 1, &method).unwrap();
@@ -545,13 +571,13 @@ fn an_attribution_uploads_the_input_once_and_downloads_only_its_results() {
     );
 }
 
-/// LRP's rules with their tensor form hidden: the walk runs them on the host,
-/// sample by sample, as before engine v2's tensor rules.
-struct HostOnly(rsp::attribution::Lrp);
+/// A method's rules with their tensor form hidden: the walk runs them on the
+/// host, sample by sample, as before engine v2's tensor rules.
+struct HostOnly<R>(R);
 
-impl<T: Float> rsp::attribution::Rules<T> for HostOnly {
+impl<T: Float, R: rsp::attribution::Rules<T>> rsp::attribution::Rules<T> for HostOnly<R> {
     fn name(&self) -> &'static str {
-        rsp::attribution::Rules::<T>::name(&self.0)
+        self.0.name()
     }
     fn layer(
         &self,
@@ -575,30 +601,42 @@ impl<T: Float> rsp::attribution::Rules<T> for HostOnly {
         self.0.layer_given_output(backend, layer, x, output, relevance, ctx)
     }
     fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, r: ArrayViewD<T>) -> rsp::Result<(ArrayD<T>, ArrayD<T>)> {
-        rsp::attribution::Rules::<T>::add(&self.0, a, b, r)
+        self.0.add(a, b, r)
     }
+    fn seed(&self, logits: rsp::ndarray::ArrayView1<T>, target: usize) -> ArrayD<T> {
+        self.0.seed(logits, target)
+    }
+}
+
+fn paths_agree<T: Float, R: rsp::attribution::Rules<T> + Copy + std::fmt::Debug>(
+    net: &Network<T>,
+    x: &Array4<T>,
+    rules: R,
+) {
+    assert!(rules.on_tensors().is_some(), "{rules:?}");
+    let on_tensors = net.explain_rules(x.view(), 1, &rules).unwrap();
+    let on_host = net.explain_rules(x.view(), 1, &HostOnly(rules)).unwrap();
+    let bits =
+        |r: &Option<Array4<T>>| r.as_ref().unwrap().iter().map(|v| v.to_f64_exact().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&on_tensors.relevance), bits(&on_host.relevance), "{rules:?}");
+    assert_eq!(on_tensors.logits, on_host.logits);
 }
 
 fn lrp_paths_agree<T: Float>(net: &Network<T>, x: &Array4<T>) {
-    for lrp in [
-        rsp::attribution::Lrp::epsilon(0.25),
-        rsp::attribution::Lrp::alpha1_beta0(),
-        rsp::attribution::Lrp::epsilon(0.0),
-    ] {
-        let on_tensors = net.explain_rules(x.view(), 1, &lrp).unwrap();
-        let on_host = net.explain_rules(x.view(), 1, &HostOnly(lrp)).unwrap();
-        let bits =
-            |r: &Option<Array4<T>>| r.as_ref().unwrap().iter().map(|v| v.to_f64_exact().to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&on_tensors.relevance), bits(&on_host.relevance), "{lrp:?}");
-        assert_eq!(on_tensors.logits, on_host.logits);
+    use rsp::attribution::{Lrp, ZennitComposite};
+    for lrp in [Lrp::epsilon(0.25), Lrp::alpha1_beta0(), Lrp::epsilon(0.0)] {
+        paths_agree(net, x, lrp);
+    }
+    for composite in [ZennitComposite::EpsilonPlusFlat, ZennitComposite::EpsilonGammaBox { low: -3.0, high: 3.0 }] {
+        paths_agree(net, x, composite);
     }
 }
 
-/// LRP's rules on tensors give the bits of its rules on host arrays (two
-/// implementations of the same formulas), on VGG, BN-VGG, both ResNets (the
-/// residual sum's rule) and the average-pooling graph.
+/// The LRP composites' and zennit's rules on tensors give the bits of their
+/// rules on host arrays (two implementations of the same formulas), on VGG,
+/// BN-VGG, both ResNets (the residual sum's rule) and the average-pooling graph.
 #[test]
-fn lrp_on_tensors_gives_the_bits_of_lrp_on_the_host() {
+fn rules_on_tensors_give_the_bits_of_the_rules_on_the_host() {
     let vgg = Network::<f32>::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits_vgg.safetensors")).unwrap();
     lrp_paths_agree(&vgg, &batch::<f32>([2, 3, 64, 64]));
     for (name, shape) in [
@@ -644,4 +682,40 @@ fn lrp_alpha1_beta0_handles_negative_inputs_sample_by_sample() {
     // The host path agrees.
     let on_host = net.explain_rules(x.view(), 1, &HostOnly(rsp::attribution::Lrp::alpha1_beta0())).unwrap();
     assert_eq!(&on_host.relevance.unwrap(), r);
+}
+
+/// A convolution reading another's output without a ReLU between sees
+/// negative inputs: ZPlus and Gamma compute their `x⁻` terms (skipped after a
+/// ReLU). Both paths agree, on a batch and on each sample alone.
+#[test]
+fn zennit_rules_handle_negative_inputs_on_tensors() {
+    use rsp::attribution::{Lrp, ZennitComposite};
+    let mut net = Network::<f64>::new();
+    let w1 = Array4::from_shape_fn((4, 2, 3, 3), |(o, c, u, v)| ((o * 7 + c * 5 + u * 3 + v) % 11) as f64 * 0.1 - 0.5);
+    net.push(
+        rsp::layers::Conv2d::new("c1", w1, Some(rsp::ndarray::Array1::from_elem(4, 0.05)), ConvGeometry::square(1, 1))
+            .unwrap(),
+    );
+    let w2 = Array4::from_shape_fn((3, 4, 3, 3), |(o, c, u, v)| ((o * 3 + c * 7 + u * 5 + v) % 13) as f64 * 0.1 - 0.6);
+    net.push(
+        rsp::layers::Conv2d::new("c2", w2, Some(rsp::ndarray::Array1::from_elem(3, -0.1)), ConvGeometry::square(1, 1))
+            .unwrap(),
+    );
+    net.push(rsp::layers::Flatten);
+    let w3 = Array2::from_shape_fn((4, 48), |(i, j)| ((i * 5 + j * 3) % 7) as f64 * 0.3 - 0.9);
+    net.push(rsp::layers::Linear::new("fc", w3, None).unwrap());
+    let x = Array4::from_shape_fn((2, 2, 4, 4), |(n, c, i, j)| ((n * 5 + c * 7 + i * 3 + j) % 9) as f64 * 0.25 - 1.0);
+    let rules: [&dyn Fn() -> Method; 3] =
+        [&|| Method::LrpAlpha1Beta0, &|| Method::EpsilonPlusFlat, &|| Method::EpsilonGammaBox { low: -1.0, high: 1.0 }];
+    for method in rules {
+        let both = net.explain(x.view(), 1, method()).unwrap();
+        let r = both.relevance.as_ref().unwrap();
+        for n in 0..2 {
+            let alone = net.explain(x.slice(s![n..n + 1, .., .., ..]), 1, method()).unwrap();
+            assert_eq!(alone.relevance.unwrap().index_axis(Axis(0), 0), r.index_axis(Axis(0), n), "{}", method());
+        }
+    }
+    paths_agree(&net, &x, Lrp::alpha1_beta0());
+    paths_agree(&net, &x, ZennitComposite::EpsilonPlusFlat);
+    paths_agree(&net, &x, ZennitComposite::EpsilonGammaBox { low: -1.0, high: 1.0 });
 }
