@@ -9,7 +9,7 @@
 //! backends run each sample with the per-sample kernels, so each sample's
 //! bits do not depend on the batch.
 
-use super::contrastive::{clrp_combine, clrp_seeds, Sglrp};
+use super::contrastive::{clrp_combine_batch, clrp_seeds_batch, Sglrp};
 use super::lrp::Lrp;
 use super::rap::Rap;
 use super::rsp::hostile_set;
@@ -21,7 +21,7 @@ use crate::budget::Pass;
 use crate::error::{format_bytes, Result, RspError};
 use crate::float::Float;
 use crate::network::{check_finite_batch, Network, Source};
-use ndarray::{Array2, ArrayView4, ArrayViewD, Axis, Ix2, Ix3, Slice};
+use ndarray::{Array2, ArrayView4, Axis, Ix2, Ix3, Slice};
 use std::time::{Duration, Instant};
 
 /// The rules of the methods that walk from the logits with a [`Rules`]
@@ -143,17 +143,11 @@ impl<T: Float> Network<T> {
             Method::GradientXInput => (Some(backend.mul_batch(&gradient_to_input(seed)?, &x)?), None),
             Method::Clrp => {
                 // Two LRP-α1β0 walks, from the target and from the dual class.
-                let seeds: Vec<_> = classes.iter().enumerate().map(|(i, &c)| clrp_seeds(logits.row(i), c)).collect();
-                let (target_seeds, dual_seeds): (Vec<_>, Vec<_>) = seeds.into_iter().unzip();
+                let (target_seed, dual_seed) = clrp_seeds_batch(backend, &outputs[last], &classes)?;
                 let rules = BatchRules::Tensor(&Lrp::alpha1_beta0(), false);
-                let walk = |seeds| -> Result<Tensor<T>> {
-                    let seed = backend.upload(stack_samples(seeds)?.view())?;
-                    self.walk_batch(&x, &outputs, last, seed, Source::Input, rules)
-                };
-                let (target_relevance, dual_relevance) = (walk(target_seeds)?, walk(dual_seeds)?);
-                let combine = |v: &[ArrayViewD<T>]| Ok(vec![clrp_combine(v[0].view(), v[1].view())]);
-                let r = backend.map_on_host(&[&target_relevance, &dual_relevance], 1, &combine)?;
-                (r.into_iter().next(), None)
+                let walk = |seed| self.walk_batch(&x, &outputs, last, seed, Source::Input, rules);
+                let (target_relevance, dual_relevance) = (walk(target_seed)?, walk(dual_seed)?);
+                (Some(clrp_combine_batch(backend, &target_relevance, &dual_relevance)?), None)
             }
             Method::Custom(name) => {
                 let rules = custom.ok_or_else(|| {

@@ -11,7 +11,7 @@
 //!   probability `p_t` with respect to the logits, `R_t = p_t (1 − p_t)` and
 //!   `R_n = −p_t p_n` for `n ≠ t`. The seed sums to zero; the other classes
 //!   enter with negative relevance in proportion to their probability.
-//! * **CLRP** (two walks, [`clrp_seeds`], [`clrp_combine`]): the target's relevance `R_target`, seeded with
+//! * **CLRP** (two walks, [`clrp_seeds_batch`], [`clrp_combine_batch`]): the target's relevance `R_target`, seeded with
 //!   `|y_t|` at the target, minus the relevance of the *dual* virtual class,
 //!   seeded with `|y_n|` at every other class (the paper's CLRP1 and its
 //!   released code's default), rescaled to the same total:
@@ -23,10 +23,10 @@
 //! `docs/methods.md`.
 
 use super::lrp::Lrp;
-use super::walk::Rules;
-use crate::backend::Backend;
+use super::walk::{LayerStep, Rules, TensorRules};
+use crate::backend::{Backend, Tensor};
 use crate::error::Result;
-use crate::float::{safe_div, Float};
+use crate::float::Float;
 use crate::layers::{Layer, RuleContext};
 use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
@@ -57,11 +57,15 @@ impl<T: Float> Rules<T> for Sglrp {
         relevance: ArrayViewD<T>,
         ctx: RuleContext,
     ) -> Result<ArrayD<T>> {
-        Lrp::alpha1_beta0().layer(backend, layer, x, relevance, ctx)
+        Rules::<T>::layer(&Lrp::alpha1_beta0(), backend, layer, x, relevance, ctx)
     }
 
     fn add(&self, a: ArrayViewD<T>, b: ArrayViewD<T>, relevance: ArrayViewD<T>) -> Result<(ArrayD<T>, ArrayD<T>)> {
         Rules::<T>::add(&Lrp::alpha1_beta0(), a, b, relevance)
+    }
+
+    fn on_tensors(&self) -> Option<&dyn TensorRules<T>> {
+        Some(self)
     }
 
     /// `∂p_t/∂y`: `p_t (1 − p_t)` at the target, `−p_t p_n` elsewhere, with
@@ -79,19 +83,50 @@ impl<T: Float> Rules<T> for Sglrp {
     }
 }
 
-/// CLRP's two seeds at the logits of one sample: `|y_t|` at the target, and
-/// the dual virtual class, `|y_n|` at every other class.
-pub(crate) fn clrp_seeds<T: Float>(logits: ArrayView1<T>, target: usize) -> (ArrayD<T>, ArrayD<T>) {
-    let mut target_seed = ArrayD::zeros(IxDyn(&[logits.len()]));
-    target_seed[[target]] = logits[target].abs();
-    let mut dual_seed = logits.mapv(|y| y.abs()).into_dyn();
-    dual_seed[[target]] = T::zero();
-    (target_seed, dual_seed)
+/// SGLRP on the backend: LRP-α1β0's tensor rules from the softmax gradient.
+impl<T: Float> TensorRules<T> for Sglrp {
+    fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>> {
+        TensorRules::<T>::layer(&Lrp::alpha1_beta0(), step)
+    }
+
+    fn add(
+        &self,
+        backend: &dyn Backend<T>,
+        a: &Tensor<T>,
+        b: &Tensor<T>,
+        relevance: &Tensor<T>,
+    ) -> Result<(Tensor<T>, Tensor<T>)> {
+        TensorRules::<T>::add(&Lrp::alpha1_beta0(), backend, a, b, relevance)
+    }
+
+    fn seed(&self, backend: &dyn Backend<T>, logits: &Tensor<T>, classes: &[usize]) -> Result<Tensor<T>> {
+        backend.softmax_gradient_batch(logits, classes)
+    }
 }
 
-/// CLRP of one sample from the relevance of its two walks (LRP-α1β0 from
-/// each of [`clrp_seeds`]): `R_target − (Σ R_target / Σ R_dual) · R_dual`.
-pub(crate) fn clrp_combine<T: Float>(target_relevance: ArrayViewD<T>, dual_relevance: ArrayViewD<T>) -> ArrayD<T> {
-    let scale = safe_div(target_relevance.sum(), dual_relevance.sum());
-    ndarray::Zip::from(&target_relevance).and(&dual_relevance).map_collect(|&t, &d| t - scale * d)
+/// CLRP's two seeds at the logits of every sample (`N×K`): `|y_t|` at the
+/// target, and the dual virtual class, `|y_n|` at every other class.
+pub(crate) fn clrp_seeds_batch<T: Float>(
+    backend: &dyn Backend<T>,
+    logits: &Tensor<T>,
+    classes: &[usize],
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    let magnitudes = backend.abs(logits)?;
+    let target_seed = backend.class_entries_batch(&magnitudes, classes)?;
+    // |y_t| − |y_t| = 0 at the target, |y_n| − 0 = |y_n| elsewhere: the host seed's bits.
+    let dual_seed = backend.sub_batch(&magnitudes, &target_seed)?;
+    Ok((target_seed, dual_seed))
+}
+
+/// CLRP of every sample from the relevance of its two walks (LRP-α1β0 from
+/// each of [`clrp_seeds_batch`]): `R_target − (Σ R_target / Σ R_dual) · R_dual`,
+/// computed as `R_target + (−scale) · R_dual` (the same bits).
+pub(crate) fn clrp_combine_batch<T: Float>(
+    backend: &dyn Backend<T>,
+    target_relevance: &Tensor<T>,
+    dual_relevance: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    let (t, d) = (backend.sample_sums_batch(target_relevance)?, backend.sample_sums_batch(dual_relevance)?);
+    let scale = backend.stabilised_divide_batch(&t, &d, None)?;
+    backend.scaled_add_per_sample(target_relevance, &backend.scale(&scale, -T::one())?, dual_relevance)
 }

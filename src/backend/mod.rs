@@ -475,6 +475,55 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         })
     }
 
+    /// `|t|` element-wise (CLRP's seeds are the logits' magnitudes).
+    fn abs(&self, t: &Tensor<T>) -> Result<Tensor<T>> {
+        host_elementwise(self.name(), t, |v| v.abs())
+    }
+
+    /// The sum of each sample of `t`: an `N` tensor (CLRP rescales the dual
+    /// class's relevance to the target's total).
+    fn sample_sums_batch(&self, t: &Tensor<T>) -> Result<Tensor<T>> {
+        let sums: Vec<T> = host_samples(self.name(), t)?.iter().map(|s| s.sum()).collect();
+        Ok(host_tensor(ndarray::Array1::from(sums).into_dyn()))
+    }
+
+    /// `a + f_n · b` for every sample `n`, with `factors` an `N` tensor (one
+    /// factor per sample).
+    fn scaled_add_per_sample(&self, a: &Tensor<T>, factors: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+        if a.shape() != b.shape() || factors.shape() != &a.shape()[..1] {
+            return Err(RspError::shape("per-sample factors and second term", format!("{:?}", a.shape()), b.shape()));
+        }
+        per_sample_n(self.name(), &[a, factors, b], |v| {
+            let f = v[1].first().copied().unwrap_or_else(T::zero);
+            Ok(Zip::from(&v[0]).and(&v[2]).map_collect(|&av, &bv| av + f * bv))
+        })
+    }
+
+    /// Row `n` of the `N×K` logits `y` mapped to the gradient of the softmax
+    /// probability `p_t` of class `t = classes[n]`: `p_t (1 − p_t)` at `t`,
+    /// `−p_t p_k` elsewhere, `p = softmax(y − max y)` (SGLRP's seed).
+    fn softmax_gradient_batch(&self, y: &Tensor<T>, classes: &[usize]) -> Result<Tensor<T>> {
+        let width = match y.shape() {
+            [n, k] if *n == classes.len() => *k,
+            other => return Err(RspError::shape("logits", format!("{}×K", classes.len()), other)),
+        };
+        if let Some(&c) = classes.iter().find(|&&c| c >= width) {
+            return Err(RspError::TargetOutOfRange { target: c, classes: width });
+        }
+        let rows = host_samples(self.name(), y)?;
+        let mut out = Array2::zeros((classes.len(), width));
+        for ((&target, row), mut seed) in classes.iter().zip(&rows).zip(out.outer_iter_mut()) {
+            let top = row.iter().copied().fold(T::neg_infinity(), T::max);
+            let exp: Vec<T> = row.iter().map(|&v| (v - top).exp()).collect();
+            let total: T = exp.iter().copied().sum();
+            let p_target = exp[target] / total;
+            for (k, &e) in exp.iter().enumerate() {
+                seed[k] = if k == target { p_target * (T::one() - p_target) } else { -(p_target * (e / total)) };
+            }
+        }
+        Ok(host_tensor(out.into_dyn()))
+    }
+
     /// Whether each sample of `t` has a negative entry (LRP-α1β0 skips the
     /// negative inputs' terms of a sample that has none).
     fn samples_with_negatives(&self, t: &Tensor<T>) -> Result<Vec<bool>> {

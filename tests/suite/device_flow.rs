@@ -4,7 +4,8 @@
 //! no code in the crate can read it except through `download`) and counts
 //! what crosses between host and backend. The batch forward pass and every
 //! attribution on batches (RSP with both starts and its layer trace, the
-//! gradient, gradient × input, Grad-CAM, LRP-ε and LRP-α1β0) must upload the input once, the weights once
+//! gradient, gradient × input, Grad-CAM, the LRP family, CLRP, SGLRP and
+//! zennit's composites) must upload the input once, the weights once
 //! per network (none on the second call), download only their results, and
 //! never call a per-sample host kernel.
 
@@ -200,6 +201,18 @@ impl<T: Float> Backend<T> for Sealed {
     }
     fn channel_shares_sum_batch(&self, r: &Tensor<T>, z: &Tensor<T>, epsilon: Option<T>) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.channel_shares_sum_batch(&open(r)?, &open(z)?, epsilon)?))
+    }
+    fn abs(&self, t: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.abs(&open(t)?)?))
+    }
+    fn sample_sums_batch(&self, t: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.sample_sums_batch(&open(t)?)?))
+    }
+    fn scaled_add_per_sample(&self, a: &Tensor<T>, f: &Tensor<T>, b: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.scaled_add_per_sample(&open(a)?, &open(f)?, &open(b)?)?))
+    }
+    fn softmax_gradient_batch(&self, y: &Tensor<T>, classes: &[usize]) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.softmax_gradient_batch(&open(y)?, classes)?))
     }
     fn samples_with_negatives(&self, t: &Tensor<T>) -> rsp::Result<Vec<bool>> {
         CpuBackend.samples_with_negatives(&open(t)?)
@@ -446,6 +459,8 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         Method::GradCam,
         Method::LrpEpsilon(0.25),
         Method::LrpAlpha1Beta0,
+        Method::Clrp,
+        Method::Sglrp,
         Method::EpsilonPlusFlat,
         Method::EpsilonGammaBox { low: -3.0, high: 3.0 },
     ];
@@ -506,12 +521,13 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
     assert_eq!(counts.get(), expected, "LRP by its rules: [uploads, parameter uploads, downloads, host kernels]");
 }
 
-/// The methods whose rules still run on the host (the LRP family, RAP,
-/// zennit's composites, a method given by its rules) work on a backend whose
-/// tensors the host cannot read: `map_on_host` downloads each rule's inputs
-/// and uploads its results. The results are the CPU backend's, bit for bit,
-/// and each sample's that of the sample explained alone.
-fn host_rules_work_on_a_sealed_backend<T: Float>(net: Network<T>, shape: [usize; 4]) {
+/// Every method gives the CPU backend's bits on a backend whose tensors the
+/// host cannot read, also on networks with batch norm (zennit's composites
+/// fold it first) and, for RAP and a method given only by host rules, whose
+/// rules still run on the host (`map_on_host` downloads each rule's inputs
+/// and uploads its results); each sample's result is that of the sample
+/// explained alone.
+fn every_method_gives_the_cpu_bits_on_a_sealed_backend<T: Float>(net: Network<T>, shape: [usize; 4]) {
     let x = batch::<T>(shape);
     let on_device = net.clone().with_backend(Sealed::default());
     let methods = [
@@ -535,18 +551,18 @@ fn host_rules_work_on_a_sealed_backend<T: Float>(net: Network<T>, shape: [usize;
             assert_eq!(alone.relevance, relevance, "{method}, sample {n} alone");
         }
     }
-    let lrp = rsp::attribution::Lrp::epsilon(0.5);
+    let lrp = HostOnly(rsp::attribution::Lrp::epsilon(0.5));
     let rules = on_device.explain_rules(x.view(), 1, &lrp).unwrap();
     assert_eq!(rules.relevance, net.explain(x.view(), 1, Method::LrpEpsilon(0.5)).unwrap().relevance);
 }
 
 #[test]
-fn methods_with_host_rules_work_on_a_sealed_backend() {
-    host_rules_work_on_a_sealed_backend(
+fn every_method_works_on_a_sealed_backend() {
+    every_method_gives_the_cpu_bits_on_a_sealed_backend(
         Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap(),
         [2, 3, 32, 32],
     );
-    host_rules_work_on_a_sealed_backend(
+    every_method_gives_the_cpu_bits_on_a_sealed_backend(
         Network::<f64>::load(data("golden/resnet_basic_tiny.safetensors")).unwrap(),
         [2, 3, 64, 64],
     );
@@ -630,6 +646,7 @@ fn lrp_paths_agree<T: Float>(net: &Network<T>, x: &Array4<T>) {
     for composite in [ZennitComposite::EpsilonPlusFlat, ZennitComposite::EpsilonGammaBox { low: -3.0, high: 3.0 }] {
         paths_agree(net, x, composite);
     }
+    paths_agree(net, x, rsp::attribution::Sglrp);
 }
 
 /// The LRP composites' and zennit's rules on tensors give the bits of their
