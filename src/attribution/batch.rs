@@ -2,10 +2,12 @@
 //! v2): the input is uploaded once, the batch forward pass keeps every
 //! activation on the backend, the walks run on tensors (`walk.rs`,
 //! [`BatchRules`]), and only the results come back (logits, relevance, start
-//! relevance, RSP's layer trace). RSP (both starts), Grad-CAM, the gradient
-//! and gradient × input use backend operations only; the methods given by
-//! [`Rules`] (the LRP family, RAP, zennit's composites, a user's own) run
-//! their rules sample by sample on the host ([`BatchRules::Host`]). The host
+//! relevance, RSP's layer trace). RSP (both starts), Grad-CAM, the gradient,
+//! gradient × input, the LRP family (CLRP and SGLRP included) and zennit's
+//! composites use backend operations only (the last ones through their
+//! [`TensorRules`](super::TensorRules), [`BatchRules::Tensor`]); RAP and a
+//! method given only by host [`Rules`] run their rules sample by sample on
+//! the host ([`BatchRules::Host`]). The host
 //! backends run each sample with the per-sample kernels, so each sample's
 //! bits do not depend on the batch.
 

@@ -21,8 +21,9 @@
 //! (`batch.rs`: one forward pass of the batch on the backend) and walks the
 //! graph with the one reverse walk of `walk.rs`, which asks the method's
 //! rules for each node's rule: the layers' own batch rules (RSP, the
-//! gradient) or a [`Rules`] implementation run sample by sample on the host
-//! (the LRP family, RAP, zennit's composites, your own).
+//! gradient), a method's [`TensorRules`] on backend tensors (the LRP family,
+//! zennit's composites), or a [`Rules`] implementation run sample by sample
+//! on the host (RAP, your own).
 //!
 //! ```
 //! use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, Relu};

@@ -218,8 +218,9 @@ impl<T: Float> Rules<T> for RspRules {
 pub(crate) type BatchTrace<T> = Vec<Option<Tensor<T>>>;
 
 /// The rules [`Network::walk_batch`] applies: each layer's batch gradient or
-/// batch RSP rule (backend operations), or a method's [`Rules`] run on the
-/// host sample by sample ([`Backend::map_on_host`]).
+/// batch RSP rule (backend operations), a method's [`TensorRules`] (backend
+/// operations), or a method's [`Rules`] run on the host sample by sample
+/// ([`Backend::map_on_host`]).
 #[derive(Clone, Copy)]
 pub(crate) enum BatchRules<'g, T: Float> {
     /// [`GradientRules`] on tensors.

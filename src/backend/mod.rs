@@ -17,7 +17,9 @@
 //! * **Per-sample kernels** on host views (`C×H×W`): the convolution, its
 //!   input adjoint and weight gradient, the matrix product (required), and
 //!   pooling and the fused sectional and max-pool rules (derived, with
-//!   defaults). The attribution rules still call these one sample at a time.
+//!   defaults). The batch operations' host defaults call them one sample at
+//!   a time, as do the host rules ([`crate::attribution::Rules`]: RAP, a
+//!   user's own).
 //!
 //! The batch operations have defaults for the host backends, built from the
 //! per-sample kernels, so a host backend implements the five required
