@@ -1,13 +1,14 @@
 //! A rule and a method written outside the crate: LRP-γ (Montavon et al.,
 //! 2019) as one `Rules` implementation, using only the public API; no layer
-//! and no file of the crate knows about it.
+//! and no file of the crate knows about it. Then the same rule on backend
+//! tensors (`TensorRules`), as a device would run it.
 //!
 //! LRP-γ on convolutions and linear layers: `W' = W + γ·W⁺`,
 //! `R_in = x ⊙ W'ᵀ(R ⊘ W'x)`; the z^B rule on the input convolution; every
 //! other layer as in the built-in LRP composite.
 
-use rsp::attribution::{Lrp, Rules};
-use rsp::backend::{Backend, ConvGeometry};
+use rsp::attribution::{LayerStep, Lrp, Rules, TensorRules};
+use rsp::backend::{Backend, ConvGeometry, Tensor};
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Relu, RuleContext};
 use rsp::ndarray::{Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayView4, ArrayViewD, Ix3, Zip};
 use rsp::{Method, Network};
@@ -64,7 +65,7 @@ impl Rules<f64> for LrpGamma {
             let rin = self.conv(backend, x, r, w, &ConvGeometry::square(1, 0))?;
             return Ok(rin.into_shape_with_order(i).unwrap().into_dyn());
         }
-        Lrp::epsilon(0.0).layer(backend, layer, x, r, ctx)
+        Rules::layer(&Lrp::epsilon(0.0), backend, layer, x, r, ctx)
     }
 
     fn add(
@@ -73,11 +74,96 @@ impl Rules<f64> for LrpGamma {
         b: ArrayViewD<f64>,
         r: ArrayViewD<f64>,
     ) -> rsp::Result<(ArrayD<f64>, ArrayD<f64>)> {
-        Lrp::epsilon(0.0).add(a, b, r)
+        Rules::add(&Lrp::epsilon(0.0), a, b, r)
     }
 
     fn seed(&self, logits: ArrayView1<f64>, target: usize) -> ArrayD<f64> {
         Rules::<f64>::seed(&Lrp::epsilon(0.0), logits, target)
+    }
+}
+
+/// The same LRP-γ on whole batches of backend tensors (what a device runs
+/// without a transfer per node), written with the public backend operations
+/// only and offered through `Rules::on_tensors`.
+struct LrpGammaOnTensors(LrpGamma);
+
+impl LrpGammaOnTensors {
+    /// `x ⊙ W'ᵀ(R ⊘ conv(x, W'))` of every sample, `W' = W + γ·W⁺`.
+    fn conv(
+        &self,
+        step: &LayerStep<'_, f64>,
+        x: &Tensor<f64>,
+        r: &Tensor<f64>,
+        w: &Tensor<f64>,
+        g: &ConvGeometry,
+    ) -> rsp::Result<Tensor<f64>> {
+        let b = step.backend;
+        let w = b.scaled_add(w, self.0.gamma, &b.clamp(w, Some(0.0), None)?)?;
+        let z = b.conv2d_batch(x, &w, None, g)?;
+        let s = b.stabilised_divide_batch(r, &z, None)?;
+        let back = b.conv2d_input_adjoint_batch(&s, &w, g, (x.shape()[2], x.shape()[3]))?;
+        b.mul_batch(x, &back)
+    }
+}
+
+impl TensorRules<f64> for LrpGammaOnTensors {
+    fn layer(&self, step: &LayerStep<'_, f64>) -> rsp::Result<Tensor<f64>> {
+        let (x, r) = (step.input, step.relevance);
+        if let Some(conv) = step.layer.downcast_ref::<Conv2d<f64>>() {
+            let w = &step.parameters[0]; // a convolution's weight, then its bias
+            if step.ctx.is_input_layer {
+                return step.backend.zb_rule_batch(x, r, w, conv.geometry());
+            }
+            return self.conv(step, x, r, w, conv.geometry());
+        }
+        if step.layer.downcast_ref::<Linear<f64>>().is_some() {
+            let w = &step.parameters[0];
+            let (n, i, o) = (x.shape()[0], x.shape()[1], r.shape()[1]);
+            let (x4, r4, w4) =
+                (x.reshaped(vec![n, i, 1, 1])?, r.reshaped(vec![n, o, 1, 1])?, w.reshaped(vec![o, i, 1, 1])?);
+            return self.conv(step, &x4, &r4, &w4, &ConvGeometry::square(1, 0))?.reshaped(vec![n, i]);
+        }
+        TensorRules::layer(&Lrp::epsilon(0.0), step)
+    }
+
+    fn add(
+        &self,
+        backend: &dyn Backend<f64>,
+        a: &Tensor<f64>,
+        b: &Tensor<f64>,
+        r: &Tensor<f64>,
+    ) -> rsp::Result<(Tensor<f64>, Tensor<f64>)> {
+        TensorRules::add(&Lrp::epsilon(0.0), backend, a, b, r)
+    }
+}
+
+impl Rules<f64> for LrpGammaOnTensors {
+    fn name(&self) -> &'static str {
+        "lrp-gamma"
+    }
+
+    fn layer(
+        &self,
+        backend: &dyn Backend<f64>,
+        layer: &dyn Layer<f64>,
+        x: ArrayViewD<f64>,
+        r: ArrayViewD<f64>,
+        ctx: RuleContext,
+    ) -> rsp::Result<ArrayD<f64>> {
+        self.0.layer(backend, layer, x, r, ctx)
+    }
+
+    fn add(
+        &self,
+        a: ArrayViewD<f64>,
+        b: ArrayViewD<f64>,
+        r: ArrayViewD<f64>,
+    ) -> rsp::Result<(ArrayD<f64>, ArrayD<f64>)> {
+        self.0.add(a, b, r)
+    }
+
+    fn on_tensors(&self) -> Option<&dyn TensorRules<f64>> {
+        Some(self)
     }
 }
 
@@ -140,4 +226,19 @@ fn explain_refuses_a_method_given_by_rules() {
     let (net, x) = (network(), input());
     let err = net.explain(&x, 1, Method::Custom("lrp-gamma")).unwrap_err();
     assert!(err.to_string().contains("explain_rules"), "{err}");
+}
+
+#[test]
+fn lrp_gamma_on_tensors_gives_the_bits_of_its_host_rules() {
+    // The two forms of the user's rule, one per sample on host arrays, one on
+    // backend tensors: the same operations in the same order, the same bits.
+    let (net, x) = (network(), input());
+    for gamma in [0.0, 0.25] {
+        let host = net.explain_rules(&x, [1, 2], &LrpGamma { gamma }).unwrap();
+        let tensors = net.explain_rules(&x, [1, 2], &LrpGammaOnTensors(LrpGamma { gamma })).unwrap();
+        let bits =
+            |e: &rsp::Explanation<f64>| e.relevance.as_ref().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&tensors), bits(&host), "γ = {gamma}");
+        assert_eq!(tensors.method, Method::Custom("lrp-gamma"));
+    }
 }
