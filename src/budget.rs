@@ -177,6 +177,7 @@ impl<T: Float> Network<T> {
     /// (`None`: [`default_memory_budget`]). A call whose estimate exceeds it
     /// is refused with [`RspError::MemoryBudget`] before it allocates.
     pub fn set_memory_budget(&mut self, bytes: Option<u64>) {
+        self.uploaded.forget_canonized();
         self.memory_budget = bytes;
     }
 
@@ -189,6 +190,7 @@ impl<T: Float> Network<T> {
     /// equivalents (`None`: [`DEFAULT_MAX_WORK`]). A call whose estimate
     /// exceeds it is refused with [`RspError::WorkBound`] before it runs.
     pub fn set_work_bound(&mut self, work: Option<u64>) {
+        self.uploaded.forget_canonized();
         self.work_bound = work;
     }
 

@@ -113,31 +113,32 @@ pub struct Network<T: Float = f32> {
     /// `None`: [`crate::limits::DEFAULT_MAX_WORK`].
     pub(crate) work_bound: Option<u64>,
     /// The layers' parameters on `backend`, uploaded on first use.
-    uploaded: ParameterCache<T>,
+    pub(crate) uploaded: ParameterCache<T>,
 }
 
 /// Every layer node's parameters as tensors of the network's backend (indexed
 /// by node; empty for nodes without parameters): filled by the first batch
 /// forward pass, shared by clones of the network, emptied by every change of
-/// the backend or of the layers.
-struct ParameterCache<T>(Mutex<Option<Uploaded<T>>>);
+/// the backend or of the layers. Also the network with its batch norms
+/// folded as zennit folds them (zennit's composites run on it), made on first
+/// use with its own uploaded parameters.
+pub(crate) struct ParameterCache<T: Float> {
+    uploaded: Mutex<Option<Uploaded<T>>>,
+    zennit_canonized: Mutex<Option<Arc<Network<T>>>>,
+}
 
 /// Per node, its parameters on the backend.
 type Uploaded<T> = Arc<Vec<Vec<Tensor<T>>>>;
 
-impl<T> ParameterCache<T> {
+impl<T: Float> ParameterCache<T> {
     fn empty() -> Self {
-        ParameterCache(Mutex::new(None))
-    }
-
-    fn get(&self) -> Option<Uploaded<T>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        ParameterCache { uploaded: Mutex::new(None), zennit_canonized: Mutex::new(None) }
     }
 
     /// The cached tensors, or those `upload` makes (kept). The lock is held
     /// while uploading, so concurrent first calls upload once.
     fn get_or_upload(&self, upload: impl FnOnce() -> Result<Vec<Vec<Tensor<T>>>>) -> Result<Uploaded<T>> {
-        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cached = self.uploaded.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tensors) = cached.as_ref() {
             return Ok(Arc::clone(tensors));
         }
@@ -146,14 +147,37 @@ impl<T> ParameterCache<T> {
         Ok(tensors)
     }
 
+    /// The cached canonized network, or the one `make` returns (kept).
+    fn zennit_canonized(&self, make: impl FnOnce() -> Result<Network<T>>) -> Result<Arc<Network<T>>> {
+        let mut cached = self.zennit_canonized.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(net) = cached.as_ref() {
+            return Ok(Arc::clone(net));
+        }
+        let net = Arc::new(make()?);
+        *cached = Some(Arc::clone(&net));
+        Ok(net)
+    }
+
     fn clear(&mut self) {
-        *self.0.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.uploaded.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        self.forget_canonized();
+    }
+
+    /// Drops the canonized network (it copied the settings that changed).
+    pub(crate) fn forget_canonized(&mut self) {
+        *self.zennit_canonized.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
-impl<T> Clone for ParameterCache<T> {
+impl<T: Float> Clone for ParameterCache<T> {
     fn clone(&self) -> Self {
-        ParameterCache(Mutex::new(self.get()))
+        fn read<V: Clone>(m: &Mutex<Option<V>>) -> Option<V> {
+            m.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        }
+        ParameterCache {
+            uploaded: Mutex::new(read(&self.uploaded)),
+            zennit_canonized: Mutex::new(read(&self.zennit_canonized)),
+        }
     }
 }
 
@@ -362,6 +386,7 @@ impl<T: Float> Network<T> {
 
     /// Sets the start layer used when the options do not name one (`None`: automatic).
     pub fn set_start_layer(&mut self, start: Option<usize>) {
+        self.uploaded.forget_canonized();
         self.start_layer = start;
     }
 
@@ -372,6 +397,7 @@ impl<T: Float> Network<T> {
 
     /// Sets the class names.
     pub fn set_class_names(&mut self, names: Option<Vec<String>>) {
+        self.uploaded.forget_canonized();
         self.class_names = names;
     }
 
@@ -382,6 +408,7 @@ impl<T: Float> Network<T> {
 
     /// Sets the declared per-sample input shape.
     pub fn set_input_shape(&mut self, shape: Option<Vec<usize>>) {
+        self.uploaded.forget_canonized();
         self.input_shape = shape;
     }
 
@@ -409,6 +436,7 @@ impl<T: Float> Network<T> {
                 }
             }
         }
+        self.uploaded.forget_canonized();
         self.input_normalization = norm;
         Ok(())
     }
@@ -594,6 +622,14 @@ impl<T: Float> Network<T> {
 
     /// The layers' parameters on the network's backend: uploaded by the first
     /// call, then reused until the backend or a layer changes.
+    /// This network with its batch norms folded into the convolutions before
+    /// them as zennit folds them ([`crate::canonize::merge_batch_norm_as_zennit`]):
+    /// made on first use and kept, with its uploaded weights, until this
+    /// network changes.
+    pub(crate) fn zennit_canonized(&self) -> Result<Arc<Network<T>>> {
+        self.uploaded.zennit_canonized(|| crate::canonize::merge_batch_norm_as_zennit(self))
+    }
+
     pub(crate) fn uploaded_parameters(&self) -> Result<Uploaded<T>> {
         self.uploaded.get_or_upload(|| {
             self.nodes

@@ -24,6 +24,7 @@ use crate::error::{format_bytes, Result, RspError};
 use crate::float::Float;
 use crate::network::{check_finite_batch, Network, Source};
 use ndarray::{Array2, ArrayView4, Axis, Ix2, Ix3, Slice};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The rules of the methods that walk from the logits with a [`Rules`]
@@ -58,16 +59,17 @@ impl<T: Float> Network<T> {
         let mut samples = Vec::with_capacity(n);
         for first in (0..n).step_by(at_once) {
             let part = input.slice_axis(Axis(0), Slice::from(first..(first + at_once).min(n)));
+            let x = self.backend().upload(part.into_dyn())?;
             let Some(canonized) = &canonized else {
-                samples.extend(self.explain_batch(part, first, target, method, custom, plan, None)?);
+                samples.extend(self.explain_batch(x, first, target, method, custom, plan, None)?);
                 continue;
             };
             // This network's logits and predicted classes (the canonized
             // network's differ in the last digits), the canonized relevance.
-            let logits = self.download_matrix(&self.forward_batch(&self.backend().upload(part.into_dyn())?)?)?;
+            let logits = self.download_matrix(&self.forward_batch(&x)?)?;
             let classes = logits.outer_iter().enumerate().map(|(i, row)| target.class_of(first + i, row)).collect();
             let mut part_samples =
-                canonized.explain_batch(part, 0, &Target::PerSample(classes), method, custom, plan, None)?;
+                canonized.explain_batch(x, 0, &Target::PerSample(classes), method, custom, plan, None)?;
             for (sample, row) in part_samples.iter_mut().zip(logits.outer_iter()) {
                 sample.logits = row.to_owned().into_dyn();
             }
@@ -76,12 +78,13 @@ impl<T: Float> Network<T> {
         Ok(samples)
     }
 
-    /// One part of a batch, its first sample being the batch's `first`;
-    /// `times` (if given) receives the time of each phase.
+    /// One part of a batch, uploaded (`x`, `N×C×H×W`), its first sample
+    /// being the batch's `first`; `times` (if given) receives the time of
+    /// each phase.
     #[allow(clippy::too_many_arguments)] // crate-private: the call's parts, each needed
     pub(crate) fn explain_batch(
         &self,
-        input: ArrayView4<'_, T>,
+        x: Tensor<T>,
         first: usize,
         target: &Target,
         method: &Method,
@@ -97,7 +100,6 @@ impl<T: Float> Network<T> {
             }
             clock = Instant::now();
         };
-        let x = backend.upload(input.into_dyn())?;
         let outputs = self.forward_batch_outputs(&x)?;
         lap(|t| &mut t.forward);
         let last = outputs.len() - 1;
@@ -175,7 +177,7 @@ impl<T: Float> Network<T> {
         let trace =
             trace.iter().map(|t| t.as_ref().map(|t| backend.download(t)).transpose()).collect::<Result<Vec<_>>>()?;
         lap(|t| &mut t.propagation);
-        let (height, width) = (input.shape()[2], input.shape()[3]);
+        let (height, width) = (x.shape()[2], x.shape()[3]);
         let channel_sum = |r: ndarray::ArrayViewD<T>| {
             r.into_dimensionality::<Ix3>().map(|r| r.sum_axis(Axis(0))).unwrap_or_else(|_| Array2::zeros((0, 0)))
         };
@@ -212,12 +214,14 @@ impl<T: Float> Network<T> {
     /// zennit 0.5.1's `SequentialMergeBatchNorm` canonizer leaves the network
     /// ([`crate::canonize::merge_batch_norm_as_zennit`]); `None` for every
     /// other method and for networks without batch norm.
-    pub(crate) fn canonized_for(&self, method: &Method) -> Result<Option<Network<T>>> {
+    /// Made once per network and kept (with its uploaded weights) until the
+    /// network changes.
+    pub(crate) fn canonized_for(&self, method: &Method) -> Result<Option<Arc<Network<T>>>> {
         let has_batch_norm =
             self.nodes().iter().any(|n| n.layer().is_some_and(|l| l.kind() == crate::layers::LayerKind::BatchNorm2d));
         match method {
             Method::EpsilonPlusFlat | Method::EpsilonGammaBox { .. } if has_batch_norm => {
-                crate::canonize::merge_batch_norm_as_zennit(self).map(Some)
+                self.zennit_canonized().map(Some)
             }
             _ => Ok(None),
         }

@@ -736,3 +736,37 @@ fn zennit_rules_handle_negative_inputs_on_tensors() {
     paths_agree(&net, &x, ZennitComposite::EpsilonPlusFlat);
     paths_agree(&net, &x, ZennitComposite::EpsilonGammaBox { low: -1.0, high: 1.0 });
 }
+
+/// zennit's composites on a network with batch norm run on the network with
+/// its batch norms folded: made and uploaded once per network (the first
+/// call), then each call uploads the input once and downloads this network's
+/// logits, the folded network's logits and the relevance; after a weight
+/// change the folded network is made again.
+#[test]
+fn zennit_folds_batch_norm_once_per_network() {
+    let net = Network::<f64>::load(data("golden/vgg_tiny_bn.safetensors")).unwrap();
+    let x = batch::<f64>([2, 3, 32, 32]);
+    let folded = parameter_count(&rsp::canonize::merge_batch_norm_as_zennit(&net).unwrap());
+    let sealed = Sealed::default();
+    let counts = Arc::clone(&sealed.counts);
+    let mut on_device = net.clone().with_backend(sealed);
+    let delta = |run: &dyn Fn() -> rsp::Explanation<f64>| {
+        let before = counts.get();
+        let e = run();
+        let after = counts.get();
+        (e, [0, 1, 2, 3].map(|i| after[i] - before[i]))
+    };
+    let gamma_box = Method::EpsilonGammaBox { low: -3.0, high: 3.0 };
+    let (first, d) = delta(&|| on_device.explain(x.view(), 1, Method::EpsilonPlusFlat).unwrap());
+    assert_eq!(d, [1, parameter_count(&net) + folded, 3, 0]);
+    assert_eq!(first.relevance, net.explain(x.view(), 1, Method::EpsilonPlusFlat).unwrap().relevance);
+    for method in [Method::EpsilonPlusFlat, gamma_box.clone()] {
+        let (e, d) = delta(&|| on_device.explain(x.view(), 1, &method).unwrap());
+        assert_eq!(d, [1, 0, 3, 0], "{method}");
+        assert_eq!(e.relevance, net.explain(x.view(), 1, &method).unwrap().relevance, "{method}");
+    }
+    // A weight change: both the network's and the folded network's weights are uploaded again.
+    let _ = on_device.layer_mut(0);
+    let (_, d) = delta(&|| on_device.explain(x.view(), 1, &gamma_box).unwrap());
+    assert_eq!(d, [1, parameter_count(&net) + folded, 3, 0]);
+}
