@@ -148,7 +148,7 @@ impl<T: Float> ParameterCache<T> {
     }
 
     /// The cached canonized network, or the one `make` returns (kept).
-    fn zennit_canonized(&self, make: impl FnOnce() -> Result<Network<T>>) -> Result<Arc<Network<T>>> {
+    pub(crate) fn zennit_canonized(&self, make: impl FnOnce() -> Result<Network<T>>) -> Result<Arc<Network<T>>> {
         let mut cached = self.zennit_canonized.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(net) = cached.as_ref() {
             return Ok(Arc::clone(net));
@@ -622,14 +622,6 @@ impl<T: Float> Network<T> {
 
     /// The layers' parameters on the network's backend: uploaded by the first
     /// call, then reused until the backend or a layer changes.
-    /// This network with its batch norms folded into the convolutions before
-    /// them as zennit folds them ([`crate::canonize::merge_batch_norm_as_zennit`]):
-    /// made on first use and kept, with its uploaded weights, until this
-    /// network changes.
-    pub(crate) fn zennit_canonized(&self) -> Result<Arc<Network<T>>> {
-        self.uploaded.zennit_canonized(|| crate::canonize::merge_batch_norm_as_zennit(self))
-    }
-
     pub(crate) fn uploaded_parameters(&self) -> Result<Uploaded<T>> {
         self.uploaded.get_or_upload(|| {
             self.nodes

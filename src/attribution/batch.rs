@@ -221,7 +221,8 @@ impl<T: Float> Network<T> {
             self.nodes().iter().any(|n| n.layer().is_some_and(|l| l.kind() == crate::layers::LayerKind::BatchNorm2d));
         match method {
             Method::EpsilonPlusFlat | Method::EpsilonGammaBox { .. } if has_batch_norm => {
-                self.zennit_canonized().map(Some)
+                // Made once (with its uploaded weights) until this network changes.
+                self.uploaded.zennit_canonized(|| crate::canonize::merge_batch_norm_as_zennit(self)).map(Some)
             }
             _ => Ok(None),
         }
