@@ -154,15 +154,8 @@ impl<T: Float> Rules<T> for Lrp {
 /// order, with the same per-sample kernels on the host backends (same bits).
 impl<T: Float> TensorRules<T> for Lrp {
     fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>> {
+        step.check_relevance()?;
         let (backend, layer, x, r) = (step.backend, step.layer, step.input, step.relevance);
-        let out = layer.output_shape(&x.shape()[1..])?;
-        if r.shape().get(1..) != Some(&out[..]) || r.shape().first() != x.shape().first() {
-            return Err(RspError::shape(
-                format!("relevance at the output of {}", layer.describe()),
-                format!("N×{out:?}"),
-                r.shape(),
-            ));
-        }
         let rule = self.rule;
         if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
             let (w, bias) = (&step.parameters[0], step.parameters.get(1));

@@ -7,7 +7,7 @@
 use crate::backend::{Backend, Tensor};
 use crate::error::Result;
 use crate::float::Float;
-use crate::layers::{add_rule, Layer, RuleContext};
+use crate::layers::{add_rule, check_batch_output, sample_shape, Layer, RuleContext};
 use crate::network::{check_finite_batch, Network, NodeOp, Source};
 use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
@@ -109,6 +109,16 @@ pub struct LayerStep<'a, T: Float> {
     pub relevance: &'a Tensor<T>,
     /// Where the layer sits (the input layer, the node the walk starts at).
     pub ctx: RuleContext,
+}
+
+impl<T: Float> LayerStep<'_, T> {
+    /// Checks that the relevance is a batch of the layer's output shape, of
+    /// as many samples as the input.
+    pub fn check_relevance(&self) -> Result<()> {
+        let out = self.layer.output_shape(sample_shape(self.input))?;
+        let what = format!("relevance at the output of {}", self.layer.describe());
+        check_batch_output(&what, self.input, &out, self.relevance)
+    }
 }
 
 /// A method's rules on whole batches of backend tensors: what [`Rules`] does

@@ -139,12 +139,8 @@ impl<T: Float> Rules<T> for ZennitComposite {
 /// same bits).
 impl<T: Float> TensorRules<T> for ZennitComposite {
     fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>> {
+        step.check_relevance()?;
         let (backend, layer, x, r) = (step.backend, step.layer, step.input, step.relevance);
-        let out = layer.output_shape(&x.shape()[1..])?;
-        if r.shape().get(1..) != Some(&out[..]) || r.shape().first() != x.shape().first() {
-            let what = format!("relevance at the output of {}", layer.describe());
-            return Err(RspError::shape(what, format!("N×{out:?}"), r.shape()));
-        }
         if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
             let affine = AffineOnBackend {
                 backend,
