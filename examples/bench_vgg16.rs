@@ -29,6 +29,12 @@ use rsp::{Float, Method, Network};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Compute {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Dtype {
     F32,
     F64,
@@ -49,6 +55,10 @@ struct Args {
     /// Untimed runs first (they fill the reusable buffers).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// The backend: `cpu`, or `cuda` (built with `--features cuda`; it adds
+    /// `peak_device_mb` to the JSON line).
+    #[arg(long, value_enum, default_value_t = Compute::Cpu)]
+    backend: Compute,
     /// Float type.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
@@ -241,9 +251,46 @@ fn time_method<T: Float>(net: &Network<T>, input: &Array4<T>, method: &Method, a
     }
 }
 
-fn run<T: Float>(args: &Args, methods: &[Method]) {
+/// The network moved to the backend `--backend` names, and a reader of the
+/// device's peak memory in MB (CUDA only).
+type PeakMb = Box<dyn Fn() -> Option<f64>>;
+
+trait OnBackend: Float {
+    fn on_backend(net: Network<Self>, backend: Compute) -> (Network<Self>, PeakMb);
+}
+
+macro_rules! on_backend {
+    ($t:ty) => {
+        impl OnBackend for $t {
+            fn on_backend(net: Network<Self>, backend: Compute) -> (Network<Self>, PeakMb) {
+                match backend {
+                    Compute::Cpu => (net, Box::new(|| None)),
+                    #[cfg(feature = "cuda")]
+                    Compute::Cuda => {
+                        let gpu = rsp::backend::CudaBackend::new(0).unwrap_or_else(|e| {
+                            eprintln!("error: {e}");
+                            std::process::exit(2)
+                        });
+                        eprintln!("CUDA device: {}", gpu.device_name());
+                        let peak = gpu.clone();
+                        (net.with_backend(gpu), Box::new(move || peak.peak_memory_bytes().ok().map(|b| b as f64 / 1e6)))
+                    }
+                    #[cfg(not(feature = "cuda"))]
+                    Compute::Cuda => {
+                        eprintln!("error: --backend cuda needs a build with --features cuda");
+                        std::process::exit(2)
+                    }
+                }
+            }
+        }
+    };
+}
+on_backend!(f32);
+on_backend!(f64);
+
+fn run<T: OnBackend>(args: &Args, methods: &[Method]) {
     let mut rng = Normal(0x05EE_D0F1_C0DE);
-    let net = vgg16::<T>(&mut rng);
+    let (net, peak_device_mb) = T::on_backend(vgg16::<T>(&mut rng), args.backend);
     let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
     let flops = conv_flops();
     for method in methods {
@@ -278,8 +325,12 @@ fn run<T: Float>(args: &Args, methods: &[Method]) {
         );
         println!("  peak RSS     {rss:8.0} MB");
         let json = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
+        let device = match (args.backend, peak_device_mb()) {
+            (Compute::Cuda, peak) => format!(",\"backend\":\"cuda\",\"peak_device_mb\":{}", json(peak)),
+            (Compute::Cpu, _) => String::new(),
+        };
         println!(
-            "{{\"model\":\"vgg16\",\"method\":\"{name}\",\"dtype\":\"{}\",\"batch\":{},\"threads\":{},\"forward_ms\":{:.1},\"start_ms\":{},\"rsp_ms\":{},\"total_ms\":{:.1},\"peak_rss_mb\":{rss:.0}}}",
+            "{{\"model\":\"vgg16\",\"method\":\"{name}\",\"dtype\":\"{}\",\"batch\":{},\"threads\":{},\"forward_ms\":{:.1},\"start_ms\":{},\"rsp_ms\":{},\"total_ms\":{:.1},\"peak_rss_mb\":{rss:.0}{device}}}",
             T::NAME,
             args.batch,
             args.threads,

@@ -27,6 +27,8 @@
 //! `docs/architecture.md` ("Data flow of one attribution").
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod im2col;
 mod matmul;
 pub(crate) mod pooling;
@@ -37,6 +39,8 @@ mod tensor;
 pub(crate) mod workspace;
 
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaFloat};
 pub use matmul::{matmul_with_kernel, Kernel};
 pub use pooling::PoolWindows;
 pub use reference::ReferenceBackend;

@@ -17,6 +17,8 @@ mod cli_errors;
 mod cli_reader_errors;
 #[cfg(feature = "cli")]
 mod contrastive;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod custom_layer;
 mod custom_rule;
 mod determinism;

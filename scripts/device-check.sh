@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The CUDA backend's device check (issue #13), run on a GPU machine that has
+# no Rust toolchain: the test and bench binaries are built elsewhere with
+#   cargo test --release --features cuda --no-run --test suite
+#   cargo build --release --features cuda --example bench_vgg16
+# and copied (stripped) into $BIN (default .device/bin): `suite` and `bench_vgg16`.
+#
+# It finds the CUDA libraries (cuBLAS, NVRTC) in the Python environment's
+# `nvidia` packages, runs the GPU tests (parity on every golden, determinism),
+# times VGG16 RSP at batch 1, 16 and 64 in f32 and f64, and PyTorch's VGG16
+# forward pass on the same device for the ratio. Each result is one JSON line;
+# everything is also written to $OUT (or ./device-out) as device-check.log.
+#
+# Usage: bash scripts/device-check.sh [--dry-run]
+#   --dry-run: the CPU backend instead of CUDA and batch 1 only (a check of
+#   the script itself on a machine without a GPU).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.device/bin}
+OUT=${OUT:-device-out}
+mkdir -p "$OUT"
+LOG="$OUT/device-check.log"
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+exec > >(tee "$LOG") 2>&1
+
+# The test binary reads tests/data through the path it was built at.
+BUILT_AT=${BUILT_AT:-/work/main}
+if [ ! -e "$BUILT_AT/tests/data" ]; then
+  mkdir -p "$(dirname "$BUILT_AT")" && ln -sfn "$PWD" "$BUILT_AT"
+fi
+
+if [ $DRY = 0 ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  LIBS=$(python3 - <<'PY'
+import os, glob
+dirs = set()
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+for root in roots:
+    for pat in ("**/libcublas.so*", "**/libnvrtc.so*", "**/libcublasLt.so*", "**/libnvrtc-builtins.so*"):
+        for f in glob.glob(os.path.join(root, pat), recursive=True):
+            dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PY
+)
+  export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "CUDA libraries from: $LIBS"
+fi
+
+echo "== tests"
+if [ $DRY = 0 ]; then
+  timeout 300 "$BIN/suite" cuda --include-ignored --nocapture --test-threads 1 2>&1 | grep -v "^test .* ignored"
+  echo "{\"check\":\"cuda_tests\",\"exit\":$?}"
+else
+  timeout 300 "$BIN/suite" cuda --nocapture --test-threads 1
+  echo "{\"check\":\"cuda_tests\",\"exit\":$?}"
+fi
+
+echo "== bench"
+BACKEND=cuda
+BATCHES="1 16 64"
+[ $DRY = 1 ] && BACKEND=cpu && BATCHES=1
+for dtype in f32 f64; do
+  for batch in $BATCHES; do
+    runs=5
+    [ "$batch" = 64 ] && runs=3
+    timeout 150 "$BIN/bench_vgg16" --backend $BACKEND --dtype $dtype --batch "$batch" --runs $runs --warmup 1 --threads 16 2>"$OUT/bench_${dtype}_${batch}.err" | grep '^{' \
+      || { echo "{\"bench\":\"failed\",\"dtype\":\"$dtype\",\"batch\":$batch}"; tail -5 "$OUT/bench_${dtype}_${batch}.err"; }
+  done
+done
+
+if [ $DRY = 0 ]; then
+  echo "== PyTorch VGG16 forward, same device"
+  timeout 150 python3 - <<'PY'
+import json, torch, torchvision
+torch.backends.cudnn.benchmark = True
+for dtype in (torch.float32, torch.float64):
+    for tf32 in ((False, True) if dtype == torch.float32 else (False,)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        model = torchvision.models.vgg16().to("cuda", dtype).eval()
+        for batch in (1, 16, 64):
+            x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=dtype)
+            with torch.no_grad():
+                for _ in range(3):
+                    model(x)
+                torch.cuda.synchronize()
+                times = []
+                for _ in range(10 if dtype == torch.float32 else 3):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record(); model(x); b.record(); torch.cuda.synchronize()
+                    times.append(a.elapsed_time(b))
+            times.sort()
+            print(json.dumps({"torch_vgg16_forward": True, "dtype": str(dtype).split(".")[1], "tf32": tf32,
+                              "batch": batch, "ms_per_image": round(times[len(times)//2] / batch, 3)}))
+PY
+fi
+echo "== done"
