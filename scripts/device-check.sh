@@ -12,6 +12,8 @@
 # everything is also written to $OUT (or ./device-out) as device-check.log.
 #
 # Usage: bash scripts/device-check.sh [--dry-run]
+# Environment: DTYPES (default "f32 f64"), BATCHES ("1 16 64"), TEST_TIMEOUT
+# (seconds for the tests, 200), BENCH_TIMEOUT (seconds per bench run, 60).
 #   --dry-run: the CPU backend instead of CUDA and batch 1 only (a check of
 #   the script itself on a machine without a GPU).
 set -u -o pipefail
@@ -53,7 +55,7 @@ fi
 
 echo "== tests"
 if [ $DRY = 0 ]; then
-  timeout 300 "$BIN/suite" cuda --include-ignored --nocapture --test-threads 1 2>&1 | grep -v "^test .* ignored"
+  timeout "${TEST_TIMEOUT:-200}" "$BIN/suite" cuda --include-ignored --nocapture --test-threads 1 2>&1 | grep -v "^test .* ignored"
   echo "{\"check\":\"cuda_tests\",\"exit\":$?}"
 else
   timeout 300 "$BIN/suite" cuda --nocapture --test-threads 1
@@ -62,20 +64,20 @@ fi
 
 echo "== bench"
 BACKEND=cuda
-BATCHES="1 16 64"
+BATCHES=${BATCHES:-1 16 64}
 [ $DRY = 1 ] && BACKEND=cpu && BATCHES=1
-for dtype in f32 f64; do
+for dtype in ${DTYPES:-f32 f64}; do
   for batch in $BATCHES; do
     runs=5
     [ "$batch" = 64 ] && runs=3
-    timeout 150 "$BIN/bench_vgg16" --backend $BACKEND --dtype $dtype --batch "$batch" --runs $runs --warmup 1 --threads 16 2>"$OUT/bench_${dtype}_${batch}.err" | grep '^{' \
+    timeout "${BENCH_TIMEOUT:-60}" "$BIN/bench_vgg16" --backend $BACKEND --dtype $dtype --batch "$batch" --runs $runs --warmup 1 --threads 16 2>"$OUT/bench_${dtype}_${batch}.err" | grep '^{' \
       || { echo "{\"bench\":\"failed\",\"dtype\":\"$dtype\",\"batch\":$batch}"; tail -5 "$OUT/bench_${dtype}_${batch}.err"; }
   done
 done
 
 if [ $DRY = 0 ]; then
   echo "== PyTorch VGG16 forward, same device"
-  timeout 150 python3 - <<'PY'
+  timeout 90 python3 - <<'PY'
 import json, torch, torchvision
 torch.backends.cudnn.benchmark = True
 for dtype in (torch.float32, torch.float64):

@@ -173,3 +173,127 @@ fn cuda_two_runs_give_the_same_bits() {
     println!("{{\"check\":\"cuda_determinism\",\"same_bits\":true,\"alone_vs_batch\":{err:.3e}}}");
     assert!(err <= F32_TOL, "sample alone vs in its batch: {err:.3e}");
 }
+
+/// A deterministic pseudo-random tensor in [-1, 1) with some exact zeros.
+fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    ArrayD::from_shape_fn(rsp::ndarray::IxDyn(shape), |_| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let v = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        if v.abs() < 0.05 {
+            0.0
+        } else {
+            v
+        }
+    })
+}
+
+/// Each batch operation on the GPU against the CPU backend on random data
+/// (float64), so that a failure names the operation.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cuda_batch_operations_agree_with_the_cpu_backend() {
+    use rsp::backend::{ConvGeometry, CpuBackend, PoolWindows, Tensor};
+    let gpu = gpu();
+    let cpu = CpuBackend;
+    let up = |b: &dyn Backend<f64>, a: &ArrayD<f64>| b.upload(a.view()).unwrap();
+    let mut worst = 0.0f64;
+    let mut check = |what: &str, on_gpu: rsp::Result<Tensor<f64>>, on_cpu: rsp::Result<Tensor<f64>>| {
+        let a = Backend::<f64>::download(&gpu, &on_gpu.unwrap_or_else(|e| panic!("{what} on the GPU: {e}"))).unwrap();
+        let b = Backend::<f64>::download(&cpu, &on_cpu.unwrap()).unwrap();
+        assert_eq!(a.shape(), b.shape(), "{what}");
+        let err = rel_err(&a, &b);
+        println!("cuda op {what}: {err:.2e}");
+        assert!(err <= 1e-12, "{what}: {err:.3e}");
+        worst = worst.max(err);
+    };
+    let x = random(&[3, 4, 9, 7], 1);
+    let w = random(&[5, 4, 3, 2], 2);
+    let b = random(&[5], 3);
+    let geoms = [ConvGeometry::square(1, 1), ConvGeometry { stride: [2, 1], padding: [1, 0, 2, 1] }];
+    for (i, g) in geoms.iter().enumerate() {
+        let z = |be: &dyn Backend<f64>| be.conv2d_batch(&up(be, &x), &up(be, &w), Some(&up(be, &b)), g);
+        check(&format!("conv2d_batch {i}"), z(&gpu), z(&cpu));
+        let (ho, wo) = g.output_size((9, 7), (3, 2)).unwrap();
+        let r = random(&[3, 5, ho, wo], 4 + i as u64);
+        let adj = |be: &dyn Backend<f64>| be.conv2d_input_adjoint_batch(&up(be, &r), &up(be, &w), g, (9, 7));
+        check(&format!("conv2d_input_adjoint_batch {i}"), adj(&gpu), adj(&cpu));
+        let sec = |be: &dyn Backend<f64>| be.sectional_rule_batch(&up(be, &x), &up(be, &r), g, (3, 2));
+        check(&format!("sectional_rule_batch {i}"), sec(&gpu), sec(&cpu));
+        let zb = |be: &dyn Backend<f64>| be.zb_rule_batch(&up(be, &x), &up(be, &r), &up(be, &w), g);
+        check(&format!("zb_rule_batch {i}"), zb(&gpu), zb(&cpu));
+    }
+    // A 1×1 convolution (the linear layers' sectional rule) and a linear layer.
+    let w1 = random(&[6, 4, 1, 1], 7);
+    let r1 = random(&[3, 6, 9, 7], 8);
+    let g1 = ConvGeometry::square(1, 0);
+    let sec = |be: &dyn Backend<f64>| be.sectional_rule_batch(&up(be, &x), &up(be, &r1), &g1, (1, 1));
+    check("sectional_rule_batch 1x1", sec(&gpu), sec(&cpu));
+    let conv1 = |be: &dyn Backend<f64>| be.conv2d_batch(&up(be, &x), &up(be, &w1), None, &g1);
+    check("conv2d_batch 1x1", conv1(&gpu), conv1(&cpu));
+    let xl = random(&[3, 11], 9);
+    let wl = random(&[4, 11], 10);
+    let bl = random(&[4], 11);
+    let gl = random(&[3, 4], 12);
+    let lin = |be: &dyn Backend<f64>| be.linear_batch(&up(be, &xl), &up(be, &wl), Some(&up(be, &bl)));
+    check("linear_batch", lin(&gpu), lin(&cpu));
+    let ladj = |be: &dyn Backend<f64>| be.linear_adjoint_batch(&up(be, &gl), &up(be, &wl));
+    check("linear_adjoint_batch", ladj(&gpu), ladj(&cpu));
+    // Pooling, disjoint and overlapping windows.
+    for (i, (k, s)) in [((2, 2), (2, 2)), ((3, 3), (2, 2))].into_iter().enumerate() {
+        let win = PoolWindows::strided((9, 7), k, s, [0, 0, 1, 0]).unwrap();
+        let (ho, wo) = win.output_hw();
+        let r = random(&[3, 4, ho, wo], 13 + i as u64);
+        let mp = |be: &dyn Backend<f64>| be.max_pool_batch(&up(be, &x), &win);
+        check(&format!("max_pool_batch {i}"), mp(&gpu), mp(&cpu));
+        let adj = |be: &dyn Backend<f64>| be.max_pool_adjoint_batch(&up(be, &x), &up(be, &r), &win);
+        check(&format!("max_pool_adjoint_batch {i}"), adj(&gpu), adj(&cpu));
+        let rule = |be: &dyn Backend<f64>| be.max_pool_rule_batch(&up(be, &x), &up(be, &r), &win);
+        check(&format!("max_pool_rule_batch {i}"), rule(&gpu), rule(&cpu));
+    }
+    // Element-wise steps and per-channel maps.
+    let y = random(&[3, 4, 9, 7], 20);
+    let c4 = [random(&[4], 21), random(&[4], 22).mapv(f64::abs), random(&[4], 23)];
+    let aff =
+        |be: &dyn Backend<f64>| be.channel_affine_batch(&up(be, &x), &up(be, &c4[0]), &up(be, &c4[1]), &up(be, &c4[2]));
+    check("channel_affine_batch", aff(&gpu), aff(&cpu));
+    let cs = |be: &dyn Backend<f64>| be.channel_scale_batch(&up(be, &x), &up(be, &c4[1]));
+    check("channel_scale_batch", cs(&gpu), cs(&cpu));
+    let relu = |be: &dyn Backend<f64>| be.relu_batch(&up(be, &x));
+    check("relu_batch", relu(&gpu), relu(&cpu));
+    let rg = |be: &dyn Backend<f64>| be.relu_gradient_batch(&up(be, &x), &up(be, &y));
+    check("relu_gradient_batch", rg(&gpu), rg(&cpu));
+    let add = |be: &dyn Backend<f64>| be.add_batch(&up(be, &x), &up(be, &y));
+    check("add_batch", add(&gpu), add(&cpu));
+    let sd = |be: &dyn Backend<f64>| be.stabilised_divide_batch(&up(be, &x), &up(be, &y), Some(0.25));
+    check("stabilised_divide_batch", sd(&gpu), sd(&cpu));
+    let sa = |be: &dyn Backend<f64>| be.scaled_add(&up(be, &x), -0.5, &up(be, &y));
+    check("scaled_add", sa(&gpu), sa(&cpu));
+    let sums = |be: &dyn Backend<f64>| be.sample_sums_batch(&up(be, &x));
+    check("sample_sums_batch", sums(&gpu), sums(&cpu));
+    let gather = |be: &dyn Backend<f64>| be.gather_samples(&up(be, &x), &[2, 0, 2]);
+    check("gather_samples", gather(&gpu), gather(&cpu));
+    let full = |be: &dyn Backend<f64>| be.full(&[2, 3], 1.5);
+    check("full", full(&gpu), full(&cpu));
+    for i in 0..2 {
+        let add_rule = |be: &dyn Backend<f64>| {
+            be.add_rule_batch(&up(be, &x), &up(be, &y), &up(be, &random(&[3, 4, 9, 7], 24))).map(|p| {
+                if i == 0 {
+                    p.0
+                } else {
+                    p.1
+                }
+            })
+        };
+        check(&format!("add_rule_batch {i}"), add_rule(&gpu), add_rule(&cpu));
+    }
+    let mut bad = x.clone();
+    bad[[1, 2, 3, 4]] = f64::NAN;
+    bad[[2, 0, 0, 0]] = f64::INFINITY;
+    let first = Backend::<f64>::first_non_finite(&gpu, &up(&gpu, &bad)).unwrap();
+    assert_eq!(first, Backend::<f64>::first_non_finite(&cpu, &up(&cpu, &bad)).unwrap());
+    assert_eq!(Backend::<f64>::samples_with_negatives(&gpu, &up(&gpu, &x.mapv(f64::abs))).unwrap(), vec![false; 3]);
+    println!("{{\"check\":\"cuda_ops\",\"worst_vs_cpu\":{worst:.3e}}}");
+}
