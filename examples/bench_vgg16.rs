@@ -273,7 +273,14 @@ macro_rules! on_backend {
                         });
                         eprintln!("CUDA device: {}", gpu.device_name());
                         let peak = gpu.clone();
-                        (net.with_backend(gpu), Box::new(move || peak.peak_memory_bytes().ok().map(|b| b as f64 / 1e6)))
+                        let report = move || {
+                            // With RSP_CUDA_PROFILE set: where the time went, per operation.
+                            for (name, calls, ms) in peak.profile_report() {
+                                eprintln!("profile {ms:10.2} ms {calls:6} calls  {name}");
+                            }
+                            peak.peak_memory_bytes().ok().map(|b| b as f64 / 1e6)
+                        };
+                        (net.with_backend(gpu), Box::new(report))
                     }
                     #[cfg(not(feature = "cuda"))]
                     Compute::Cuda => {

@@ -260,11 +260,15 @@ impl<T: Float> Network<T> {
                 (working, 4 * x0 + 2 * largest + 2 * classes + trace)
             }
         };
+        // A device backend's kernels keep no per-sample host scratch (their
+        // scratch is the device's own workspace, outside its tensors' memory).
+        let on_device = self.backend().memory_for_tensors().is_some();
+        let working = if on_device { working - scratch - pool } else { working };
         let size = std::mem::size_of::<T>().max(4) as u128;
         let per_sample = working * size;
-        let total = in_flight as u128 * per_sample
-            + batch as u128 * results * size
-            + rayon::current_num_threads() as u128 * GEMM_WORKSPACE_PER_THREAD as u128;
+        let gemm_workspace =
+            if on_device { 0 } else { rayon::current_num_threads() as u128 * GEMM_WORKSPACE_PER_THREAD as u128 };
+        let total = in_flight as u128 * per_sample + batch as u128 * results * size + gemm_workspace;
         let clamp = |v: u128| v.min(u64::MAX as u128) as u64;
         Estimate {
             memory: clamp(total),
@@ -275,19 +279,36 @@ impl<T: Float> Network<T> {
         }
     }
 
-    /// The pre-flight check of a call on a validated batch: refuses it when its
-    /// estimate exceeds the memory budget (checked first) or the work bound. `all_at_once`:
-    /// every sample is in flight at once (the phase-timed attribution).
+    /// The pre-flight check of a call on a validated batch: how many samples
+    /// it runs at once, the backend's choice or the most that fit the memory
+    /// budget; refused when not even one sample fits (checked first) or the
+    /// estimate exceeds the work bound. `all_at_once`: every sample is in
+    /// flight at once (the phase-timed attribution), or the call is refused.
     pub(crate) fn preflight(
         &self,
         shapes: &[Vec<usize>],
         input_shape: &[usize],
         pass: Pass,
         all_at_once: bool,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let batch = input_shape[0];
-        let in_flight = if all_at_once { batch } else { self.samples_at_once(batch) };
-        self.preflight_in_flight(shapes, input_shape, pass, in_flight)
+        let in_flight = if all_at_once {
+            batch
+        } else {
+            let budget = self.effective_budget();
+            let fits = |m: usize| self.estimate_from(&input_shape[1..], shapes, batch, m, pass).memory <= budget;
+            largest_fitting(self.samples_at_once(batch), fits)
+        };
+        self.preflight_in_flight(shapes, input_shape, pass, in_flight)?;
+        Ok(in_flight)
+    }
+
+    /// The budget a call is checked against: the network's memory budget,
+    /// and with a device backend also the device memory its tensors may take
+    /// ([`Backend::memory_for_tensors`](crate::backend::Backend::memory_for_tensors)).
+    pub(crate) fn effective_budget(&self) -> u64 {
+        let host = self.memory_budget();
+        self.backend().memory_for_tensors().map_or(host, |device| host.min(device))
     }
 
     /// How many samples of a batch of `n` an attribution runs at once: what
@@ -303,23 +324,9 @@ impl<T: Float> Network<T> {
     /// even one sample fits or the work bound is exceeded.
     pub(crate) fn forward_chunk(&self, shapes: &[Vec<usize>], input_shape: &[usize]) -> Result<usize> {
         let batch = input_shape[0].max(1);
-        let budget = self.memory_budget();
+        let budget = self.effective_budget();
         let fits = |m: usize| self.estimate_from(&input_shape[1..], shapes, batch, m, Pass::Forward).memory <= budget;
-        let chunk = if fits(batch) {
-            batch
-        } else {
-            // The estimate grows with the samples at once: the largest m that fits.
-            let (mut lo, mut hi) = (1, batch);
-            while lo + 1 < hi {
-                let mid = lo + (hi - lo) / 2;
-                if fits(mid) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            lo
-        };
+        let chunk = largest_fitting(batch, fits);
         self.preflight_in_flight(shapes, input_shape, Pass::Forward, chunk)?;
         Ok(chunk)
     }
@@ -339,7 +346,7 @@ impl<T: Float> Network<T> {
             Pass::Attribution | Pass::AttributionWithTrace => "the attribution",
         };
         let dims: Vec<String> = input_shape.iter().map(usize::to_string).collect();
-        let budget = self.memory_budget();
+        let budget = self.effective_budget();
         if e.memory > budget {
             return Err(RspError::MemoryBudget {
                 estimate: e.memory,
@@ -368,6 +375,25 @@ impl<T: Float> Network<T> {
         }
         Ok(())
     }
+}
+
+/// The largest `m` in `1..=most` with `fits(m)` (the estimate grows with
+/// `m`), or 1 when none fits (the pre-flight check then refuses).
+fn largest_fitting(most: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let most = most.max(1);
+    if fits(most) {
+        return most;
+    }
+    let (mut lo, mut hi) = (1, most);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]

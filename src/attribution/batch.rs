@@ -44,7 +44,8 @@ fn method_rules<T: Float>(method: &Method) -> Option<Box<dyn Rules<T>>> {
 
 impl<T: Float> Network<T> {
     /// `method` (one that [`runs_on_batches`]) on `input`, as many
-    /// samples at once as the backend runs ([`Network::samples_at_once`]).
+    /// samples at once as the plan says (the backend's choice,
+    /// [`Network::samples_at_once`], or fewer to fit the memory budget).
     pub(crate) fn explain_batches(
         &self,
         input: ArrayView4<'_, T>,
@@ -54,7 +55,7 @@ impl<T: Float> Network<T> {
         plan: Plan,
     ) -> Result<Vec<Sample<T>>> {
         let n = input.shape()[0];
-        let at_once = self.samples_at_once(n);
+        let at_once = plan.samples_at_once.clamp(1, n.max(1));
         let canonized = self.canonized_for(method)?;
         let mut samples = Vec::with_capacity(n);
         for first in (0..n).step_by(at_once) {

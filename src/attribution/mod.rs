@@ -89,6 +89,9 @@ pub(crate) struct Sample<T: Float> {
 #[derive(Clone, Copy)]
 pub(crate) struct Plan {
     pub start: Option<usize>,
+    /// Samples of the batch run at once: the backend's choice, fewer when
+    /// that many would not fit the memory budget.
+    pub samples_at_once: usize,
 }
 
 impl<T: Float> Network<T> {
@@ -234,7 +237,7 @@ impl<T: Float> Network<T> {
             Method::Rsp(o) if o.keep_layer_relevances => Pass::AttributionWithTrace,
             _ => Pass::Attribution,
         };
-        self.preflight(&shapes, input.shape(), pass, all_at_once)?;
+        let samples_at_once = self.preflight(&shapes, input.shape(), pass, all_at_once)?;
         let classes = shapes.last().expect("checked")[0];
         target.check(input.shape()[0], classes)?;
         let start = match method {
@@ -251,7 +254,7 @@ impl<T: Float> Network<T> {
                 )));
             }
         }
-        Ok(Plan { start })
+        Ok(Plan { start, samples_at_once })
     }
 }
 

@@ -229,6 +229,14 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         None
     }
 
+    /// For a device backend: the bytes of device memory its tensors may take
+    /// (what the pre-flight check holds an attribution's activations and
+    /// relevances to, beside the network's memory budget). `None` (the host
+    /// backends): tensors live in host memory, under the memory budget alone.
+    fn memory_for_tensors(&self) -> Option<u64> {
+        None
+    }
+
     /// Copies a host array to the backend.
     fn upload(&self, host: ArrayViewD<T>) -> Result<Tensor<T>> {
         Ok(host_tensor(host.as_standard_layout().into_owned()))

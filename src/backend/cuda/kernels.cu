@@ -106,7 +106,7 @@ extern "C" __global__ void section_quotient(const real* r, const real* a, real* 
 
 // One statistic per sample (one block each, `per` elements; a fixed tree, so
 // the result does not depend on anything but the data): 0 sum, 1 count of
-// non-zeros, 2 minimum, 3 maximum, 4 count of negatives.
+// non-zeros, 2 minimum, 3 maximum, 4 count of negatives, 5 sum of squares.
 extern "C" __global__ void sample_stat(const real* x, real* out, long long per, int what) {
     __shared__ real part[256];
     const real* xs = x + blockIdx.x * per;
@@ -117,7 +117,8 @@ extern "C" __global__ void sample_stat(const real* x, real* out, long long per, 
         else if (what == 1) acc += v != (real)0 ? (real)1 : (real)0;
         else if (what == 2) acc = v < acc ? v : acc;
         else if (what == 3) acc = v > acc ? v : acc;
-        else acc += v < (real)0 ? (real)1 : (real)0;
+        else if (what == 4) acc += v < (real)0 ? (real)1 : (real)0;
+        else acc += v * v;
     }
     part[threadIdx.x] = acc;
     __syncthreads();
@@ -156,6 +157,13 @@ extern "C" __global__ void channel_affine(const real* x, const real* mean, const
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         int c = (int)((i / P) % C);
         out[i] = with_shift ? (x[i] - mean[c]) * scale[c] + shift[c] : x[i] * scale[c];
+    }
+}
+
+// out[i] = x[i] · values[i / per].
+extern "C" __global__ void mul_per_sample(const real* x, const real* values, real* out, long long per, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        out[i] = x[i] * values[i / per];
     }
 }
 

@@ -107,6 +107,7 @@ pub struct Kernels {
     add_bias: CudaFunction,
     channel_affine: CudaFunction,
     fill_per_sample: CudaFunction,
+    mul_per_sample: CudaFunction,
     zb_combine: CudaFunction,
     add_rule: CudaFunction,
     max_pool: CudaFunction,
@@ -133,6 +134,7 @@ impl Kernels {
             add_bias: f("add_bias")?,
             channel_affine: f("channel_affine")?,
             fill_per_sample: f("fill_per_sample")?,
+            mul_per_sample: f("mul_per_sample")?,
             zb_combine: f("zb_combine")?,
             add_rule: f("add_rule")?,
             max_pool: f("max_pool")?,
@@ -196,6 +198,13 @@ struct Inner {
     /// Bytes of scratch memory one operation may hold for its im2col columns
     /// (the batch is taken in chunks that fit).
     workspace_bytes: usize,
+    /// Per-operation times when `RSP_CUDA_PROFILE` is set (each timed
+    /// operation synchronizes the device: for finding where time goes, not
+    /// for the benchmark's own numbers).
+    profile: Option<Mutex<Vec<(String, f64)>>>,
+    /// Device memory for tensors: what was free at start less the workspace
+    /// and a reserve for cuBLAS and the driver.
+    tensor_bytes: usize,
 }
 
 impl fmt::Debug for CudaBackend {
@@ -232,6 +241,7 @@ impl CudaBackend {
         let blas = CudaBlas::new(Arc::clone(&stream)).map_err(device_error)?;
         let device_name = ctx.name().map_err(device_error)?;
         let (free, _) = ctx.mem_get_info().map_err(device_error)?;
+        let workspace_bytes = (free / 8).clamp(64 << 20, 4 << 30);
         Ok(CudaBackend {
             inner: Arc::new(Inner {
                 f32_kernels: Kernels::compile(&ctx, "float")?,
@@ -239,7 +249,9 @@ impl CudaBackend {
                 stream,
                 blas: Mutex::new(blas),
                 device_name,
-                workspace_bytes: (free / 8).clamp(64 << 20, 4 << 30),
+                workspace_bytes,
+                profile: std::env::var_os("RSP_CUDA_PROFILE").map(|_| Mutex::new(Vec::new())),
+                tensor_bytes: free.saturating_sub(workspace_bytes).saturating_sub(1 << 30) / 10 * 9,
             }),
             samples_at_once: 64,
         })
@@ -300,6 +312,34 @@ impl CudaBackend {
     /// [`RspError::Backend`] if the driver reports an earlier failure.
     pub fn synchronize(&self) -> Result<()> {
         self.inner.stream.synchronize().map_err(device_error)
+    }
+
+    /// The times of the operations run so far when the environment variable
+    /// `RSP_CUDA_PROFILE` was set at [`CudaBackend::new`] (empty otherwise):
+    /// per operation and shape, the calls and total milliseconds, the largest
+    /// total first. Each timed operation waits for the device before and
+    /// after it, so a profiled run is slower than a plain one.
+    pub fn profile_report(&self) -> Vec<(String, usize, f64)> {
+        let Some(profile) = &self.inner.profile else { return Vec::new() };
+        let mut totals: Vec<(String, usize, f64)> = Vec::new();
+        for (name, ms) in profile.lock().map(|p| p.clone()).unwrap_or_default() {
+            match totals.iter_mut().find(|t| t.0 == name) {
+                Some(t) => {
+                    t.1 += 1;
+                    t.2 += ms;
+                }
+                None => totals.push((name, 1, ms)),
+            }
+        }
+        totals.sort_by(|a, b| b.2.total_cmp(&a.2));
+        totals
+    }
+
+    /// A timer for one operation when profiling (see [`CudaBackend::profile_report`]).
+    fn profile(&self, name: impl FnOnce() -> String) -> Option<ProfileTimer<'_>> {
+        self.inner.profile.as_ref()?;
+        let _ = self.inner.stream.synchronize();
+        Some(ProfileTimer { backend: self, name: name(), start: std::time::Instant::now() })
     }
 
     fn stream(&self) -> &Arc<CudaStream> {
@@ -666,6 +706,23 @@ impl CudaBackend {
     }
 }
 
+/// Records one operation's time when dropped (after waiting for the device).
+struct ProfileTimer<'a> {
+    backend: &'a CudaBackend,
+    name: String,
+    start: std::time::Instant,
+}
+
+impl Drop for ProfileTimer<'_> {
+    fn drop(&mut self) {
+        let _ = self.backend.inner.stream.synchronize();
+        let ms = self.start.elapsed().as_secs_f64() * 1e3;
+        if let Some(Ok(mut p)) = self.backend.inner.profile.as_ref().map(|p| p.lock()) {
+            p.push((std::mem::take(&mut self.name), ms));
+        }
+    }
+}
+
 /// Whether no input element lies in two windows (then routing needs no sums).
 fn windows_disjoint(windows: &PoolWindows) -> bool {
     let disjoint = |r: &[std::ops::Range<usize>]| r.windows(2).all(|p| p[0].end <= p[1].start);
@@ -716,7 +773,12 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
         Some(self.samples_at_once)
     }
 
+    fn memory_for_tensors(&self) -> Option<u64> {
+        Some(self.inner.tensor_bytes as u64)
+    }
+
     fn upload(&self, host: ArrayViewD<T>) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("upload {:?}", host.shape()));
         let host = host.as_standard_layout();
         let data = host.as_slice().expect("standard layout");
         Ok(Self::tensor(host.shape().to_vec(), self.upload_slice(data)?))
@@ -732,6 +794,7 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn download(&self, t: &Tensor<T>) -> Result<ArrayD<T>> {
+        let _timer = self.profile(|| format!("download {:?}", t.shape()));
         let s = self.slice(t)?;
         let mut data = self.stream().clone_dtoh(s).map_err(device_error)?;
         data.truncate(t.len());
@@ -746,6 +809,7 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
         bias: Option<&Tensor<T>>,
         geom: &ConvGeometry,
     ) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("conv2d {:?} -> {:?}", &x.shape()[1..], w.shape()));
         let [n, c, h, wd] = dims4(x, "conv2d input")?;
         let ws = dims4(w, "convolution weight")?;
         if ws[1] != c {
@@ -776,6 +840,7 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn linear_batch(&self, x: &Tensor<T>, w: &Tensor<T>, bias: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("linear {:?}", w.shape()));
         let (o, i) = match w.shape() {
             [o, i] => (*o, *i),
             other => return Err(RspError::shape("linear weight", "O×I", other)),
@@ -815,10 +880,12 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn relu_batch(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("relu {:?}", &x.shape()[1..]));
         self.unary(Ewise::Relu, x, T::zero())
     }
 
     fn max_pool_batch(&self, x: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("max pool {:?}", &x.shape()[1..]));
         let [n, c, h, w] = dims4(x, "max-pool input")?;
         if (h, w) != windows.input_hw {
             return Err(RspError::shape(
@@ -967,10 +1034,12 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn relu_gradient_batch(&self, x: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("relu gradient {:?}", &x.shape()[1..]));
         self.binary(Ewise::ReluGradient, x, g, "gradient at a relu", T::zero(), T::zero())
     }
 
     fn linear_adjoint_batch(&self, g: &Tensor<T>, w: &Tensor<T>) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("linear adjoint {:?}", w.shape()));
         let (o, i) = match w.shape() {
             [o, i] => (*o, *i),
             other => return Err(RspError::shape("linear weight", "O×I", other)),
@@ -997,6 +1066,7 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
         geom: &ConvGeometry,
         input_hw: (usize, usize),
     ) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("conv2d input adjoint {:?}", w.shape()));
         let n = g.shape().first().copied().unwrap_or(0);
         let ws = dims4(w, "convolution weight")?;
         let chw = [ws[1], input_hw.0, input_hw.1];
@@ -1054,10 +1124,14 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
         if rn != n || geom.output_size((h, w), kernel_hw) != Some((ho, wo)) {
             return Err(RspError::shape("sectional rule relevance", format!("{n}×O×(output of {h}×{w})"), r.shape()));
         }
+        let _timer = self.profile(|| format!("sectional rule {kh}x{kw} {c}->{o} at {h}x{w}"));
         let (ck, p, per_in) = (c * kh * kw, ho * wo, c * h * w);
         let xs = self.slice(x)?;
         let rs = self.slice(r)?;
         let x_pos = self.ewise(Ewise::PositivePart, xs, xs, x.len(), T::zero(), T::zero())?;
+        if (kh, kw, h, w) == (1, 1, 1, 1) {
+            return self.sectional_rule_rank_one(&x_pos, rs, n, c, o);
+        }
         let mut contributions = self.alloc::<T>(x.len())?;
         let chunk = self.chunk::<T>(2 * ck * p + 2 * o * p + o * ck, n);
         for start in (0..n).step_by(chunk.max(1)) {
@@ -1164,6 +1238,7 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn zb_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, w: &Tensor<T>, geom: &ConvGeometry) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("z^B rule {:?}", w.shape()));
         let [n, c, h, wd] = dims4(x, "z^B rule input")?;
         let ws = dims4(w, "convolution weight")?;
         if ws[1] != c {
@@ -1283,10 +1358,12 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn comparative_start_batch(&self, a: &Tensor<T>, grads: &Tensor<T>, groups: &[usize]) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("comparative start (on the host) {:?}", &a.shape()[1..]));
         self.to_device(&CpuBackend.comparative_start_batch(&self.to_host(a)?, &self.to_host(grads)?, groups)?)
     }
 
     fn gather_samples(&self, t: &Tensor<T>, rows: &[usize]) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("gather {:?}", &t.shape()[1..]));
         let n = t.shape().first().copied().unwrap_or(0);
         let per = t.len() / n.max(1);
         let src = self.slice(t)?;
@@ -1313,10 +1390,12 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn single_class_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("single-class start (on the host) {:?}", &a.shape()[1..]));
         self.to_device(&CpuBackend.single_class_start_batch(&self.to_host(a)?, &self.to_host(g)?)?)
     }
 
     fn first_non_finite(&self, t: &Tensor<T>) -> Result<Option<usize>> {
+        let _timer = self.profile(|| format!("finiteness check {:?}", &t.shape()[1..]));
         let mut first = self.stream().clone_htod(&[u64::MAX]).map_err(device_error)?;
         let len = t.len() as i64;
         // SAFETY: `t` holds `len` elements, `first` one.
@@ -1335,9 +1414,78 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
 }
 
 impl CudaBackend {
+    /// The sectional rule of a linear layer (a 1×1 convolution on a 1×1 map):
+    /// there `G^± = R^± x⁺ᵀ` has rank one, so `A^± = R^± (x⁺·x⁺)` and
+    /// `convᵀ(S^±, G^±) = x⁺ (R^±·S^±)`, without the `O×I` matrix per sample
+    /// (411 MB for VGG16's first linear layer in f32). The same formula,
+    /// summed in another order.
+    fn sectional_rule_rank_one<T: CudaFloat>(
+        &self,
+        x_pos: &CudaSlice<T>,
+        r: &CudaSlice<T>,
+        n: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<Tensor<T>> {
+        let k = T::kernels(self);
+        let norms = self.sample_stat(x_pos, n, i, 5)?;
+        let mut contributions = self.alloc::<T>(n * i)?;
+        let unit = ConvGeometry::square(1, 0);
+        for (mode, negative, part_op) in [(1, 0i32, Ewise::PositivePart), (2, 1i32, Ewise::NegativePart)] {
+            let r_part = self.ewise(part_op, r, r, n * o, T::zero(), T::zero())?;
+            let mut a = self.alloc::<T>(n * o)?;
+            let (per_o, len_o) = (o as i64, (n * o) as i64);
+            // SAFETY: `r_part` and `a` hold N·O elements, `norms` N.
+            unsafe {
+                self.stream()
+                    .launch_builder(&k.mul_per_sample)
+                    .arg(&r_part)
+                    .arg(&norms)
+                    .arg(&mut a)
+                    .arg(&per_o)
+                    .arg(&len_o)
+                    .launch(Self::grid(n * o))
+            }
+            .map_err(device_error)?;
+            let mut s = self.alloc::<T>(n * o)?;
+            // SAFETY: `r`, `a` and `s` hold N·O elements.
+            unsafe {
+                self.stream()
+                    .launch_builder(&k.section_quotient)
+                    .arg(r)
+                    .arg(&a)
+                    .arg(&mut s)
+                    .arg(&negative)
+                    .arg(&len_o)
+                    .launch(Self::grid(n * o))
+            }
+            .map_err(device_error)?;
+            let weighted = self.ewise(Ewise::Mul, &r_part, &s, n * o, T::zero(), T::zero())?;
+            let dots = self.sample_stat(&weighted, n, o, 0)?;
+            let mut back = self.alloc::<T>(n * i)?;
+            let (per_i, len_i) = (i as i64, (n * i) as i64);
+            // SAFETY: `x_pos` and `back` hold N·I elements, `dots` N.
+            unsafe {
+                self.stream()
+                    .launch_builder(&k.mul_per_sample)
+                    .arg(x_pos)
+                    .arg(&dots)
+                    .arg(&mut back)
+                    .arg(&per_i)
+                    .arg(&len_i)
+                    .launch(Self::grid(n * i))
+            }
+            .map_err(device_error)?;
+            let mut out = contributions.slice_mut(..);
+            self.col2im(&back, &mut out, &x_pos.slice(..), mode, n, [i, 1, 1], (1, 1), &unit, (1, 1))?;
+        }
+        Ok(Self::tensor(vec![n, i, 1, 1], contributions))
+    }
+
     /// Routing through max pooling (`mode` 0: the adjoint of `g`; 1: RSP's
     /// rule with relevance `g`), on the device for windows that do not overlap.
     fn route<T: CudaFloat>(&self, x: &Tensor<T>, g: &Tensor<T>, windows: &PoolWindows, mode: i32) -> Result<Tensor<T>> {
+        let _timer = self.profile(|| format!("max pool routing (mode {mode}) {:?}", &x.shape()[1..]));
         if !windows_disjoint(windows) {
             let (hx, hg) = (self.to_host(x)?, self.to_host(g)?);
             let out = if mode == 0 {
