@@ -76,6 +76,12 @@ for dtype in ${DTYPES:-f32 f64}; do
 done
 
 if [ $DRY = 0 ]; then
+  echo "== profile: f32, batch ${PROFILE_BATCH:-16}, one timed run after one warm-up (totals of both; each operation waits for the device)"
+  RSP_CUDA_PROFILE=1 timeout 90 "$BIN/bench_vgg16" --backend cuda --dtype f32 --batch "${PROFILE_BATCH:-16}" --runs 1 --warmup 1 --threads 16 2>&1 \
+    | grep -E "^profile" | head -45
+fi
+
+if [ $DRY = 0 ]; then
   echo "== PyTorch VGG16 forward, same device"
   timeout 90 python3 - <<'PY'
 import json, torch, torchvision

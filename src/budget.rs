@@ -11,10 +11,16 @@
 //! ([`LayerCost::scratch_elements`]) and the buffers the backend's scratch pool
 //! may keep; per sample of the batch: its results; per thread: the GEMM
 //! packing buffers. An attribution runs its samples in parallel, at most as
-//! many at once as the rayon pool has threads. The forward pass
-//! ([`Network::forward`]) runs the whole batch at once on the backend; when
-//! that would exceed the budget it splits the batch into the largest parts
-//! that fit (and refuses only when one sample does not). RSP's comparative
+//! many at once as the rayon pool has threads (a device backend: as many as
+//! it asks for). The forward pass ([`Network::forward`]) runs the whole batch
+//! at once on the backend. When that many samples at once would exceed the
+//! budget, either call splits the batch into the largest parts that fit, and
+//! refuses only when one sample does not (the phase-timed
+//! [`explain_timed`](crate::attribution::explain_timed) holds every sample at
+//! once, so it refuses instead). With a device backend
+//! ([`Backend::memory_for_tensors`](crate::backend::Backend::memory_for_tensors))
+//! the host kernels' scratch is left out and the budget is also bounded by the
+//! device memory for tensors. RSP's comparative
 //! start, whose hostile classes are known only after the forward pass, checks
 //! its class gradients then (one row per sample and class, holding the
 //! activations after the start layer) against the same budget, on top of the

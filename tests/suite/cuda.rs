@@ -225,12 +225,32 @@ fn cuda_batch_operations_agree_with_the_cpu_backend() {
         let zb = |be: &dyn Backend<f64>| be.zb_rule_batch(&up(be, &x), &up(be, &r), &up(be, &w), g);
         check(&format!("zb_rule_batch {i}"), zb(&gpu), zb(&cpu));
     }
+    // Maps of over 2048 positions: the kernel gradients' inner sum is split
+    // in parts (with and without positions left over).
+    for (i, (shape, kernel, geom)) in [
+        ([2, 3, 47, 50], [4, 3, 3, 3], ConvGeometry::square(1, 1)),
+        ([2, 3, 1, 2351], [4, 3, 1, 3], ConvGeometry { stride: [1, 1], padding: [0, 1, 0, 1] }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let xb = random(&shape, 30 + i as u64);
+        let (ho, wo) = geom.output_size((shape[2], shape[3]), (kernel[2], kernel[3])).unwrap();
+        let rb = random(&[2, 4, ho, wo], 34 + i as u64);
+        let sec =
+            |be: &dyn Backend<f64>| be.sectional_rule_batch(&up(be, &xb), &up(be, &rb), &geom, (kernel[2], kernel[3]));
+        check(&format!("sectional_rule_batch split-K {i}"), sec(&gpu), sec(&cpu));
+    }
     // A 1×1 convolution (the linear layers' sectional rule) and a linear layer.
     let w1 = random(&[6, 4, 1, 1], 7);
     let r1 = random(&[3, 6, 9, 7], 8);
     let g1 = ConvGeometry::square(1, 0);
     let sec = |be: &dyn Backend<f64>| be.sectional_rule_batch(&up(be, &x), &up(be, &r1), &g1, (1, 1));
     check("sectional_rule_batch 1x1", sec(&gpu), sec(&cpu));
+    // On a 1×1 map (a linear layer): the rank-one form.
+    let (xr, rr) = (random(&[3, 40, 1, 1], 36), random(&[3, 7, 1, 1], 37));
+    let sec = |be: &dyn Backend<f64>| be.sectional_rule_batch(&up(be, &xr), &up(be, &rr), &g1, (1, 1));
+    check("sectional_rule_batch rank one", sec(&gpu), sec(&cpu));
     let conv1 = |be: &dyn Backend<f64>| be.conv2d_batch(&up(be, &x), &up(be, &w1), None, &g1);
     check("conv2d_batch 1x1", conv1(&gpu), conv1(&cpu));
     let xl = random(&[3, 11], 9);

@@ -81,18 +81,34 @@ fn the_default_limits_admit_real_models() {
     }
 }
 
-/// A budget below the estimate refuses every kind of call with the estimate
-/// and the budget in the error; above it, the call runs.
+/// A budget below the estimate of a call splits its batch into the most
+/// samples at once that fit (the same results), and refuses it with the
+/// estimate and the budget in the error when not even one sample fits.
 #[test]
-fn the_memory_budget_refuses_every_call_over_it() {
+fn the_memory_budget_splits_or_refuses_every_call_over_it() {
     let mut net = Network::<f32>::load(repo("data/digits_vgg.safetensors")).unwrap();
     let x = image(2, 3, 64, 64);
-    let estimate = net.estimate(&[2, 3, 64, 64], rsp::budget::Pass::Attribution).unwrap().memory;
-    net.set_memory_budget(Some(estimate - 1));
-    assert_eq!(net.memory_budget(), estimate - 1);
+    let both = net.estimate(&[2, 3, 64, 64], rsp::budget::Pass::Attribution).unwrap();
+    let estimate = both.memory;
+    let wholes: Vec<_> = Method::ALL.iter().map(|m| net.explain(x.view(), 1, m).unwrap()).collect();
+    if both.samples_in_flight > 1 {
+        // Both samples at once do not fit; one at a time does.
+        net.set_memory_budget(Some(estimate - 1));
+        assert_eq!(net.memory_budget(), estimate - 1);
+        for (method, whole) in Method::ALL.iter().zip(&wholes) {
+            let split = net.explain(x.view(), 1, method).unwrap();
+            assert_eq!(split.heatmaps, whole.heatmaps, "{method}");
+            assert_eq!(split.relevance, whole.relevance, "{method}");
+        }
+    }
+    let one = net.estimate(&[1, 3, 64, 64], rsp::budget::Pass::Attribution).unwrap().memory;
+    net.set_memory_budget(Some(one / 2));
     for method in Method::ALL {
         match net.explain(x.view(), 1, &method).unwrap_err() {
-            RspError::MemoryBudget { estimate: e, budget, .. } => assert_eq!((e, budget), (estimate, estimate - 1)),
+            RspError::MemoryBudget { estimate: e, budget, .. } => {
+                assert_eq!(budget, one / 2, "{method}");
+                assert!(e > budget, "{method}: {e} ≤ {budget}");
+            }
             other => panic!("{method}: {other}"),
         }
     }

@@ -167,6 +167,15 @@ extern "C" __global__ void mul_per_sample(const real* x, const real* values, rea
     }
 }
 
+// out[i] = Σ_j parts[j·per + i], j = 0, 1, … in order (split-K's sum).
+extern "C" __global__ void sum_parts(const real* parts, real* out, int count, long long per, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        real sum = parts[i];
+        for (int j = 1; j < count; ++j) sum += parts[(long long)j * per + i];
+        out[i] = sum;
+    }
+}
+
 // out[i] = values[i / per].
 extern "C" __global__ void fill_per_sample(real* out, const real* values, long long per, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {

@@ -108,6 +108,7 @@ pub struct Kernels {
     channel_affine: CudaFunction,
     fill_per_sample: CudaFunction,
     mul_per_sample: CudaFunction,
+    sum_parts: CudaFunction,
     zb_combine: CudaFunction,
     add_rule: CudaFunction,
     max_pool: CudaFunction,
@@ -135,6 +136,7 @@ impl Kernels {
             channel_affine: f("channel_affine")?,
             fill_per_sample: f("fill_per_sample")?,
             mul_per_sample: f("mul_per_sample")?,
+            sum_parts: f("sum_parts")?,
             zb_combine: f("zb_combine")?,
             add_rule: f("add_rule")?,
             max_pool: f("max_pool")?,
@@ -160,6 +162,16 @@ enum Ewise {
     PositivePart = 10,
     NegativePart = 11,
     MinZero = 12,
+}
+
+/// One operand of a matrix product: `batch` matrices `stride` elements apart,
+/// each stored row-major with rows `row_stride` apart (`transposed`: stored as
+/// the transpose of the operand).
+struct Operand<'v, 'd, T> {
+    data: &'v CudaView<'d, T>,
+    transposed: bool,
+    stride: usize,
+    row_stride: usize,
 }
 
 /// A typed error for a failure of the driver, cuBLAS or NVRTC.
@@ -465,8 +477,37 @@ impl CudaBackend {
         (m, n, k): (usize, usize, usize),
         batch: usize,
     ) -> Result<()> {
-        let need = |stride: usize, size: usize| if batch == 0 { 0 } else { stride * (batch - 1) + size };
-        if a.len() < need(stride_a, m * k) || b.len() < need(stride_b, k * n) || c.len() < need(stride_c, m * n) {
+        let (ld_a, ld_b) = (if a_t { m } else { k }, if b_t { k } else { n });
+        self.gemm_strided(
+            Operand { data: a, transposed: a_t, stride: stride_a, row_stride: ld_a },
+            Operand { data: b, transposed: b_t, stride: stride_b, row_stride: ld_b },
+            (c, stride_c, false),
+            (m, n, k),
+            batch,
+        )
+    }
+
+    /// [`CudaBackend::gemm`] on sub-matrices: each operand's stored rows are
+    /// `row_stride` apart; `accumulate`: `c += a·b` instead of `c = a·b`.
+    fn gemm_strided<T: CudaFloat>(
+        &self,
+        a: Operand<'_, '_, T>,
+        b: Operand<'_, '_, T>,
+        (c, stride_c, accumulate): (&mut CudaViewMut<T>, usize, bool),
+        (m, n, k): (usize, usize, usize),
+        batch: usize,
+    ) -> Result<()> {
+        // The last element each operand's last matrix reads or writes.
+        let need = |o: &Operand<'_, '_, T>, rows: usize, cols: usize| {
+            let (rows, cols) = if o.transposed { (cols, rows) } else { (rows, cols) };
+            if batch == 0 || rows == 0 || cols == 0 {
+                0
+            } else {
+                o.stride * (batch - 1) + (rows - 1) * o.row_stride + cols
+            }
+        };
+        let c_need = if batch == 0 { 0 } else { stride_c * (batch - 1) + m * n };
+        if a.data.len() < need(&a, m, k) || b.data.len() < need(&b, k, n) || c.len() < c_need {
             return Err(RspError::Backend {
                 backend: NAME.into(),
                 reason: "a matrix product's operands are too short".into(),
@@ -482,24 +523,93 @@ impl CudaBackend {
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: B comes first.
         let cfg = StridedBatchedConfig {
             gemm: GemmConfig {
-                transa: op(b_t),
-                transb: op(a_t),
+                transa: op(b.transposed),
+                transb: op(a.transposed),
                 m: int(n)?,
                 n: int(m)?,
                 k: int(k)?,
                 alpha: T::one(),
-                lda: int(if b_t { k } else { n })?,
-                ldb: int(if a_t { m } else { k })?,
-                beta: T::zero(),
+                lda: int(b.row_stride)?,
+                ldb: int(a.row_stride)?,
+                beta: if accumulate { T::one() } else { T::zero() },
                 ldc: int(n)?,
             },
             batch_size: int(batch)?,
-            stride_a: stride_b as i64,
-            stride_b: stride_a as i64,
+            stride_a: b.stride as i64,
+            stride_b: a.stride as i64,
             stride_c: stride_c as i64,
         };
         let blas = self.inner.blas.lock().map_err(|_| device_error("the cuBLAS handle's lock was poisoned"))?;
-        T::gemm(&blas, cfg, b, a, c)
+        T::gemm(&blas, cfg, b.data, a.data, c)
+    }
+
+    /// The sectional rule's kernels `G_s = R_s · col_sᵀ` (`O×CK`, inner size
+    /// `P`) of `samples` samples. `P` is large where `O×CK` is small (the
+    /// first layers: 64×576 over 50176 positions), which leaves most of the
+    /// device idle, so the inner sum is split into parts that run as one
+    /// batch and are then added in a fixed order (split-K, deterministic).
+    #[allow(clippy::too_many_arguments)]
+    fn kernel_gradients<T: CudaFloat>(
+        &self,
+        r: &CudaSlice<T>,
+        col: &CudaSlice<T>,
+        g: &mut CudaSlice<T>,
+        samples: usize,
+        (o, ck, p): (usize, usize, usize),
+    ) -> Result<()> {
+        // Parts of at least 1024 positions, up to 64 of them.
+        let parts = (p / 1024).clamp(1, 64);
+        if parts == 1 {
+            return self.gemm(
+                (&r.as_view(), false, o * p),
+                (&col.as_view(), true, ck * p),
+                (&mut g.as_view_mut(), o * ck),
+                (o, ck, p),
+                samples,
+            );
+        }
+        let part = p / parts;
+        let rest = p - part * parts;
+        let mut partial = self.alloc::<T>(parts * o * ck)?;
+        for s in 0..samples {
+            let r_s = r.slice(s * o * p..(s + 1) * o * p);
+            let col_s = col.slice(s * ck * p..(s + 1) * ck * p);
+            self.gemm_strided(
+                Operand { data: &r_s, transposed: false, stride: part, row_stride: p },
+                Operand { data: &col_s, transposed: true, stride: part, row_stride: p },
+                (&mut partial.as_view_mut(), o * ck, false),
+                (o, ck, part),
+                parts,
+            )?;
+            if rest > 0 {
+                // The positions left over go into the last part.
+                let offset = part * parts;
+                let (r_rest, col_rest) = (r_s.slice(offset..), col_s.slice(offset..));
+                let mut last = partial.slice_mut((parts - 1) * o * ck..);
+                self.gemm_strided(
+                    Operand { data: &r_rest, transposed: false, stride: 0, row_stride: p },
+                    Operand { data: &col_rest, transposed: true, stride: 0, row_stride: p },
+                    (&mut last, 0, true),
+                    (o, ck, rest),
+                    1,
+                )?;
+            }
+            let (parts_i, per, len) = (parts as i32, (o * ck) as i64, (o * ck) as i64);
+            let mut g_s = g.slice_mut(s * o * ck..(s + 1) * o * ck);
+            // SAFETY: `partial` holds parts·O·CK elements, `g_s` O·CK.
+            unsafe {
+                self.stream()
+                    .launch_builder(&T::kernels(self).sum_parts)
+                    .arg(&partial)
+                    .arg(&mut g_s)
+                    .arg(&parts_i)
+                    .arg(&per)
+                    .arg(&len)
+                    .launch(Self::grid(o * ck))
+            }
+            .map_err(device_error)?;
+        }
+        Ok(())
     }
 
     /// How many samples of `per_sample` scratch elements fit the workspace.
@@ -1164,13 +1274,7 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
                     part
                 };
                 let mut g = self.alloc::<T>(ns * o * ck)?;
-                self.gemm(
-                    (&r_part.as_view(), false, o * p),
-                    (&col.as_view(), true, ck * p),
-                    (&mut g.as_view_mut(), o * ck),
-                    (o, ck, p),
-                    ns,
-                )?;
+                self.kernel_gradients(&r_part, &col, &mut g, ns, (o, ck, p))?;
                 // A^± = G^± · col; S^± = R^± ⊘ A^± where R^± > 0.
                 let mut a = self.alloc::<T>(ns * o * p)?;
                 self.gemm(
