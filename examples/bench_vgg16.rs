@@ -59,6 +59,10 @@ struct Args {
     /// `peak_device_mb` to the JSON line).
     #[arg(long, value_enum, default_value_t = Compute::Cpu)]
     backend: Compute,
+    /// With `--backend cuda`: cuBLAS's TF32 tensor-core mode for float32
+    /// (an opt-in that trades precision, see `CudaBackend::with_tf32`).
+    #[arg(long)]
+    tf32: bool,
     /// Float type.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
@@ -256,21 +260,23 @@ fn time_method<T: Float>(net: &Network<T>, input: &Array4<T>, method: &Method, a
 type PeakMb = Box<dyn Fn() -> Option<f64>>;
 
 trait OnBackend: Float {
-    fn on_backend(net: Network<Self>, backend: Compute) -> (Network<Self>, PeakMb);
+    fn on_backend(net: Network<Self>, args: &Args) -> (Network<Self>, PeakMb);
 }
 
 macro_rules! on_backend {
     ($t:ty) => {
         impl OnBackend for $t {
-            fn on_backend(net: Network<Self>, backend: Compute) -> (Network<Self>, PeakMb) {
-                match backend {
+            fn on_backend(net: Network<Self>, args: &Args) -> (Network<Self>, PeakMb) {
+                match args.backend {
                     Compute::Cpu => (net, Box::new(|| None)),
                     #[cfg(feature = "cuda")]
                     Compute::Cuda => {
-                        let gpu = rsp::backend::CudaBackend::new(0).unwrap_or_else(|e| {
-                            eprintln!("error: {e}");
-                            std::process::exit(2)
-                        });
+                        let gpu = rsp::backend::CudaBackend::new(0)
+                            .and_then(|gpu| if args.tf32 { gpu.with_tf32() } else { Ok(gpu) })
+                            .unwrap_or_else(|e| {
+                                eprintln!("error: {e}");
+                                std::process::exit(2)
+                            });
                         eprintln!("CUDA device: {}", gpu.device_name());
                         let peak = gpu.clone();
                         let report = move || {
@@ -297,7 +303,7 @@ on_backend!(f64);
 
 fn run<T: OnBackend>(args: &Args, methods: &[Method]) {
     let mut rng = Normal(0x05EE_D0F1_C0DE);
-    let (net, peak_device_mb) = T::on_backend(vgg16::<T>(&mut rng), args.backend);
+    let (net, peak_device_mb) = T::on_backend(vgg16::<T>(&mut rng), args);
     let input = Array4::from_shape_simple_fn((args.batch, 3, 224, 224), || T::of(rng.sample()));
     let flops = conv_flops();
     for method in methods {
@@ -333,7 +339,9 @@ fn run<T: OnBackend>(args: &Args, methods: &[Method]) {
         println!("  peak RSS     {rss:8.0} MB");
         let json = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
         let device = match (args.backend, peak_device_mb()) {
-            (Compute::Cuda, peak) => format!(",\"backend\":\"cuda\",\"peak_device_mb\":{}", json(peak)),
+            (Compute::Cuda, peak) => {
+                format!(",\"backend\":\"cuda\",\"tf32\":{},\"peak_device_mb\":{}", args.tf32, json(peak))
+            }
             (Compute::Cpu, _) => String::new(),
         };
         println!(

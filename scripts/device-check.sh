@@ -76,7 +76,20 @@ for dtype in ${DTYPES:-f32 f64}; do
 done
 
 if [ $DRY = 0 ]; then
-  echo "== profile: f32, batch ${PROFILE_BATCH:-16}, one timed run after one warm-up (totals of both; each operation waits for the device)"
+  echo "== bench, float32 with TF32 (opt-in)"
+  for batch in ${TF32_BATCHES:-16 64}; do
+    timeout "${BENCH_TIMEOUT:-60}" "$BIN/bench_vgg16" --backend cuda --tf32 --dtype f32 --batch "$batch" --runs 3 --warmup 1 --threads 16 2>"$OUT/bench_tf32_${batch}.err" | grep '^{' \
+      || { echo "{\"bench\":\"failed\",\"tf32\":true,\"batch\":$batch}"; tail -5 "$OUT/bench_tf32_${batch}.err"; }
+  done
+fi
+
+if [ $DRY = 0 ]; then
+  for batch in ${PROFILE_BATCHES:-1 64}; do
+    echo "== profile: f32, batch $batch, one timed run after one warm-up (totals of both; each operation waits for the device)"
+    RSP_CUDA_PROFILE=1 timeout 90 "$BIN/bench_vgg16" --backend cuda --dtype f32 --batch "$batch" --runs 1 --warmup 1 --threads 16 2>&1 \
+      | grep -E "^profile" | head -30
+  done
+file: f32, batch ${PROFILE_BATCH:-16}, one timed run after one warm-up (totals of both; each operation waits for the device)"
   RSP_CUDA_PROFILE=1 timeout 90 "$BIN/bench_vgg16" --backend cuda --dtype f32 --batch "${PROFILE_BATCH:-16}" --runs 1 --warmup 1 --threads 16 2>&1 \
     | grep -E "^profile" | head -45
 fi

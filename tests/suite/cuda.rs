@@ -174,6 +174,27 @@ fn cuda_two_runs_give_the_same_bits() {
     assert!(err <= F32_TOL, "sample alone vs in its batch: {err:.3e}");
 }
 
+/// TF32 (an explicit opt-in) on every golden case in float32: its error
+/// against the reference, measured and bounded loosely (tensor cores round
+/// the float32 operands to 10-bit mantissas).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cuda_tf32_error_is_measured_on_every_golden() {
+    let mut worst = 0.0f64;
+    for case in CASES {
+        let path = data(&format!("golden/{case}.safetensors"));
+        let file = read_tensors(&path);
+        let net = rsp::io::safetensors::load::<f32>(&path).unwrap().with_backend(gpu().with_tf32().unwrap());
+        let input = file.tensors["input"].mapv(|v| v as f32).into_dimensionality::<Ix4>().unwrap();
+        let e = net.explain(input.view(), target_of(&file.metadata["target"]), RspOptions::default()).unwrap();
+        let err = rel_err(&e.relevance.unwrap().mapv(f64::from).into_dyn(), &file.tensors["relevance_f64"]);
+        println!("cuda tf32 {case}: relevance {err:.2e}");
+        assert!(err <= 3e-2, "{case}: TF32 relevance {err:.3e} from the reference");
+        worst = worst.max(err);
+    }
+    println!("{{\"check\":\"cuda_tf32\",\"cases\":{},\"worst_f32_tf32\":{worst:.3e}}}", CASES.len());
+}
+
 /// A deterministic pseudo-random tensor in [-1, 1) with some exact zeros.
 fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -309,6 +330,13 @@ fn cuda_batch_operations_agree_with_the_cpu_backend() {
         };
         check(&format!("add_rule_batch {i}"), add_rule(&gpu), add_rule(&cpu));
     }
+    // The single-class start, with a sample whose weighted map has no positive value.
+    let grads = random(&[3, 4, 9, 7], 25);
+    let mut acts = x.mapv(f64::abs);
+    acts.index_axis_mut(rsp::ndarray::Axis(0), 1).fill(0.0);
+    acts[[1, 0, 0, 0]] = -1.0;
+    let start = |be: &dyn Backend<f64>| be.single_class_start_batch(&up(be, &acts), &up(be, &grads));
+    check("single_class_start_batch", start(&gpu), start(&cpu));
     let mut bad = x.clone();
     bad[[1, 2, 3, 4]] = f64::NAN;
     bad[[2, 0, 0, 0]] = f64::INFINITY;

@@ -34,6 +34,7 @@ extern "C" __global__ void ewise(int op, long long n, const real* a, const real*
             case 10: r = x > (real)0 ? x : (real)0; break;                         // positive part
             case 11: r = -x > (real)0 ? -x : (real)0; break;                       // negative part, as a magnitude
             case 12: r = x < (real)0 ? x : (real)0; break;                         // min(x, 0)
+            case 13: r = x / p0; break;                                            // divide
             default: r = (real)0;
         }
         out[i] = r;
@@ -106,7 +107,8 @@ extern "C" __global__ void section_quotient(const real* r, const real* a, real* 
 
 // One statistic per sample (one block each, `per` elements; a fixed tree, so
 // the result does not depend on anything but the data): 0 sum, 1 count of
-// non-zeros, 2 minimum, 3 maximum, 4 count of negatives, 5 sum of squares.
+// non-zeros, 2 minimum, 3 maximum, 4 count of negatives, 5 sum of squares,
+// 6 largest magnitude.
 extern "C" __global__ void sample_stat(const real* x, real* out, long long per, int what) {
     __shared__ real part[256];
     const real* xs = x + blockIdx.x * per;
@@ -118,7 +120,8 @@ extern "C" __global__ void sample_stat(const real* x, real* out, long long per, 
         else if (what == 2) acc = v < acc ? v : acc;
         else if (what == 3) acc = v > acc ? v : acc;
         else if (what == 4) acc += v < (real)0 ? (real)1 : (real)0;
-        else acc += v * v;
+        else if (what == 5) acc += v * v;
+        else { real m = v < (real)0 ? -v : v; acc = m > acc ? m : acc; }
     }
     part[threadIdx.x] = acc;
     __syncthreads();
@@ -126,7 +129,7 @@ extern "C" __global__ void sample_stat(const real* x, real* out, long long per, 
         if (threadIdx.x < step) {
             real a = part[threadIdx.x], b = part[threadIdx.x + step];
             if (what == 2) part[threadIdx.x] = b < a ? b : a;
-            else if (what == 3) part[threadIdx.x] = b > a ? b : a;
+            else if (what == 3 || what == 6) part[threadIdx.x] = b > a ? b : a;
             else part[threadIdx.x] = a + b;
         }
         __syncthreads();
@@ -173,6 +176,13 @@ extern "C" __global__ void sum_parts(const real* parts, real* out, int count, lo
         real sum = parts[i];
         for (int j = 1; j < count; ++j) sum += parts[(long long)j * per + i];
         out[i] = sum;
+    }
+}
+
+// out[i] = x[i] ⊘ values[i / per] (0 where the value is 0).
+extern "C" __global__ void div_per_sample(const real* x, const real* values, real* out, long long per, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        out[i] = safe_div(x[i], values[i / per]);
     }
 }
 

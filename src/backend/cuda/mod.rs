@@ -108,6 +108,7 @@ pub struct Kernels {
     channel_affine: CudaFunction,
     fill_per_sample: CudaFunction,
     mul_per_sample: CudaFunction,
+    div_per_sample: CudaFunction,
     sum_parts: CudaFunction,
     zb_combine: CudaFunction,
     add_rule: CudaFunction,
@@ -136,6 +137,7 @@ impl Kernels {
             channel_affine: f("channel_affine")?,
             fill_per_sample: f("fill_per_sample")?,
             mul_per_sample: f("mul_per_sample")?,
+            div_per_sample: f("div_per_sample")?,
             sum_parts: f("sum_parts")?,
             zb_combine: f("zb_combine")?,
             add_rule: f("add_rule")?,
@@ -162,6 +164,7 @@ enum Ewise {
     PositivePart = 10,
     NegativePart = 11,
     MinZero = 12,
+    DivideBy = 13,
 }
 
 /// One operand of a matrix product: `batch` matrices `stride` elements apart,
@@ -267,6 +270,28 @@ impl CudaBackend {
             }),
             samples_at_once: 64,
         })
+    }
+
+    /// The same backend with cuBLAS's TF32 tensor-core mode for its float32
+    /// matrix products (float64 is unaffected): several times faster, with
+    /// float32 inputs rounded to 10-bit mantissas inside each product, so
+    /// results move away from the reference by about 1e-3 relative (measured
+    /// per golden case in `docs/performance.md`) instead of about 1e-6. An
+    /// explicit opt-in; the default is plain float32. The mode belongs to the
+    /// cuBLAS handle, which this backend's clones share.
+    ///
+    /// # Errors
+    /// [`RspError::Backend`] if cuBLAS refuses the mode.
+    pub fn with_tf32(self) -> Result<Self> {
+        use cudarc::cublas::sys;
+        let blas = self.inner.blas.lock().map_err(|_| device_error("the cuBLAS handle's lock was poisoned"))?;
+        // SAFETY: the handle is alive (held by the locked `CudaBlas`) and used by one thread at a time.
+        let status = unsafe { sys::cublasSetMathMode(*blas.handle(), sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH) };
+        if status != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(device_error(status));
+        }
+        drop(blas);
+        Ok(self)
     }
 
     /// The device's name, as the driver gives it.
@@ -1494,8 +1519,55 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
     }
 
     fn single_class_start_batch(&self, a: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
-        let _timer = self.profile(|| format!("single-class start (on the host) {:?}", &a.shape()[1..]));
-        self.to_device(&CpuBackend.single_class_start_batch(&self.to_host(a)?, &self.to_host(g)?)?)
+        let _timer = self.profile(|| format!("single-class start {:?}", &a.shape()[1..]));
+        let [n, c, h, w] = dims4(a, "start layer activation")?;
+        if g.shape() != a.shape() {
+            return Err(RspError::shape("gradient at the start layer", format!("{:?}", a.shape()), g.shape()));
+        }
+        let k = T::kernels(self);
+        let (area, per) = (h * w, c * h * w);
+        // A ⊙ α with α the spatial mean of the gradient, per sample and channel.
+        let sums = self.sample_stat(self.slice(g)?, n * c, area, 0)?;
+        let alpha = self.ewise(Ewise::DivideBy, &sums, &sums, n * c, T::of(area as f64), T::zero())?;
+        let mut weighted = self.alloc::<T>(n * per)?;
+        let (area_i, len) = (area as i64, (n * per) as i64);
+        // SAFETY: `a` and `weighted` hold N·C·H·W elements, `alpha` N·C.
+        unsafe {
+            self.stream()
+                .launch_builder(&k.mul_per_sample)
+                .arg(self.slice(a)?)
+                .arg(&alpha)
+                .arg(&mut weighted)
+                .arg(&area_i)
+                .arg(&len)
+                .launch(Self::grid(n * per))
+        }
+        .map_err(device_error)?;
+        // Divided by max + 1e-9, or by max |·| where the maximum is ≤ 0 (start.rs).
+        let maxima = self.stream().clone_dtoh(&self.sample_stat(&weighted, n, per, 3)?).map_err(device_error)?;
+        let magnitudes = self.stream().clone_dtoh(&self.sample_stat(&weighted, n, per, 6)?).map_err(device_error)?;
+        let denominators: Vec<T> = maxima
+            .iter()
+            .zip(&magnitudes)
+            .take(n)
+            .map(|(&max, &magnitude)| if max > T::zero() { max + T::eps9() } else { magnitude })
+            .collect();
+        let denominators = self.upload_slice(&denominators)?;
+        let mut out = self.alloc::<T>(n * per)?;
+        let per_i = per as i64;
+        // SAFETY: `weighted` and `out` hold N·per elements, `denominators` N.
+        unsafe {
+            self.stream()
+                .launch_builder(&k.div_per_sample)
+                .arg(&weighted)
+                .arg(&denominators)
+                .arg(&mut out)
+                .arg(&per_i)
+                .arg(&len)
+                .launch(Self::grid(n * per))
+        }
+        .map_err(device_error)?;
+        Ok(Self::tensor(a.shape().to_vec(), out))
     }
 
     fn first_non_finite(&self, t: &Tensor<T>) -> Result<Option<usize>> {
