@@ -89,9 +89,6 @@ if [ $DRY = 0 ]; then
     RSP_CUDA_PROFILE=1 timeout 90 "$BIN/bench_vgg16" --backend cuda --dtype f32 --batch "$batch" --runs 1 --warmup 1 --threads 16 2>&1 \
       | grep -E "^profile" | head -30
   done
-file: f32, batch ${PROFILE_BATCH:-16}, one timed run after one warm-up (totals of both; each operation waits for the device)"
-  RSP_CUDA_PROFILE=1 timeout 90 "$BIN/bench_vgg16" --backend cuda --dtype f32 --batch "${PROFILE_BATCH:-16}" --runs 1 --warmup 1 --threads 16 2>&1 \
-    | grep -E "^profile" | head -45
 fi
 
 if [ $DRY = 0 ]; then
