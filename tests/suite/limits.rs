@@ -113,6 +113,7 @@ fn the_memory_budget_splits_or_refuses_every_call_over_it() {
         }
     }
     assert!(matches!(net.attribute(x.view(), 1).unwrap_err(), RspError::MemoryBudget { .. }));
+    net.set_memory_budget(None);
     let forward = net.estimate(&[2, 3, 64, 64], rsp::budget::Pass::Forward).unwrap().memory;
     assert!(forward < estimate);
     // The forward pass splits a batch over the budget, down to one sample at once.
