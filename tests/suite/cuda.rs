@@ -54,6 +54,16 @@ fn target_of(metadata: &str) -> Target {
     }
 }
 
+#[cfg(feature = "onnx")]
+fn load_onnx<T: Float>(case: &str) -> Network<T> {
+    rsp::io::onnx::load::<T>(data(&format!("golden/onnx/{case}.onnx"))).unwrap()
+}
+
+#[cfg(not(feature = "onnx"))]
+fn load_onnx<T: Float>(case: &str) -> Network<T> {
+    panic!("{case}: the ONNX cases need the onnx feature")
+}
+
 /// Relevance, start relevance and logits of `case` on the GPU against the
 /// reference's float64 values.
 fn golden_errors<T: Float>(case: &str, onnx: bool) -> [f64; 3]
@@ -62,15 +72,7 @@ where
 {
     let path = data(&format!("golden/{case}.safetensors"));
     let file = read_tensors(&path);
-    let net: Network<T> = if onnx {
-        #[cfg(feature = "onnx")]
-        let net = rsp::io::onnx::load::<T>(data(&format!("golden/onnx/{case}.onnx"))).unwrap();
-        #[cfg(not(feature = "onnx"))]
-        let net = unreachable!("the ONNX cases need the onnx feature");
-        net
-    } else {
-        rsp::io::safetensors::load::<T>(&path).unwrap()
-    };
+    let net: Network<T> = if onnx { load_onnx(case) } else { rsp::io::safetensors::load::<T>(&path).unwrap() };
     let net = net.with_backend(gpu());
     let input = file.tensors["input"].mapv(T::of).into_dimensionality::<Ix4>().unwrap();
     let e = net.explain(input.view(), target_of(&file.metadata["target"]), RspOptions::default()).unwrap();

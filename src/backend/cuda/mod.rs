@@ -188,14 +188,12 @@ struct CudaStorage<T>(CudaSlice<T>);
 /// The CUDA backend on one device. Cloning shares the device context.
 ///
 /// ```no_run
-/// # #[cfg(feature = "cuda")] {
 /// use rsp::backend::CudaBackend;
 /// // A typed error (not a crash) on a machine without CUDA.
 /// match CudaBackend::new(0) {
 ///     Ok(gpu) => println!("running on {}", gpu.device_name()),
 ///     Err(e) => println!("no GPU: {e}"),
 /// }
-/// # }
 /// ```
 #[derive(Clone)]
 pub struct CudaBackend {
