@@ -650,23 +650,10 @@ impl CudaBackend {
         geom: &ConvGeometry,
         out_hw: (usize, usize),
     ) -> Result<CudaSlice<T>> {
-        let [c, h, w] = chw;
+        let c = chw[0];
         let total = samples * c * kernel_hw.0 * kernel_hw.1 * out_hw.0 * out_hw.1;
         let mut col = self.alloc::<T>(total)?;
-        let ints = [
-            c,
-            h,
-            w,
-            kernel_hw.0,
-            kernel_hw.1,
-            geom.stride[0],
-            geom.stride[1],
-            geom.padding[0],
-            geom.padding[1],
-            out_hw.0,
-            out_hw.1,
-        ]
-        .map(|v| v as i32);
+        let ints = unfold_args(chw, kernel_hw, geom, out_hw);
         let total_i = total as i64;
         // SAFETY: `x` holds `samples × C×H×W` elements and `col` `total`; the
         // kernel reads x only inside the unpadded input.
@@ -698,20 +685,7 @@ impl CudaBackend {
     ) -> Result<()> {
         let [c, h, w] = chw;
         let total = samples * c * h * w;
-        let ints = [
-            c,
-            h,
-            w,
-            kernel_hw.0,
-            kernel_hw.1,
-            geom.stride[0],
-            geom.stride[1],
-            geom.padding[0],
-            geom.padding[1],
-            out_hw.0,
-            out_hw.1,
-        ]
-        .map(|v| v as i32);
+        let ints = unfold_args(chw, kernel_hw, geom, out_hw);
         let total_i = total as i64;
         // SAFETY: `col` holds `samples × (C·kh·kw) × (Ho·Wo)` elements, `out`
         // and `m` `total` (checked by the callers).
@@ -854,6 +828,26 @@ impl Drop for ProfileTimer<'_> {
             p.push((std::mem::take(&mut self.name), ms));
         }
     }
+}
+
+/// The integer arguments im2col and col2im share, in the kernels' order:
+/// `C, H, W, kh, kw, sh, sw, pt, pl, Ho, Wo`.
+fn unfold_args(chw: [usize; 3], kernel_hw: (usize, usize), geom: &ConvGeometry, out_hw: (usize, usize)) -> [i32; 11] {
+    let [c, h, w] = chw;
+    [
+        c,
+        h,
+        w,
+        kernel_hw.0,
+        kernel_hw.1,
+        geom.stride[0],
+        geom.stride[1],
+        geom.padding[0],
+        geom.padding[1],
+        out_hw.0,
+        out_hw.1,
+    ]
+    .map(|v| v as i32)
 }
 
 /// Whether no input element lies in two windows (then routing needs no sums).
