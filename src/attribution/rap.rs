@@ -15,15 +15,17 @@
 //! | `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, residual `Add` | `RelPropSimple`: `x ⊙ ∇(R ⊘ z)` |
 //! | `Relu`, `Dropout`, `Flatten` | identity (reshaped back) |
 
-use super::walk::Rules;
-use crate::backend::{Backend, ConvGeometry};
+use super::walk::{LayerStep, Rules, TensorRules};
+use crate::backend::rap::{first_propagation, relative_rule};
+use crate::backend::rules::batch_norm_rule;
+use crate::backend::{Backend, ConvGeometry, RapFlavour, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
 use crate::layers::{
     as_chw, check_same_shape, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Layer, LayerKind, Linear, MaxPool2d,
     RuleContext,
 };
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, Axis};
+use ndarray::{Array1, Array3, ArrayD, ArrayView1, ArrayView3, ArrayViewD};
 use ndarray::{Ix1, IxDyn, Zip};
 
 /// RAP as released: seeded with the one-hot of the target at the logits (what
@@ -80,7 +82,7 @@ impl<T: Float> Rules<T> for Rap {
             let rin = if ctx.is_input_layer {
                 conv.zb_rule(backend, x, r)?
             } else {
-                relative_rule(backend, x, r, conv.weight().view(), conv.geometry(), Flavour::Conv2d)?
+                relative_rule(backend, x, r, conv.weight().view(), conv.geometry(), RapFlavour::Conv2d)?
             };
             return Ok(rin.into_dyn());
         }
@@ -89,17 +91,19 @@ impl<T: Float> Rules<T> for Rap {
             if ctx.receives_seed {
                 let x = x.into_dimensionality::<Ix1>().expect("checked vector");
                 let r = relevance.into_dimensionality::<Ix1>().expect("checked vector");
-                return Ok(first_propagation(backend, x, r, fc.weight().view(), fc.bias())?.into_dyn());
+                return Ok(
+                    first_propagation(backend, x, r, fc.weight().view(), fc.bias().map(|b| b.view()))?.into_dyn()
+                );
             }
             // A 1×1 convolution on a 1×1 map, with the Linear version of `pos_prop`.
             let x_map = x.into_shape_with_order((i, 1, 1)).expect("checked vector");
             let r_map = relevance.into_shape_with_order((o, 1, 1)).expect("checked vector");
             let w = fc.weight().view().into_shape_with_order((o, i, 1, 1)).expect("standard layout");
-            let rin = relative_rule(backend, x_map, r_map, w, &ConvGeometry::square(1, 0), Flavour::Linear)?;
+            let rin = relative_rule(backend, x_map, r_map, w, &ConvGeometry::square(1, 0), RapFlavour::Linear)?;
             return Ok(rin.into_shape_with_order(i).expect("i×1×1").into_dyn());
         }
         if let Some(bn) = layer.downcast_ref::<BatchNorm2d<T>>() {
-            return Ok(batch_norm_rule(bn, as_chw(x, "RAP rule")?, as_chw(relevance, "RAP rule")?).into_dyn());
+            return Ok(rap_batch_norm_rule(bn, as_chw(x, "RAP rule")?, as_chw(relevance, "RAP rule")?).into_dyn());
         }
         let is_pool = layer.downcast_ref::<MaxPool2d>().is_some()
             || layer.downcast_ref::<AvgPool2d>().is_some()
@@ -141,190 +145,91 @@ impl<T: Float> Rules<T> for Rap {
     fn check_every_node(&self) -> bool {
         true
     }
-}
 
-/// Where the released Linear and Conv2d versions of `pos_prop` differ.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flavour {
-    /// `S1n = R⁻·[Za1+Za2 ≠ 0] ⊘ Za1`, propagated through `Za1`.
-    Linear,
-    /// `S1n = R⁻·[Za1+Za2 ≠ 0] ⊘ Za2`, propagated through `Za2`.
-    Conv2d,
-}
-
-/// The released `backward`/`f` of Linear and Conv2d (bias ignored): `pos_prop`
-/// on the positive inputs and on the negative ones, each shifted to conserve
-/// `Σ R` on its own, summed. With `x ≥ 0` (after a ReLU) the negative half is
-/// zero and skipped (its `shift_rel` finds no nonzero entry to shift).
-fn relative_rule<T: Float>(
-    backend: &dyn Backend<T>,
-    x: ArrayView3<T>,
-    r: ArrayView3<T>,
-    weight: ArrayView4<T>,
-    geometry: &ConvGeometry,
-    flavour: Flavour,
-) -> Result<Array3<T>> {
-    let w_pos = weight.mapv(|v| v.max(T::zero()));
-    let w_neg = weight.mapv(|v| v.min(T::zero()));
-    let x_pos = x.mapv(|v| v.max(T::zero()));
-    let mut c = relative_half(backend, x_pos.view(), r, (w_pos.view(), w_neg.view()), geometry, T::one(), flavour)?;
-    if x.iter().any(|&v| v < T::zero()) {
-        let x_neg = x.mapv(|v| v.min(T::zero()));
-        let sections = (w_pos.view(), w_neg.view());
-        c += &relative_half(backend, x_neg.view(), r, sections, geometry, -T::one(), flavour)?;
+    fn on_tensors(&self) -> Option<&dyn TensorRules<T>> {
+        Some(self)
     }
-    Ok(c)
 }
 
-/// One `pos_prop` call followed by `shift_rel`, for inputs `x1` of one sign
-/// (`sign` = +1 for `x⁺`, −1 for `x⁻`). The two denominators, both ≥ 0, are
-/// the magnitudes of the contributions through `W⁺` and `W⁻`, kept where
-/// `R ≠ 0`: `Z1 = sign·conv(x1, W⁺)`, `Z2 = −sign·conv(x1, W⁻)`. With
-/// `k = [Z1+Z2 ≠ 0]`:
-/// `S1 = R⁺k ⊘ Z1`, `S1n = R⁻k ⊘ Z1` (Linear) or `⊘ Z2` (Conv2d),
-/// `S2 = R⁺(Z2 ⊘ (Z1+Z2)) ⊘ Z2`, `S2n = R⁻(Z2 ⊘ (Z1+Z2)) ⊘ Z2`,
-/// `C = x1 ⊙ ∇Z1(S1 [+ S1n]) + x1 ⊙ ∇Z2(S2 + S2n [+ S1n])`,
-/// then `shift_rel`: `(ΣC − ΣR) / #{C ≠ 0}` subtracted from every nonzero entry.
-fn relative_half<T: Float>(
-    backend: &dyn Backend<T>,
-    x1: ArrayView3<T>,
-    r: ArrayView3<T>,
-    (w_pos, w_neg): (ArrayView4<T>, ArrayView4<T>),
-    geometry: &ConvGeometry,
-    sign: T,
-    flavour: Flavour,
-) -> Result<Array3<T>> {
-    let mut z1 = backend.conv2d(x1, w_pos, geometry)?;
-    let mut z2 = backend.conv2d(x1, w_neg, geometry)?;
-    Zip::from(&mut z1).and(&mut z2).and(&r).for_each(|z1, z2, &r| {
-        let kept = r != T::zero();
-        *z1 = if kept { sign * *z1 } else { T::zero() };
-        *z2 = if kept { -sign * *z2 } else { T::zero() };
-    });
-    // z1 becomes the signal through Z1, z2 the one through Z2 (each already
-    // times ∂Z/∂conv = ±1, so that the adjoints below are plain transposed convolutions).
-    Zip::from(&mut z1).and(&mut z2).and(&r).for_each(|z1, z2, &r| {
-        let (a, b) = (*z1, *z2);
-        let total = a + b;
-        let (r_pos, r_neg) = (r.max(T::zero()), r.min(T::zero()));
-        let kept = safe_div(total, total);
-        let share2 = safe_div(b, total);
-        let s1 = safe_div(r_pos * kept, a);
-        let s2 = safe_div(r_pos * share2, b);
-        let s2n = safe_div(r_neg * share2, b);
-        let (through1, through2) = match flavour {
-            Flavour::Linear => (s1 + safe_div(r_neg * kept, a), s2 + s2n),
-            Flavour::Conv2d => (s1, s2 + s2n + safe_div(r_neg * kept, b)),
-        };
-        *z1 = sign * through1;
-        *z2 = -sign * through2;
-    });
-    let hw = (x1.dim().1, x1.dim().2);
-    let g1 = backend.conv2d_input_adjoint(z1.view(), w_pos, geometry, hw)?;
-    let mut c = backend.conv2d_input_adjoint(z2.view(), w_neg, geometry, hw)?;
-    Zip::from(&mut c).and(&x1).and(&g1).for_each(|c, &x, &g1| *c = x * g1 + x * *c);
-    shift_rel(&mut c, r.sum());
-    Ok(c)
-}
-
-/// The released `shift_rel`: `(ΣC − target)` spread evenly over the nonzero
-/// entries of `C` (nothing happens when there are none).
-fn shift_rel<T: Float, D: ndarray::Dimension>(c: &mut ndarray::Array<T, D>, target: T) {
-    let excess = c.sum() - target;
-    let nonzero = c.iter().filter(|&&v| v != T::zero()).count();
-    let shift = safe_div(excess, T::of(nonzero as f64));
-    c.mapv_inplace(|v| if v != T::zero() { v - shift } else { v });
-}
-
-/// `Wᵀ s` for a vector `s`.
-fn transposed_times<T: Float>(backend: &dyn Backend<T>, w: ArrayView2<T>, s: &Array1<T>) -> Result<Array1<T>> {
-    let column = s.view().insert_axis(Axis(1));
-    Ok(backend.matmul(w.t(), column)?.remove_axis(Axis(1)))
-}
-
-/// `W x` for a vector `x`.
-fn times<T: Float>(backend: &dyn Backend<T>, w: ArrayView2<T>, x: &Array1<T>) -> Result<Array1<T>> {
-    Ok(backend.matmul(w, x.view().insert_axis(Axis(1)))?.remove_axis(Axis(1)))
-}
-
-/// The released `first_prop` and `redistribute` of the Linear layer the walk
-/// starts at, with the relevance `pd` at its output (the one-hot). The four
-/// sections `Z1 = W⁺x⁺`, `Z2 = W⁻x⁺`, `Z3 = W⁺x⁻`, `Z4 = W⁻x⁻` (no bias) each
-/// pass `pd` where they are nonzero; the bias goes in proportion
-/// `Pos : Neg = Σ(Z1 + Z4)pd : Σ(Z2 + Z3)pd` to the sections `Z1` and `Z2`.
-/// `redistribute` then gives every input `|C|·ΣC / Σ|C|`.
-fn first_propagation<T: Float>(
-    backend: &dyn Backend<T>,
-    x: ArrayView1<T>,
-    pd: ArrayView1<T>,
-    weight: ArrayView2<T>,
-    bias: Option<&Array1<T>>,
-) -> Result<Array1<T>> {
-    let w_pos = weight.mapv(|v| v.max(T::zero()));
-    let w_neg = weight.mapv(|v| v.min(T::zero()));
-    let x_pos = x.mapv(|v| v.max(T::zero()));
-    let x_neg = x.mapv(|v| v.min(T::zero()));
-    let z1 = times(backend, w_pos.view(), &x_pos)?;
-    let z2 = times(backend, w_neg.view(), &x_pos)?;
-    let z3 = times(backend, w_pos.view(), &x_neg)?;
-    let z4 = times(backend, w_neg.view(), &x_neg)?;
-    let (rpp, rpn, rnp, rnn) = (&z1 * &pd, &z2 * &pd, &z3 * &pd, &z4 * &pd);
-    let pos = (&rpp + &rnn).sum();
-    let neg = (&rpn + &rnp).sum();
-    let divide = |a: &Array1<T>, b: &Array1<T>| Zip::from(a).and(b).map_collect(|&a, &b| safe_div(a, b));
-    let back = |w: &Array2<T>, x: &Array1<T>, s: Array1<T>| -> Result<Array1<T>> {
-        Ok(x * &transposed_times(backend, w.view(), &s)?)
-    };
-    let c1 = back(&w_pos, &x_pos, divide(&rpp, &z1))?;
-    let c2 = back(&w_neg, &x_pos, divide(&rpn, &z2))?;
-    let c3 = back(&w_pos, &x_neg, divide(&rnp, &z3))?;
-    let c4 = back(&w_neg, &x_neg, divide(&rnn, &z4))?;
-    let mut c = c1 + &c4;
-    if let Some(b) = bias {
-        let b_pd = b * &pd;
-        let b_pos = &b_pd * safe_div(pos, pos + neg);
-        let b_neg = &b_pd * safe_div(neg, pos + neg);
-        c += &back(&w_pos, &x_pos, divide(&b_pos, &z1))?;
-        c += &c2;
-        c += &c3;
-        c += &back(&w_neg, &x_pos, divide(&b_neg, &z2))?;
-    } else {
-        c += &c2;
-        c += &c3;
+/// RAP on whole batches of backend tensors: the walk keeps every tensor on
+/// the backend. Each rule is the host rule's, on the same per-sample kernels
+/// on the host backends (the same bits); the convolutions' and the logits
+/// layer's rules are backend operations of their own
+/// ([`Backend::rap_relative_rule_batch`], [`Backend::rap_first_propagation_batch`]),
+/// batch norm shares RSP's ([`Backend::batch_norm_rule_batch`]) and the
+/// input layer LRP's z^B rule ([`Backend::zb_rule_batch`]).
+impl<T: Float> TensorRules<T> for Rap {
+    fn layer(&self, step: &LayerStep<'_, T>) -> Result<Tensor<T>> {
+        step.check_relevance()?;
+        let (backend, layer, x, r) = (step.backend, step.layer, step.input, step.relevance);
+        if let Some(conv) = layer.downcast_ref::<Conv2d<T>>() {
+            let w = &step.parameters[0];
+            if step.ctx.is_input_layer {
+                return backend.zb_rule_batch(x, r, w, conv.geometry());
+            }
+            return backend.rap_relative_rule_batch(x, r, w, conv.geometry(), RapFlavour::Conv2d);
+        }
+        if layer.downcast_ref::<Linear<T>>().is_some() {
+            let (w, bias) = (&step.parameters[0], step.parameters.get(1));
+            if step.ctx.receives_seed {
+                return backend.rap_first_propagation_batch(x, r, w, bias);
+            }
+            // A 1×1 convolution on a 1×1 map, as on the host.
+            let (n, i, o) = (x.shape()[0], x.shape()[1], r.shape()[1]);
+            let (x_map, r_map) = (x.reshaped(vec![n, i, 1, 1])?, r.reshaped(vec![n, o, 1, 1])?);
+            let w = w.reshaped(vec![o, i, 1, 1])?;
+            let geometry = ConvGeometry::square(1, 0);
+            let rin = backend.rap_relative_rule_batch(&x_map, &r_map, &w, &geometry, RapFlavour::Linear)?;
+            return rin.reshaped(vec![n, i]);
+        }
+        if layer.downcast_ref::<BatchNorm2d<T>>().is_some() {
+            // The parameters: mean, forward scale, shift β, rule weight.
+            return backend.batch_norm_rule_batch(x, r, &step.parameters[3], &step.parameters[2]);
+        }
+        let is_pool = layer.downcast_ref::<MaxPool2d>().is_some()
+            || layer.downcast_ref::<AvgPool2d>().is_some()
+            || layer.downcast_ref::<AdaptiveAvgPool2d>().is_some();
+        if is_pool {
+            // `RelPropSimple` with the forward pass's output as `z`.
+            let s = backend.stabilised_divide_batch(r, step.output, None)?;
+            let g = layer.gradient_batch(backend, x, &s, step.parameters)?;
+            return backend.mul_batch(x, &g);
+        }
+        match layer.kind() {
+            LayerKind::Relu | LayerKind::Dropout | LayerKind::Flatten => r.reshaped(x.shape().to_vec()),
+            _ => Err(RspError::Model(format!("layer `{}` has no RAP rule", layer.describe()))),
+        }
     }
-    Ok(redistribute(c))
-}
 
-/// The released `redistribute`: `C⁺ ⊘ Σ|C| · ΣC − C⁻ ⊘ Σ|C| · ΣC`.
-fn redistribute<T: Float>(c: Array1<T>) -> Array1<T> {
-    let magnitude = c.iter().fold(T::zero(), |acc, &v| acc + (v.max(T::zero()) - v.min(T::zero())));
-    let total = c.iter().fold(T::zero(), |acc, &v| acc + (v.max(T::zero()) + v.min(T::zero())));
-    c.mapv(|v| {
-        let (p, n) = (v.max(T::zero()), v.min(T::zero()));
-        safe_div(p, magnitude) * total + -safe_div(n, magnitude) * total
-    })
+    /// `RelPropSimple` on the sum, as on the host.
+    fn add(
+        &self,
+        backend: &dyn Backend<T>,
+        a: &Tensor<T>,
+        b: &Tensor<T>,
+        relevance: &Tensor<T>,
+    ) -> Result<(Tensor<T>, Tensor<T>)> {
+        let s = backend.stabilised_divide_batch(relevance, &backend.add_batch(a, b)?, None)?;
+        Ok((backend.mul_batch(a, &s)?, backend.mul_batch(b, &s)?))
+    }
+
+    /// The one-hot of each sample's target.
+    fn seed(&self, backend: &dyn Backend<T>, logits: &Tensor<T>, classes: &[usize]) -> Result<Tensor<T>> {
+        let width = logits.shape().get(1).copied().unwrap_or(0);
+        backend.one_hot_batch(classes, width)
+    }
 }
 
 /// The released `BatchNorm2d.RAP_relprop`: `w_c = γ_c / sqrt(σ²_c² + ε)` (the
 /// running variance squared, as released), the bias share
 /// `b = β_c·[R ≠ 0] ⊘ n_c` (`n_c` the nonzero relevances of channel `c`)
 /// removed and added back: `R_in = x ⊙ ((R − b) ⊘ (x·w))·w + x ⊙ (b ⊘ (x·w))·w`,
-/// i.e. `R` where `x·w ≠ 0`, else 0.
-fn batch_norm_rule<T: Float>(bn: &BatchNorm2d<T>, x: ArrayView3<T>, r: ArrayView3<T>) -> Array3<T> {
+/// i.e. `R` where `x·w ≠ 0`, else 0. This is RSP's batch-norm rule, with the
+/// same weight ([`BatchNorm2d`]'s rule weight), so both share one kernel.
+fn rap_batch_norm_rule<T: Float>(bn: &BatchNorm2d<T>, x: ArrayView3<T>, r: ArrayView3<T>) -> Array3<T> {
     let (gamma, beta, _, var, eps) = bn.parameters();
-    let mut out = Array3::zeros(r.raw_dim());
-    for (c, mut plane) in out.axis_iter_mut(Axis(0)).enumerate() {
-        let w = gamma[c] / (var[c] * var[c] + eps).sqrt();
-        let r_c = r.index_axis(Axis(0), c);
-        let nonzero = T::of(r_c.iter().filter(|&&v| v != T::zero()).count() as f64);
-        let share = safe_div(beta[c], nonzero);
-        Zip::from(&mut plane).and(x.index_axis(Axis(0), c)).and(r_c).for_each(|o, &x, &r| {
-            let b = if r != T::zero() { share } else { T::zero() };
-            let xw = x * w;
-            *o = x * (safe_div(r - b, xw) * w) + x * (safe_div(b, xw) * w);
-        });
-    }
-    out
+    let w: Array1<T> = Zip::from(gamma).and(var).map_collect(|&g, &v| g / (v * v + eps).sqrt());
+    batch_norm_rule(x, r, w.view(), beta.view())
 }
 
 #[cfg(test)]

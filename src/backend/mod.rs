@@ -32,6 +32,7 @@ mod cuda;
 mod im2col;
 mod matmul;
 pub(crate) mod pooling;
+pub(crate) mod rap;
 mod reference;
 pub(crate) mod rules;
 pub(crate) mod start;
@@ -43,6 +44,7 @@ pub use cpu::CpuBackend;
 pub use cuda::{CudaBackend, CudaFloat};
 pub use matmul::{matmul_with_kernel, Kernel};
 pub use pooling::PoolWindows;
+pub use rap::RapFlavour;
 pub use reference::ReferenceBackend;
 pub use tensor::{HostBuffer, HostParameter, HostStorage, Tensor};
 
@@ -50,8 +52,8 @@ use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
 use ndarray::{
-    Array2, Array3, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, Axis, Dimension, Ix1, Ix2, Ix3,
-    Ix4, IxDyn, Zip,
+    Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, Axis, Dimension, Ix1,
+    Ix2, Ix3, Ix4, IxDyn, Zip,
 };
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -686,6 +688,48 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
     }
 
+    // RAP's rules, whole batches (each the per-sample kernel of `rap.rs` by
+    // default); its other rules are the operations above.
+
+    /// RAP's rule of a hidden convolution with weight `w` (`O×C×kh×kw`) for
+    /// every sample of `x` (`N×C×H×W`) and the relevance `r` at its output:
+    /// the released `pos_prop` on the positive inputs and, in a sample that
+    /// has any, on the negative ones, each followed by `shift_rel`, summed. A
+    /// linear layer is a 1×1 convolution on a 1×1 map with
+    /// [`RapFlavour::Linear`]. See `docs/method-rap.md`.
+    fn rap_relative_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        flavour: RapFlavour,
+    ) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix4>(self.name(), w, "convolution weight")?;
+        per_sample_n(self.name(), &[x, r], |v| {
+            Ok(rap::relative_rule(self, chw(&v[0], x)?, chw(&v[1], r)?, w.view(), geom, flavour)?.into_dyn())
+        })
+    }
+
+    /// RAP's first propagation (the released `first_prop` and
+    /// `redistribute`) at the linear layer `x·wᵀ + bias` that produces the
+    /// logits, for every sample of `x` (`N×I`) and the relevance `r` (`N×O`)
+    /// at its output: `N×I`.
+    fn rap_first_propagation_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> Result<Tensor<T>> {
+        let w = view_as::<T, Ix2>(self.name(), w, "linear weight")?;
+        let bias = bias.map(|b| view_as::<T, Ix1>(self.name(), b, "linear bias")).transpose()?;
+        per_sample_n(self.name(), &[x, r], |v| {
+            let rin = rap::first_propagation(self, vector(&v[0], x)?, vector(&v[1], r)?, w.view(), bias.clone())?;
+            Ok(rin.into_dyn())
+        })
+    }
+
     /// `f` of each sample of `inputs` (tensors of one batch size), run on the
     /// host: `f` returns `outputs` arrays per sample, which become `outputs`
     /// tensors. The rules that have no backend operations yet (the LRP
@@ -925,6 +969,11 @@ fn host_elementwise<T: Float>(backend: &str, t: &Tensor<T>, f: impl Fn(T) -> T +
 /// One sample's view as `C×H×W`, or a shape error naming the batch tensor's shape.
 fn chw<'v, T: Float>(v: &'v ArrayViewD<'_, T>, batch: &Tensor<T>) -> Result<ArrayView3<'v, T>> {
     v.view().into_dimensionality::<Ix3>().map_err(|_| RspError::shape("a batch tensor", "N×C×H×W", batch.shape()))
+}
+
+/// One sample of a batch of vectors (`N×I`) as a vector.
+fn vector<'v, T: Float>(v: &'v ArrayViewD<'_, T>, batch: &Tensor<T>) -> Result<ArrayView1<'v, T>> {
+    v.view().into_dimensionality::<Ix1>().map_err(|_| RspError::shape("a batch of vectors", "N×I", batch.shape()))
 }
 
 /// `f` of the samples `n` of every tensor in `inputs` (same batch size),

@@ -10,7 +10,7 @@
 //! never call a per-sample host kernel.
 
 use crate::common::data;
-use rsp::backend::{Backend, ConvGeometry, CpuBackend, HostParameter, PoolWindows, Tensor};
+use rsp::backend::{Backend, ConvGeometry, CpuBackend, HostParameter, PoolWindows, RapFlavour, Tensor};
 use rsp::layers::{Layer, LayerKind, RuleContext};
 use rsp::ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, Axis};
 use rsp::{Float, HostileClasses, Method, Network, RspError, StartRule};
@@ -277,6 +277,26 @@ impl<T: Float> Backend<T> for Sealed {
     ) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.batch_norm_rule_batch(&open(x)?, &open(r)?, &open(w)?, &open(beta)?)?))
     }
+    fn rap_relative_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        flavour: RapFlavour,
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.rap_relative_rule_batch(&open(x)?, &open(r)?, &open(w)?, geom, flavour)?))
+    }
+    fn rap_first_propagation_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> rsp::Result<Tensor<T>> {
+        let bias = bias.map(open).transpose()?;
+        Ok(seal(CpuBackend.rap_first_propagation_batch(&open(x)?, &open(r)?, &open(w)?, bias.as_ref())?))
+    }
     fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> rsp::Result<(Tensor<T>, Tensor<T>)> {
         let (ra, rb) = CpuBackend.add_rule_batch(&open(a)?, &open(b)?, &open(r)?)?;
         Ok((seal(ra), seal(rb)))
@@ -459,6 +479,7 @@ fn attribution_crosses_once<T: Float>(net: Network<T>, shape: [usize; 4]) {
         Method::GradCam,
         Method::LrpEpsilon(0.25),
         Method::LrpAlpha1Beta0,
+        Method::Rap,
         Method::Clrp,
         Method::Sglrp,
         Method::EpsilonPlusFlat,
@@ -647,9 +668,10 @@ fn lrp_paths_agree<T: Float>(net: &Network<T>, x: &Array4<T>) {
         paths_agree(net, x, composite);
     }
     paths_agree(net, x, rsp::attribution::Sglrp);
+    paths_agree(net, x, rsp::attribution::Rap);
 }
 
-/// The LRP composites' and zennit's rules on tensors give the bits of their
+/// The LRP composites', zennit's and RAP's rules on tensors give the bits of their
 /// rules on host arrays (two implementations of the same formulas), on VGG,
 /// BN-VGG, both ResNets (the residual sum's rule) and the average-pooling graph.
 #[test]
@@ -722,8 +744,12 @@ fn zennit_rules_handle_negative_inputs_on_tensors() {
     let w3 = Array2::from_shape_fn((4, 48), |(i, j)| ((i * 5 + j * 3) % 7) as f64 * 0.3 - 0.9);
     net.push(rsp::layers::Linear::new("fc", w3, None).unwrap());
     let x = Array4::from_shape_fn((2, 2, 4, 4), |(n, c, i, j)| ((n * 5 + c * 7 + i * 3 + j) % 9) as f64 * 0.25 - 1.0);
-    let rules: [&dyn Fn() -> Method; 3] =
-        [&|| Method::LrpAlpha1Beta0, &|| Method::EpsilonPlusFlat, &|| Method::EpsilonGammaBox { low: -1.0, high: 1.0 }];
+    let rules: [&dyn Fn() -> Method; 4] = [
+        &|| Method::LrpAlpha1Beta0,
+        &|| Method::EpsilonPlusFlat,
+        &|| Method::EpsilonGammaBox { low: -1.0, high: 1.0 },
+        &|| Method::Rap,
+    ];
     for method in rules {
         let both = net.explain(x.view(), 1, method()).unwrap();
         let r = both.relevance.as_ref().unwrap();
@@ -735,6 +761,7 @@ fn zennit_rules_handle_negative_inputs_on_tensors() {
     paths_agree(&net, &x, Lrp::alpha1_beta0());
     paths_agree(&net, &x, ZennitComposite::EpsilonPlusFlat);
     paths_agree(&net, &x, ZennitComposite::EpsilonGammaBox { low: -1.0, high: 1.0 });
+    paths_agree(&net, &x, rsp::attribution::Rap);
 }
 
 /// zennit's composites on a network with batch norm run on the network with

@@ -33,7 +33,7 @@
 //! buffers whose lengths were checked against the sizes the kernel reads and
 //! writes; each block says so.
 
-use super::{Backend, ConvGeometry, CpuBackend, HostParameter, PoolWindows, Tensor};
+use super::{Backend, ConvGeometry, CpuBackend, HostParameter, PoolWindows, RapFlavour, Tensor};
 use crate::error::{Result, RspError};
 use crate::float::Float;
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
@@ -1433,6 +1433,30 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
 
     fn avg_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
         self.to_device(&CpuBackend.avg_pool_rule_batch(&self.to_host(x)?, &self.to_host(r)?, windows)?)
+    }
+
+    fn rap_relative_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        flavour: RapFlavour,
+    ) -> Result<Tensor<T>> {
+        let (x, r, w) = (self.to_host(x)?, self.to_host(r)?, self.to_host(w)?);
+        self.to_device(&CpuBackend.rap_relative_rule_batch(&x, &r, &w, geom, flavour)?)
+    }
+
+    fn rap_first_propagation_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> Result<Tensor<T>> {
+        let bias = bias.map(|b| self.to_host(b)).transpose()?;
+        let (x, r, w) = (self.to_host(x)?, self.to_host(r)?, self.to_host(w)?);
+        self.to_device(&CpuBackend.rap_first_propagation_batch(&x, &r, &w, bias.as_ref())?)
     }
 
     fn batch_norm_rule_batch(
