@@ -255,11 +255,11 @@ mod tests {
         let fc = Linear::new("fc", arr2(&[[1.0f64, -2.0]]), Some(arr1(&[7.0]))).unwrap();
         let x = arr1(&[1.0, 1.0]).into_dyn();
         let r = arr1(&[3.0]).into_dyn();
-        let rin = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
+        let rin = Rules::<f64>::layer(&Rap, &CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
         assert_eq!(rin, arr1(&[2.0, 1.0]).into_dyn());
         // Negative relevance: Linear divides S1n by Z1 = 1: S1n = −3, S2n = −1: C = (−3, −2), shifted by −1.
         let r = arr1(&[-3.0]).into_dyn();
-        let rin = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
+        let rin = Rules::<f64>::layer(&Rap, &CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
         assert_eq!(rin, arr1(&[-2.0, -1.0]).into_dyn());
     }
 
@@ -280,7 +280,7 @@ mod tests {
         let x = ndarray::Array3::from_elem((2, 1, 1), 1.0).into_dyn();
         let run = |r: f64| {
             let r = ndarray::Array3::from_elem((1, 1, 1), r).into_dyn();
-            Rap.layer(&CpuBackend, &conv, x.view(), r.view(), RuleContext::default())
+            Rules::<f64>::layer(&Rap, &CpuBackend, &conv, x.view(), r.view(), RuleContext::default())
                 .unwrap()
                 .into_raw_vec_and_offset()
                 .0
@@ -298,7 +298,7 @@ mod tests {
         let fc = Linear::new("fc", arr2(&[[1.0f64, -2.0]]), None).unwrap();
         let x = arr1(&[1.0, -1.0]).into_dyn();
         let r = arr1(&[3.0]).into_dyn();
-        let rin = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
+        let rin = Rules::<f64>::layer(&Rap, &CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
         assert_eq!(rin, arr1(&[3.0, 3.0]).into_dyn());
     }
 
@@ -310,8 +310,8 @@ mod tests {
         let x = arr1(&[2.0, 1.0]).into_dyn();
         let r = arr1(&[1.0]).into_dyn();
         let seeded = RuleContext { receives_seed: true, ..Default::default() };
-        let first = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), seeded).unwrap();
-        let hidden = Rap.layer(&CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
+        let first = Rules::<f64>::layer(&Rap, &CpuBackend, &fc, x.view(), r.view(), seeded).unwrap();
+        let hidden = Rules::<f64>::layer(&Rap, &CpuBackend, &fc, x.view(), r.view(), RuleContext::default()).unwrap();
         // First: (4, −2) redistributed to (4/3, 2/3), sum = the logit 2.
         assert!((first[0] - 4.0 / 3.0).abs() < 1e-15 && (first[1] - 2.0 / 3.0).abs() < 1e-15);
         // Hidden (bias ignored): Z1 = 2, Z2 = 1, T = 3: S1 = 1/2, S2 = (1/3)/1, C = (1, 1/3);

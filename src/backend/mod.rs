@@ -725,7 +725,7 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         let w = view_as::<T, Ix2>(self.name(), w, "linear weight")?;
         let bias = bias.map(|b| view_as::<T, Ix1>(self.name(), b, "linear bias")).transpose()?;
         per_sample_n(self.name(), &[x, r], |v| {
-            let rin = rap::first_propagation(self, vector(&v[0], x)?, vector(&v[1], r)?, w.view(), bias.clone())?;
+            let rin = rap::first_propagation(self, vector(&v[0], x)?, vector(&v[1], r)?, w.view(), bias)?;
             Ok(rin.into_dyn())
         })
     }
