@@ -3,7 +3,7 @@
 use super::im2col::{col2im_into, im2col_columns_into, im2col_into};
 use super::matmul::{block_len, block_product, gemm, gemm_into, Kernel, SERIAL_WORK};
 use super::workspace::Scratch;
-use super::{Backend, ConvGeometry};
+use super::{Backend, ConvGeometry, PoolWindows, Tensor};
 use crate::error::Result;
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
@@ -51,6 +51,26 @@ fn unfold<T: Float>(
 impl<T: Float> Backend<T> for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    // The fused rules by the per-sample kernels (faster here than the
+    // composition of the trait's defaults, and the bits of a layer's own rule).
+    fn sectional_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        super::host_sectional_rule_batch(self, x, r, geom, kernel_hw)
+    }
+
+    fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        super::host_max_pool_rule_batch(self, x, r, windows)
+    }
+
+    fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
+        super::host_add_rule_batch(self, a, b, r)
     }
 
     fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {

@@ -26,6 +26,7 @@
 //! methods; a device backend overrides the batch operations. See
 //! `docs/architecture.md` ("Data flow of one attribution").
 
+pub mod composed;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -622,11 +623,13 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         })
     }
 
-    // RSP's rules and start, whole batches (each the per-sample kernel of
-    // `rules.rs`, `pooling.rs` or `start.rs` by default).
+    // The primitives the fused rules are composed from by default
+    // ([`composed`]): convolutions with one weight per sample, and the
+    // per-sample counts and shifts of the sectional rule and RAP.
 
-    /// The sectional rule (both sections, the doubling and the shift) of every sample.
-    fn sectional_rule_batch(
+    /// [`Backend::conv2d_weight_grad`] of every sample: `N×O×C×kh×kw` for
+    /// `x` of `N×C×H×W` and the upstream gradient `r` of `N×O×Ho×Wo`.
+    fn conv2d_weight_grad_batch(
         &self,
         x: &Tensor<T>,
         r: &Tensor<T>,
@@ -634,8 +637,73 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         kernel_hw: (usize, usize),
     ) -> Result<Tensor<T>> {
         per_sample_n(self.name(), &[x, r], |v| {
-            Ok(rules::sectional_rule(self, chw(&v[0], x)?, chw(&v[1], r)?, geom, kernel_hw)?.into_dyn())
+            Ok(self.conv2d_weight_grad(chw(&v[0], x)?, chw(&v[1], r)?, geom, kernel_hw)?.into_dyn())
         })
+    }
+
+    /// Every sample `n` of `x` (`N×C×H×W`) convolved with its own weight
+    /// `w[n]` (`w` of `N×O×C×kh×kw`, as [`Backend::conv2d_weight_grad_batch`]
+    /// makes it): `N×O×Ho×Wo`.
+    fn conv2d_sample_weights_batch(&self, x: &Tensor<T>, w: &Tensor<T>, geom: &ConvGeometry) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[x, w], |v| Ok(self.conv2d(chw(&v[0], x)?, oihw(&v[1], w)?, geom)?.into_dyn()))
+    }
+
+    /// [`Backend::conv2d_input_adjoint`] of every sample `n` of `s` with its
+    /// own weight `w[n]` (`N×O×C×kh×kw`): `N×C×H×W`, `(H, W) = input_hw`.
+    fn conv2d_input_adjoint_sample_weights_batch(
+        &self,
+        s: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        input_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        per_sample_n(self.name(), &[s, w], |v| {
+            Ok(self.conv2d_input_adjoint(chw(&v[0], s)?, oihw(&v[1], w)?, geom, input_hw)?.into_dyn())
+        })
+    }
+
+    /// The number of nonzero entries of each sample of `t`, as an `N` tensor.
+    fn nonzero_counts_batch(&self, t: &Tensor<T>) -> Result<Tensor<T>> {
+        let counts: Vec<T> = host_samples(self.name(), t)?
+            .iter()
+            .map(|s| T::of(s.iter().filter(|&&v| v != T::zero()).count() as f64))
+            .collect();
+        Ok(host_tensor(ndarray::Array1::from(counts).into_dyn()))
+    }
+
+    /// `factor · c − shifts[n]` at the nonzero entries of each sample `n` of
+    /// `c`, zeros kept: the sectional rule's doubling and shift (`factor` 2)
+    /// and RAP's `shift_rel` (`factor` 1). `shifts` is an `N` tensor.
+    fn shift_nonzero_batch(&self, c: &Tensor<T>, factor: T, shifts: &Tensor<T>) -> Result<Tensor<T>> {
+        let n = c.shape().first().copied().unwrap_or(0);
+        if shifts.shape() != [n] {
+            return Err(RspError::shape("shift per sample", format!("[{n}]"), shifts.shape()));
+        }
+        // Read per sample: an `N` tensor may be kept whole or per sample.
+        let shifts = host_samples(self.name(), shifts)?;
+        let samples = host_samples(self.name(), c)?;
+        let out = map_samples(n, |i| {
+            let shift = shifts[i].first().copied().unwrap_or_else(T::zero);
+            Ok(samples[i].mapv(|v| if v != T::zero() { factor * v - shift } else { v }))
+        })?;
+        host_tensor_samples(out)
+    }
+
+    // RSP's rules and start, whole batches (each the per-sample kernel of
+    // `rules.rs`, `pooling.rs` or `start.rs` by default).
+
+    /// The sectional rule (both sections, the doubling and the shift) of
+    /// every sample. A fused operation: by default composed from the
+    /// primitives ([`composed::sectional_rule_batch`]); the host backends
+    /// run their per-sample kernel instead, a device its own fused kernels.
+    fn sectional_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        composed::sectional_rule_batch(self, x, r, geom, kernel_hw)
     }
 
     /// The z^B rule (the input layer's) of every sample, with each sample's own bounds.
@@ -646,11 +714,10 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         })
     }
 
-    /// [`Backend::max_pool_rule`] of every sample.
+    /// [`Backend::max_pool_rule`] of every sample. A fused operation: by
+    /// default composed from the primitives ([`composed::max_pool_rule_batch`]).
     fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
-        per_sample_n(self.name(), &[x, r], |v| {
-            Ok(self.max_pool_rule(chw(&v[0], x)?, chw(&v[1], r)?, windows)?.into_dyn())
-        })
+        composed::max_pool_rule_batch(self, x, r, windows)
     }
 
     /// The average-pooling RSP rule of every sample.
@@ -676,16 +743,11 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         })
     }
 
-    /// The residual sum's RSP rule: the shares of `a` and `b` in `r`.
+    /// The residual sum's RSP rule: the shares of `a` and `b` in `r`. A
+    /// fused operation: by default composed from the primitives
+    /// ([`composed::add_rule_batch`]).
     fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
-        if a.shape() != r.shape() || b.shape() != r.shape() {
-            return Err(RspError::shape("summands of a residual sum", format!("{:?}", r.shape()), a.shape()));
-        }
-        let (av, bv, rv) =
-            (host_samples(self.name(), a)?, host_samples(self.name(), b)?, host_samples(self.name(), r)?);
-        let shares = map_samples(rv.len(), |i| Ok(rules::add_rule(av[i].view(), bv[i].view(), rv[i].view())))?;
-        let (ra, rb): (Vec<_>, Vec<_>) = shares.into_iter().unzip();
-        Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
+        composed::add_rule_batch(self, a, b, r)
     }
 
     // RAP's rules, whole batches (each the per-sample kernel of `rap.rs` by
@@ -969,6 +1031,56 @@ fn host_elementwise<T: Float>(backend: &str, t: &Tensor<T>, f: impl Fn(T) -> T +
 /// One sample's view as `C×H×W`, or a shape error naming the batch tensor's shape.
 fn chw<'v, T: Float>(v: &'v ArrayViewD<'_, T>, batch: &Tensor<T>) -> Result<ArrayView3<'v, T>> {
     v.view().into_dimensionality::<Ix3>().map_err(|_| RspError::shape("a batch tensor", "N×C×H×W", batch.shape()))
+}
+
+/// The sectional rule of every sample by the per-sample kernel (the host
+/// backends' [`Backend::sectional_rule_batch`]: the bits of a layer's own rule).
+pub(crate) fn host_sectional_rule_batch<T: Float, B: Backend<T> + ?Sized>(
+    backend: &B,
+    x: &Tensor<T>,
+    r: &Tensor<T>,
+    geom: &ConvGeometry,
+    kernel_hw: (usize, usize),
+) -> Result<Tensor<T>> {
+    per_sample_n(backend.name(), &[x, r], |v| {
+        Ok(rules::sectional_rule(backend, chw(&v[0], x)?, chw(&v[1], r)?, geom, kernel_hw)?.into_dyn())
+    })
+}
+
+/// [`Backend::max_pool_rule`] of every sample (the host backends' batch form).
+pub(crate) fn host_max_pool_rule_batch<T: Float, B: Backend<T> + ?Sized>(
+    backend: &B,
+    x: &Tensor<T>,
+    r: &Tensor<T>,
+    windows: &PoolWindows,
+) -> Result<Tensor<T>> {
+    per_sample_n(backend.name(), &[x, r], |v| {
+        Ok(backend.max_pool_rule(chw(&v[0], x)?, chw(&v[1], r)?, windows)?.into_dyn())
+    })
+}
+
+/// The residual sum's rule of every sample (the host backends' batch form).
+pub(crate) fn host_add_rule_batch<T: Float, B: Backend<T> + ?Sized>(
+    backend: &B,
+    a: &Tensor<T>,
+    b: &Tensor<T>,
+    r: &Tensor<T>,
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    if a.shape() != r.shape() || b.shape() != r.shape() {
+        return Err(RspError::shape("summands of a residual sum", format!("{:?}", r.shape()), a.shape()));
+    }
+    let name = backend.name();
+    let (av, bv, rv) = (host_samples(name, a)?, host_samples(name, b)?, host_samples(name, r)?);
+    let shares = map_samples(rv.len(), |i| Ok(rules::add_rule(av[i].view(), bv[i].view(), rv[i].view())))?;
+    let (ra, rb): (Vec<_>, Vec<_>) = shares.into_iter().unzip();
+    Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
+}
+
+/// One sample's `O×C×kh×kw` weight of a batch of per-sample weights.
+fn oihw<'v, T: Float>(v: &'v ArrayViewD<'_, T>, batch: &Tensor<T>) -> Result<ArrayView4<'v, T>> {
+    v.view()
+        .into_dimensionality::<Ix4>()
+        .map_err(|_| RspError::shape("per-sample weights", "N×O×C×kh×kw", batch.shape()))
 }
 
 /// One sample of a batch of vectors (`N×I`) as a vector.

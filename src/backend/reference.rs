@@ -1,7 +1,7 @@
 //! The reference backend: direct loops that read like the formulas. It is the
 //! oracle the tests compare the fast backend against; do not optimise it.
 
-use super::{Backend, ConvGeometry};
+use super::{Backend, ConvGeometry, PoolWindows, Tensor};
 use crate::error::Result;
 use crate::float::Float;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4};
@@ -27,6 +27,26 @@ fn source(p: usize, u: usize, stride: usize, pad_before: usize, n: usize) -> Opt
 impl<T: Float> Backend<T> for ReferenceBackend {
     fn name(&self) -> &'static str {
         "reference"
+    }
+
+    // The fused rules by the per-sample kernels (faster here than the
+    // composition of the trait's defaults, and the bits of a layer's own rule).
+    fn sectional_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        super::host_sectional_rule_batch(self, x, r, geom, kernel_hw)
+    }
+
+    fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+        super::host_max_pool_rule_batch(self, x, r, windows)
+    }
+
+    fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
+        super::host_add_rule_batch(self, a, b, r)
     }
 
     fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {

@@ -120,3 +120,52 @@ backend_suite!(cpu, rsp::backend::CpuBackend, 0.0);
 // by unstabilised z, which amplifies that where z is near 0 (6.8e-12 seen on
 // the bottleneck ResNet), hence 1e-10 rather than the golden 1e-13.
 backend_suite!(reference, rsp::backend::ReferenceBackend, 1e-10);
+
+/// A host backend with the required kernels only (the CPU's): every fused
+/// rule runs as the trait's default composes it from the primitives
+/// (`rsp::backend::composed`), which a new backend inherits.
+#[derive(Clone, Copy, Debug)]
+struct PrimitivesOnly;
+
+impl rsp::backend::Backend<f64> for PrimitivesOnly {
+    fn name(&self) -> &'static str {
+        "primitives-only"
+    }
+    fn conv2d(
+        &self,
+        x: rsp::ndarray::ArrayView3<f64>,
+        w: rsp::ndarray::ArrayView4<f64>,
+        g: &rsp::backend::ConvGeometry,
+    ) -> rsp::Result<rsp::ndarray::Array3<f64>> {
+        rsp::backend::CpuBackend.conv2d(x, w, g)
+    }
+    fn conv2d_input_adjoint(
+        &self,
+        s: rsp::ndarray::ArrayView3<f64>,
+        w: rsp::ndarray::ArrayView4<f64>,
+        g: &rsp::backend::ConvGeometry,
+        hw: (usize, usize),
+    ) -> rsp::Result<rsp::ndarray::Array3<f64>> {
+        rsp::backend::CpuBackend.conv2d_input_adjoint(s, w, g, hw)
+    }
+    fn conv2d_weight_grad(
+        &self,
+        x: rsp::ndarray::ArrayView3<f64>,
+        r: rsp::ndarray::ArrayView3<f64>,
+        g: &rsp::backend::ConvGeometry,
+        k: (usize, usize),
+    ) -> rsp::Result<rsp::ndarray::Array4<f64>> {
+        rsp::backend::CpuBackend.conv2d_weight_grad(x, r, g, k)
+    }
+    fn matmul(
+        &self,
+        a: rsp::ndarray::ArrayView2<f64>,
+        b: rsp::ndarray::ArrayView2<f64>,
+    ) -> rsp::Result<rsp::ndarray::Array2<f64>> {
+        rsp::backend::CpuBackend.matmul(a, b)
+    }
+}
+
+// The composition sums in another order than the fused kernels (rounding
+// ~1e-16 relative), amplified as for the reference backend.
+backend_suite!(primitives_only, PrimitivesOnly, 1e-10);

@@ -35,6 +35,9 @@ impl Counts {
 #[derive(Clone, Debug, Default)]
 struct Sealed {
     counts: Arc<Counts>,
+    /// Run the fused RSP rules as the trait's defaults do, composed from the
+    /// primitives (`rsp::backend::composed`), instead of the CPU's kernels.
+    composed: bool,
 }
 
 /// The storage of `Sealed`: the CPU backend's tensor, in a type nothing
@@ -251,6 +254,9 @@ impl<T: Float> Backend<T> for Sealed {
         geom: &ConvGeometry,
         k: (usize, usize),
     ) -> rsp::Result<Tensor<T>> {
+        if self.composed {
+            return rsp::backend::composed::sectional_rule_batch(self, x, r, geom, k);
+        }
         Ok(seal(CpuBackend.sectional_rule_batch(&open(x)?, &open(r)?, geom, k)?))
     }
     fn zb_rule_batch(
@@ -263,6 +269,9 @@ impl<T: Float> Backend<T> for Sealed {
         Ok(seal(CpuBackend.zb_rule_batch(&open(x)?, &open(r)?, &open(w)?, geom)?))
     }
     fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
+        if self.composed {
+            return rsp::backend::composed::max_pool_rule_batch(self, x, r, w);
+        }
         Ok(seal(CpuBackend.max_pool_rule_batch(&open(x)?, &open(r)?, w)?))
     }
     fn avg_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, w: &PoolWindows) -> rsp::Result<Tensor<T>> {
@@ -276,6 +285,33 @@ impl<T: Float> Backend<T> for Sealed {
         beta: &Tensor<T>,
     ) -> rsp::Result<Tensor<T>> {
         Ok(seal(CpuBackend.batch_norm_rule_batch(&open(x)?, &open(r)?, &open(w)?, &open(beta)?)?))
+    }
+    fn conv2d_weight_grad_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        k: (usize, usize),
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.conv2d_weight_grad_batch(&open(x)?, &open(r)?, geom, k)?))
+    }
+    fn conv2d_sample_weights_batch(&self, x: &Tensor<T>, w: &Tensor<T>, geom: &ConvGeometry) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.conv2d_sample_weights_batch(&open(x)?, &open(w)?, geom)?))
+    }
+    fn conv2d_input_adjoint_sample_weights_batch(
+        &self,
+        s: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        hw: (usize, usize),
+    ) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.conv2d_input_adjoint_sample_weights_batch(&open(s)?, &open(w)?, geom, hw)?))
+    }
+    fn nonzero_counts_batch(&self, t: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.nonzero_counts_batch(&open(t)?)?))
+    }
+    fn shift_nonzero_batch(&self, c: &Tensor<T>, factor: T, shifts: &Tensor<T>) -> rsp::Result<Tensor<T>> {
+        Ok(seal(CpuBackend.shift_nonzero_batch(&open(c)?, factor, &open(shifts)?)?))
     }
     fn rap_relative_rule_batch(
         &self,
@@ -298,6 +334,9 @@ impl<T: Float> Backend<T> for Sealed {
         Ok(seal(CpuBackend.rap_first_propagation_batch(&open(x)?, &open(r)?, &open(w)?, bias.as_ref())?))
     }
     fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> rsp::Result<(Tensor<T>, Tensor<T>)> {
+        if self.composed {
+            return rsp::backend::composed::add_rule_batch(self, a, b, r);
+        }
         let (ra, rb) = CpuBackend.add_rule_batch(&open(a)?, &open(b)?, &open(r)?)?;
         Ok((seal(ra), seal(rb)))
     }
@@ -796,4 +835,46 @@ fn zennit_folds_batch_norm_once_per_network() {
     let _ = on_device.layer_mut(0);
     let (_, d) = delta(&|| on_device.explain(x.view(), 1, &gamma_box).unwrap());
     assert_eq!(d, [1, parameter_count(&net) + folded, 3, 0]);
+}
+
+/// RSP with the fused rules composed from the primitives (the trait's
+/// defaults, which a new backend gets without writing a fused kernel): the
+/// sectional, max-pool and residual rules stay on the backend (one input
+/// upload, the results' downloads, no per-sample host kernel) and agree with
+/// the CPU's fused kernels up to rounding, with both starts, on VGG, BN-VGG
+/// and both ResNets.
+#[test]
+fn the_composed_rules_stay_on_the_backend_and_agree_with_the_fused_kernels() {
+    use crate::common::rel_err;
+    for (name, shape) in [
+        ("vgg_tiny_bn", [2, 3, 32, 32]),
+        ("resnet_basic_tiny", [2, 3, 64, 64]),
+        ("resnet_bottleneck_tiny", [2, 3, 64, 64]),
+    ] {
+        let net = Network::<f64>::load(data(&format!("golden/{name}.safetensors"))).unwrap();
+        let x = batch::<f64>(shape);
+        let sealed = Sealed { composed: true, ..Sealed::default() };
+        let counts = Arc::clone(&sealed.counts);
+        let on_device = net.clone().with_backend(sealed);
+        let mut expected = [0, parameter_count(&net), 0, 0];
+        let comparative =
+            rsp::RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..rsp::RspOptions::default() };
+        for method in [Method::Rsp(rsp::RspOptions::default()), Method::Rsp(comparative)] {
+            let cpu = net.explain(x.view(), 1, &method).unwrap();
+            let e = on_device.explain(x.view(), 1, &method).unwrap();
+            let (a, b) = (e.relevance.unwrap().into_dyn(), cpu.relevance.unwrap().into_dyn());
+            let err = rel_err(&a, &b);
+            assert!(err < 1e-12, "{name}, {method}: the composed rules differ from the fused ones by {err:.3e}");
+            // Sums in another order: equal bits would mean the fused kernels ran.
+            assert_ne!(a, b, "{name}, {method}: the composition did not run");
+            assert_eq!(e.logits, cpu.logits);
+            expected[0] += 1;
+            expected[2] += 3; // logits, relevance, start relevance
+            assert_eq!(
+                counts.get(),
+                expected,
+                "{name}, {method}: [uploads, parameter uploads, downloads, host kernels]"
+            );
+        }
+    }
 }

@@ -1435,6 +1435,42 @@ impl<T: CudaFloat> Backend<T> for CudaBackend {
         self.to_device(&CpuBackend.avg_pool_rule_batch(&self.to_host(x)?, &self.to_host(r)?, windows)?)
     }
 
+    // The primitives of the composed rules: this backend runs its own fused
+    // rules, so these serve a caller of `composed` only (on the host).
+
+    fn conv2d_weight_grad_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        geom: &ConvGeometry,
+        kernel_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        self.to_device(&CpuBackend.conv2d_weight_grad_batch(&self.to_host(x)?, &self.to_host(r)?, geom, kernel_hw)?)
+    }
+
+    fn conv2d_sample_weights_batch(&self, x: &Tensor<T>, w: &Tensor<T>, geom: &ConvGeometry) -> Result<Tensor<T>> {
+        self.to_device(&CpuBackend.conv2d_sample_weights_batch(&self.to_host(x)?, &self.to_host(w)?, geom)?)
+    }
+
+    fn conv2d_input_adjoint_sample_weights_batch(
+        &self,
+        s: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        input_hw: (usize, usize),
+    ) -> Result<Tensor<T>> {
+        let (s, w) = (self.to_host(s)?, self.to_host(w)?);
+        self.to_device(&CpuBackend.conv2d_input_adjoint_sample_weights_batch(&s, &w, geom, input_hw)?)
+    }
+
+    fn nonzero_counts_batch(&self, t: &Tensor<T>) -> Result<Tensor<T>> {
+        self.to_device(&CpuBackend.nonzero_counts_batch(&self.to_host(t)?)?)
+    }
+
+    fn shift_nonzero_batch(&self, c: &Tensor<T>, factor: T, shifts: &Tensor<T>) -> Result<Tensor<T>> {
+        self.to_device(&CpuBackend.shift_nonzero_batch(&self.to_host(c)?, factor, &self.to_host(shifts)?)?)
+    }
+
     fn rap_relative_rule_batch(
         &self,
         x: &Tensor<T>,
