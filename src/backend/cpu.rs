@@ -3,7 +3,7 @@
 use super::im2col::{col2im_into, im2col_columns_into, im2col_into};
 use super::matmul::{block_len, block_product, gemm, gemm_into, Kernel, SERIAL_WORK};
 use super::workspace::Scratch;
-use super::{Backend, ConvGeometry, PoolWindows, Tensor};
+use super::{Backend, ConvGeometry, PoolWindows, RapFlavour, Tensor};
 use crate::error::Result;
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
@@ -71,6 +71,27 @@ impl<T: Float> Backend<T> for CpuBackend {
 
     fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
         super::host_add_rule_batch(self, a, b, r)
+    }
+
+    fn rap_relative_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        flavour: RapFlavour,
+    ) -> Result<Tensor<T>> {
+        super::host_rap_relative_rule_batch(self, x, r, w, geom, flavour)
+    }
+
+    fn rap_first_propagation_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> Result<Tensor<T>> {
+        super::host_rap_first_propagation_batch(self, x, r, w, bias)
     }
 
     fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {

@@ -750,15 +750,17 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         composed::add_rule_batch(self, a, b, r)
     }
 
-    // RAP's rules, whole batches (each the per-sample kernel of `rap.rs` by
-    // default); its other rules are the operations above.
+    // RAP's rules, whole batches (the host backends run the per-sample
+    // kernels of `rap.rs`); its other rules are the operations above.
 
     /// RAP's rule of a hidden convolution with weight `w` (`O×C×kh×kw`) for
     /// every sample of `x` (`N×C×H×W`) and the relevance `r` at its output:
     /// the released `pos_prop` on the positive inputs and, in a sample that
     /// has any, on the negative ones, each followed by `shift_rel`, summed. A
     /// linear layer is a 1×1 convolution on a 1×1 map with
-    /// [`RapFlavour::Linear`]. See `docs/method-rap.md`.
+    /// [`RapFlavour::Linear`]. See `docs/method-rap.md`. A fused operation:
+    /// by default composed from the primitives
+    /// ([`composed::rap_relative_rule_batch`]).
     fn rap_relative_rule_batch(
         &self,
         x: &Tensor<T>,
@@ -767,16 +769,14 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         geom: &ConvGeometry,
         flavour: RapFlavour,
     ) -> Result<Tensor<T>> {
-        let w = view_as::<T, Ix4>(self.name(), w, "convolution weight")?;
-        per_sample_n(self.name(), &[x, r], |v| {
-            Ok(rap::relative_rule(self, chw(&v[0], x)?, chw(&v[1], r)?, w.view(), geom, flavour)?.into_dyn())
-        })
+        composed::rap_relative_rule_batch(self, x, r, w, geom, flavour)
     }
 
     /// RAP's first propagation (the released `first_prop` and
     /// `redistribute`) at the linear layer `x·wᵀ + bias` that produces the
     /// logits, for every sample of `x` (`N×I`) and the relevance `r` (`N×O`)
-    /// at its output: `N×I`.
+    /// at its output: `N×I`. A fused operation: by default composed from the
+    /// primitives ([`composed::rap_first_propagation_batch`]).
     fn rap_first_propagation_batch(
         &self,
         x: &Tensor<T>,
@@ -784,12 +784,7 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         w: &Tensor<T>,
         bias: Option<&Tensor<T>>,
     ) -> Result<Tensor<T>> {
-        let w = view_as::<T, Ix2>(self.name(), w, "linear weight")?;
-        let bias = bias.map(|b| view_as::<T, Ix1>(self.name(), b, "linear bias")).transpose()?;
-        per_sample_n(self.name(), &[x, r], |v| {
-            let rin = rap::first_propagation(self, vector(&v[0], x)?, vector(&v[1], r)?, w.view(), bias)?;
-            Ok(rin.into_dyn())
-        })
+        composed::rap_first_propagation_batch(self, x, r, w, bias)
     }
 
     /// `f` of each sample of `inputs` (tensors of one batch size), run on the
@@ -1074,6 +1069,39 @@ pub(crate) fn host_add_rule_batch<T: Float, B: Backend<T> + ?Sized>(
     let shares = map_samples(rv.len(), |i| Ok(rules::add_rule(av[i].view(), bv[i].view(), rv[i].view())))?;
     let (ra, rb): (Vec<_>, Vec<_>) = shares.into_iter().unzip();
     Ok((host_tensor_samples(ra)?, host_tensor_samples(rb)?))
+}
+
+/// RAP's relative rule of every sample by the per-sample kernel (the host
+/// backends' [`Backend::rap_relative_rule_batch`]: the bits of RAP's host rule).
+pub(crate) fn host_rap_relative_rule_batch<T: Float, B: Backend<T> + ?Sized>(
+    backend: &B,
+    x: &Tensor<T>,
+    r: &Tensor<T>,
+    w: &Tensor<T>,
+    geom: &ConvGeometry,
+    flavour: RapFlavour,
+) -> Result<Tensor<T>> {
+    let w = view_as::<T, Ix4>(backend.name(), w, "convolution weight")?;
+    per_sample_n(backend.name(), &[x, r], |v| {
+        Ok(rap::relative_rule(backend, chw(&v[0], x)?, chw(&v[1], r)?, w.view(), geom, flavour)?.into_dyn())
+    })
+}
+
+/// RAP's first propagation of every sample by the per-sample kernel (the
+/// host backends' [`Backend::rap_first_propagation_batch`]).
+pub(crate) fn host_rap_first_propagation_batch<T: Float, B: Backend<T> + ?Sized>(
+    backend: &B,
+    x: &Tensor<T>,
+    r: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&Tensor<T>>,
+) -> Result<Tensor<T>> {
+    let w = view_as::<T, Ix2>(backend.name(), w, "linear weight")?;
+    let bias = bias.map(|b| view_as::<T, Ix1>(backend.name(), b, "linear bias")).transpose()?;
+    per_sample_n(backend.name(), &[x, r], |v| {
+        let rin = rap::first_propagation(backend, vector(&v[0], x)?, vector(&v[1], r)?, w.view(), bias)?;
+        Ok(rin.into_dyn())
+    })
 }
 
 /// One sample's `O×C×kh×kw` weight of a batch of per-sample weights.

@@ -1,7 +1,7 @@
 //! The reference backend: direct loops that read like the formulas. It is the
 //! oracle the tests compare the fast backend against; do not optimise it.
 
-use super::{Backend, ConvGeometry, PoolWindows, Tensor};
+use super::{Backend, ConvGeometry, PoolWindows, RapFlavour, Tensor};
 use crate::error::Result;
 use crate::float::Float;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4};
@@ -47,6 +47,27 @@ impl<T: Float> Backend<T> for ReferenceBackend {
 
     fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
         super::host_add_rule_batch(self, a, b, r)
+    }
+
+    fn rap_relative_rule_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        geom: &ConvGeometry,
+        flavour: RapFlavour,
+    ) -> Result<Tensor<T>> {
+        super::host_rap_relative_rule_batch(self, x, r, w, geom, flavour)
+    }
+
+    fn rap_first_propagation_batch(
+        &self,
+        x: &Tensor<T>,
+        r: &Tensor<T>,
+        w: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> Result<Tensor<T>> {
+        super::host_rap_first_propagation_batch(self, x, r, w, bias)
     }
 
     fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {

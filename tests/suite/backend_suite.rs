@@ -125,7 +125,7 @@ backend_suite!(reference, rsp::backend::ReferenceBackend, 1e-10);
 /// rule runs as the trait's default composes it from the primitives
 /// (`rsp::backend::composed`), which a new backend inherits.
 #[derive(Clone, Copy, Debug)]
-struct PrimitivesOnly;
+pub(crate) struct PrimitivesOnly;
 
 impl rsp::backend::Backend<f64> for PrimitivesOnly {
     fn name(&self) -> &'static str {

@@ -321,6 +321,9 @@ impl<T: Float> Backend<T> for Sealed {
         geom: &ConvGeometry,
         flavour: RapFlavour,
     ) -> rsp::Result<Tensor<T>> {
+        if self.composed {
+            return rsp::backend::composed::rap_relative_rule_batch(self, x, r, w, geom, flavour);
+        }
         Ok(seal(CpuBackend.rap_relative_rule_batch(&open(x)?, &open(r)?, &open(w)?, geom, flavour)?))
     }
     fn rap_first_propagation_batch(
@@ -330,6 +333,9 @@ impl<T: Float> Backend<T> for Sealed {
         w: &Tensor<T>,
         bias: Option<&Tensor<T>>,
     ) -> rsp::Result<Tensor<T>> {
+        if self.composed {
+            return rsp::backend::composed::rap_first_propagation_batch(self, x, r, w, bias);
+        }
         let bias = bias.map(open).transpose()?;
         Ok(seal(CpuBackend.rap_first_propagation_batch(&open(x)?, &open(r)?, &open(w)?, bias.as_ref())?))
     }
@@ -762,12 +768,11 @@ fn lrp_alpha1_beta0_handles_negative_inputs_sample_by_sample() {
     assert_eq!(&on_host.relevance.unwrap(), r);
 }
 
-/// A convolution reading another's output without a ReLU between sees
-/// negative inputs: ZPlus and Gamma compute their `x⁻` terms (skipped after a
-/// ReLU). Both paths agree, on a batch and on each sample alone.
-#[test]
-fn zennit_rules_handle_negative_inputs_on_tensors() {
-    use rsp::attribution::{Lrp, ZennitComposite};
+/// Two convolutions without a ReLU between (the second reads negative
+/// inputs), flattened into a linear layer (also reading negative inputs),
+/// with `fc_bias` as the linear layer's bias; and a batch of two inputs of
+/// both signs.
+fn negative_input_net(fc_bias: Option<f64>) -> (Network<f64>, Array4<f64>) {
     let mut net = Network::<f64>::new();
     let w1 = Array4::from_shape_fn((4, 2, 3, 3), |(o, c, u, v)| ((o * 7 + c * 5 + u * 3 + v) % 11) as f64 * 0.1 - 0.5);
     net.push(
@@ -781,8 +786,18 @@ fn zennit_rules_handle_negative_inputs_on_tensors() {
     );
     net.push(rsp::layers::Flatten);
     let w3 = Array2::from_shape_fn((4, 48), |(i, j)| ((i * 5 + j * 3) % 7) as f64 * 0.3 - 0.9);
-    net.push(rsp::layers::Linear::new("fc", w3, None).unwrap());
+    net.push(rsp::layers::Linear::new("fc", w3, fc_bias.map(|b| rsp::ndarray::Array1::from_elem(4, b))).unwrap());
     let x = Array4::from_shape_fn((2, 2, 4, 4), |(n, c, i, j)| ((n * 5 + c * 7 + i * 3 + j) % 9) as f64 * 0.25 - 1.0);
+    (net, x)
+}
+
+/// A convolution reading another's output without a ReLU between sees
+/// negative inputs: ZPlus and Gamma compute their `x⁻` terms (skipped after a
+/// ReLU). Both paths agree, on a batch and on each sample alone.
+#[test]
+fn zennit_rules_handle_negative_inputs_on_tensors() {
+    use rsp::attribution::{Lrp, ZennitComposite};
+    let (net, x) = negative_input_net(None);
     let rules: [&dyn Fn() -> Method; 4] = [
         &|| Method::LrpAlpha1Beta0,
         &|| Method::EpsilonPlusFlat,
@@ -837,12 +852,13 @@ fn zennit_folds_batch_norm_once_per_network() {
     assert_eq!(d, [1, parameter_count(&net) + folded, 3, 0]);
 }
 
-/// RSP with the fused rules composed from the primitives (the trait's
-/// defaults, which a new backend gets without writing a fused kernel): the
-/// sectional, max-pool and residual rules stay on the backend (one input
-/// upload, the results' downloads, no per-sample host kernel) and agree with
-/// the CPU's fused kernels up to rounding, with both starts, on VGG, BN-VGG
-/// and both ResNets.
+/// RSP and RAP with the fused rules composed from the primitives (the
+/// trait's defaults, which a new backend gets without writing a fused
+/// kernel): the sectional, max-pool and residual rules and RAP's relative
+/// rule and first propagation stay on the backend (one input upload, the
+/// results' downloads, no per-sample host kernel) and agree with the CPU's
+/// fused kernels up to rounding, RSP with both starts, on VGG, BN-VGG and
+/// both ResNets.
 #[test]
 fn the_composed_rules_stay_on_the_backend_and_agree_with_the_fused_kernels() {
     use crate::common::rel_err;
@@ -859,7 +875,7 @@ fn the_composed_rules_stay_on_the_backend_and_agree_with_the_fused_kernels() {
         let mut expected = [0, parameter_count(&net), 0, 0];
         let comparative =
             rsp::RspOptions { start: StartRule::Comparative(HostileClasses::TopK(2)), ..rsp::RspOptions::default() };
-        for method in [Method::Rsp(rsp::RspOptions::default()), Method::Rsp(comparative)] {
+        for method in [Method::Rsp(rsp::RspOptions::default()), Method::Rsp(comparative), Method::Rap] {
             let cpu = net.explain(x.view(), 1, &method).unwrap();
             let e = on_device.explain(x.view(), 1, &method).unwrap();
             let (a, b) = (e.relevance.unwrap().into_dyn(), cpu.relevance.unwrap().into_dyn());
@@ -869,12 +885,22 @@ fn the_composed_rules_stay_on_the_backend_and_agree_with_the_fused_kernels() {
             assert_ne!(a, b, "{name}, {method}: the composition did not run");
             assert_eq!(e.logits, cpu.logits);
             expected[0] += 1;
-            expected[2] += 3; // logits, relevance, start relevance
+            expected[2] += 2 + usize::from(e.start_relevance.is_some()); // logits, relevance, RSP's start relevance
             assert_eq!(
                 counts.get(),
                 expected,
                 "{name}, {method}: [uploads, parameter uploads, downloads, host kernels]"
             );
         }
+    }
+    // RAP on negative inputs (both halves; the first propagation's four
+    // sections), with and without the logits layer's bias.
+    for bias in [None, Some(0.3)] {
+        let (net, x) = negative_input_net(bias);
+        let on_device = net.clone().with_backend(Sealed { composed: true, ..Sealed::default() });
+        let a = on_device.explain(x.view(), 1, Method::Rap).unwrap().relevance.unwrap().into_dyn();
+        let b = net.explain(x.view(), 1, Method::Rap).unwrap().relevance.unwrap().into_dyn();
+        let err = rel_err(&a, &b);
+        assert!(err < 1e-12, "RAP, bias {bias:?}: the composed rules differ from the fused ones by {err:.3e}");
     }
 }

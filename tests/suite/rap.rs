@@ -54,6 +54,11 @@ fn float64_matches_the_released_code() {
         println!("{name} f64: relevance {err:.2e} logits {logits:.2e}");
         assert!(logits <= F64_TOL, "{name}: logits differ by {logits:.3e}");
         assert!(err <= RAP_F64_TOL, "{name}: relevance differs by {err:.3e}");
+        // RAP's rules composed from the primitives (a new backend's defaults).
+        let composed = c.net.clone().with_backend(crate::backend_suite::PrimitivesOnly);
+        let e = composed.explain(c.input.view(), c.target, Method::Rap).unwrap();
+        let err = rel_err(&e.relevance.unwrap().into_dyn(), &c.file.tensors["relevance_f64"]);
+        assert!(err <= RAP_F64_TOL, "{name}: relevance by the composed rules differs by {err:.3e}");
     }
 }
 
