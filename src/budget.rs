@@ -24,7 +24,9 @@
 //! start, whose hostile classes are known only after the forward pass, checks
 //! its class gradients then (one row per sample and class, holding the
 //! activations after the start layer) against the same budget, on top of the
-//! attribution's estimate. The budget defaults to
+//! attribution's estimate; a part of the batch whose rows do not fit is
+//! halved until they do, and only a single sample whose rows do not fit is
+//! refused. The budget defaults to
 //! [`default_memory_budget`]: 3/4 of the smallest of physical memory,
 //! `RLIMIT_AS` and the cgroup's memory limit.
 //!

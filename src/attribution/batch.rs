@@ -59,11 +59,35 @@ impl<T: Float> Network<T> {
         let canonized = self.canonized_for(method)?;
         let mut samples = Vec::with_capacity(n);
         for first in (0..n).step_by(at_once) {
-            let part = input.slice_axis(Axis(0), Slice::from(first..(first + at_once).min(n)));
+            let part = first..(first + at_once).min(n);
+            self.explain_part(input, part, target, method, custom, plan, canonized.as_deref(), &mut samples)?;
+        }
+        Ok(samples)
+    }
+
+    /// The samples `range` of `input`, appended to `samples`. RSP's
+    /// comparative start knows its class rows only after the forward pass
+    /// and refuses rows over the memory budget: a part so refused is halved
+    /// and each half explained on its own (each sample's result does not
+    /// depend on its batch), so only a single sample over the budget is refused.
+    #[allow(clippy::too_many_arguments)] // crate-private: the call's parts, each needed
+    fn explain_part(
+        &self,
+        input: ArrayView4<'_, T>,
+        range: std::ops::Range<usize>,
+        target: &Target,
+        method: &Method,
+        custom: Option<&dyn Rules<T>>,
+        plan: Plan,
+        canonized: Option<&Network<T>>,
+        samples: &mut Vec<Sample<T>>,
+    ) -> Result<()> {
+        let first = range.start;
+        let part = input.slice_axis(Axis(0), Slice::from(range.clone()));
+        let result = (|| {
             let x = self.backend().upload(part.into_dyn())?;
-            let Some(canonized) = &canonized else {
-                samples.extend(self.explain_batch(x, first, target, method, custom, plan, None)?);
-                continue;
+            let Some(canonized) = canonized else {
+                return self.explain_batch(x, first, target, method, custom, plan, None);
             };
             // This network's logits and predicted classes (the canonized
             // network's differ in the last digits), the canonized relevance.
@@ -74,9 +98,20 @@ impl<T: Float> Network<T> {
             for (sample, row) in part_samples.iter_mut().zip(logits.outer_iter()) {
                 sample.logits = row.to_owned().into_dyn();
             }
-            samples.extend(part_samples);
+            Ok(part_samples)
+        })();
+        match result {
+            Ok(part_samples) => {
+                samples.extend(part_samples);
+                Ok(())
+            }
+            Err(RspError::MemoryBudget { .. }) if range.len() > 1 => {
+                let middle = first + range.len() / 2;
+                self.explain_part(input, first..middle, target, method, custom, plan, canonized, samples)?;
+                self.explain_part(input, middle..range.end, target, method, custom, plan, canonized, samples)
+            }
+            Err(e) => Err(e),
         }
-        Ok(samples)
     }
 
     /// One part of a batch, uploaded (`x`, `N×C×H×W`), its first sample

@@ -130,7 +130,8 @@ fn the_memory_budget_splits_or_refuses_every_call_over_it() {
 /// The comparative start's class gradients (one row per sample and target
 /// or hostile class) count against the budget: at a budget that the
 /// attribution itself fits, the single-class start runs and a comparative
-/// start with nine hostile classes per sample is refused, naming its rows.
+/// start with nine hostile classes per sample is refused for a single sample,
+/// naming its rows.
 #[test]
 fn the_comparative_starts_class_gradients_count_against_the_budget() {
     let mut net = Network::<f32>::load(repo("data/digits_vgg.safetensors")).unwrap();
@@ -151,6 +152,70 @@ fn the_comparative_starts_class_gradients_count_against_the_budget() {
     net.set_memory_budget(None);
     let e = net.explain(x.view(), 1, &comparative).unwrap();
     assert!(e.hostile_classes.iter().all(|h| h.len() == 9));
+}
+
+/// A batch whose comparative start needs more class-gradient rows than the
+/// budget holds is split (the rows are known only after the forward pass):
+/// at a budget that fits the batch's plan and one sample's rows but not two
+/// samples' rows, the batch runs in parts with each sample's bits of the
+/// unconstrained run; below one sample's rows it is still refused. A network
+/// with 200 classes, so that the 200 rows per sample outweigh the rest.
+#[test]
+fn a_batch_whose_class_gradients_exceed_the_budget_is_split() {
+    let conv = |name: &str, c: usize| {
+        let w = rsp::ndarray::Array4::from_shape_fn((8, c, 3, 3), |(o, i, u, v)| {
+            ((o * 7 + i * 5 + u * 3 + v) % 11) as f32 * 0.05 - 0.2
+        });
+        rsp::layers::Conv2d::new(name, w, None, rsp::backend::ConvGeometry::square(1, 1)).unwrap()
+    };
+    let fc = Linear::new(
+        "fc",
+        Array2::from_shape_fn((200, 8 * 16 * 16), |(i, j)| ((i * 3 + j * 7) % 13) as f32 * 0.01 - 0.06),
+        None,
+    )
+    .unwrap();
+    let layers: Vec<Box<dyn Layer<f32>>> = vec![
+        Box::new(conv("c1", 3)),
+        Box::new(Relu),
+        Box::new(conv("c2", 8)),
+        Box::new(Relu),
+        Box::new(MaxPool2d::new((2, 2), (2, 2), [0; 4])),
+        Box::new(Flatten),
+        Box::new(fc),
+    ];
+    let mut net = Network::sequential(layers);
+    let x = image(4, 3, 32, 32);
+    let comparative = RspOptions { start: StartRule::Comparative(HostileClasses::TopK(199)), ..Default::default() };
+    let free = net.explain(x.view(), 1, &comparative).unwrap();
+    // The budget at which `n` samples run at once: raised to each refusal's
+    // estimate (the plan's, then the class rows') until the call runs.
+    let needed = |net: &mut Network<f32>, n: usize| {
+        let mut budget = net.estimate(&[n, 3, 32, 32], rsp::budget::Pass::Attribution).unwrap().memory;
+        loop {
+            net.set_memory_budget(Some(budget));
+            match rsp::attribution::explain_timed(net, x.slice(ndarray::s![..n, .., .., ..]), 1, &comparative) {
+                Ok(_) => return budget,
+                Err(RspError::MemoryBudget { estimate, .. }) if estimate > budget => budget = estimate,
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    // What one and two samples need: the attribution's estimate plus their rows.
+    let (one, two) = (needed(&mut net, 1), needed(&mut net, 2));
+    let plan = net.estimate(&[4, 3, 32, 32], rsp::budget::Pass::Attribution).unwrap().memory;
+    assert!(one.max(plan) < two, "one sample's rows {one}, the plan {plan}, two samples' rows {two}");
+    net.set_memory_budget(Some(one.max(plan)));
+    // The whole batch at once does not fit (the phase-timed call holds every
+    // sample at once and refuses); split, it runs, with the same bits.
+    let at_once = rsp::attribution::explain_timed(&net, x.view(), 1, &comparative);
+    assert!(matches!(at_once.unwrap_err(), RspError::MemoryBudget { .. }));
+    let split = net.explain(x.view(), 1, &comparative).unwrap();
+    assert_eq!(split.relevance, free.relevance);
+    assert_eq!(split.start_relevance, free.start_relevance);
+    assert_eq!(split.hostile_classes, free.hostile_classes);
+    // Below one sample's rows, refused.
+    net.set_memory_budget(Some(one - 1));
+    assert!(matches!(net.explain(x.view(), 1, &comparative).unwrap_err(), RspError::MemoryBudget { .. }));
 }
 
 /// The cases on the command line: the digits model on a 4096² input
