@@ -3,10 +3,10 @@
 //! activation on the backend, the walks run on tensors (`walk.rs`,
 //! [`BatchRules`]), and only the results come back (logits, relevance, start
 //! relevance, RSP's layer trace). RSP (both starts), Grad-CAM, the gradient,
-//! gradient × input, the LRP family (CLRP and SGLRP included) and zennit's
-//! composites use backend operations only (the last ones through their
-//! [`TensorRules`](super::TensorRules), [`BatchRules::Tensor`]); RAP and a
-//! method given only by host [`Rules`] run their rules sample by sample on
+//! gradient × input, the LRP family (CLRP and SGLRP included), zennit's
+//! composites and RAP use backend operations only (the last ones through
+//! their [`TensorRules`](super::TensorRules), [`BatchRules::Tensor`]); a
+//! method given only by host [`Rules`] runs its rules sample by sample on
 //! the host ([`BatchRules::Host`]). The host
 //! backends run each sample with the per-sample kernels, so each sample's
 //! bits do not depend on the batch.

@@ -22,8 +22,8 @@
 //! graph with the one reverse walk of `walk.rs`, which asks the method's
 //! rules for each node's rule: the layers' own batch rules (RSP, the
 //! gradient), a method's [`TensorRules`] on backend tensors (the LRP family,
-//! zennit's composites), or a [`Rules`] implementation run sample by sample
-//! on the host (RAP, your own).
+//! zennit's composites, RAP), or a [`Rules`] implementation run sample by
+//! sample on the host (your own, without tensor rules).
 //!
 //! ```
 //! use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, Relu};

@@ -1,7 +1,10 @@
 //! RAP, Relative Attributing Propagation (Nam, Gur, Choi, Wolf & Lee, AAAI
 //! 2020), as its authors' released code computes it (repository
 //! `wjNam/Relative_Attributing_Propagation`, `modules/layers.py`, the
-//! `RAP_relprop` methods): a [`Rules`] implementation for the one graph walk.
+//! `RAP_relprop` methods): a [`Rules`] implementation for the one graph walk,
+//! and the same rules on backend tensors ([`TensorRules`]; the relative rule
+//! and the first propagation are backend operations whose per-sample kernels
+//! are in `backend/rap.rs`).
 //! Written from that code, not copied; every rule, constant and quirk is
 //! described in `docs/method-rap.md`.
 //!

@@ -18,8 +18,12 @@
 //!   input adjoint and weight gradient, the matrix product (required), and
 //!   pooling and the fused sectional and max-pool rules (derived, with
 //!   defaults). The batch operations' host defaults call them one sample at
-//!   a time, as do the host rules ([`crate::attribution::Rules`]: RAP, a
-//!   user's own).
+//!   a time, as do the host rules ([`crate::attribution::Rules`]: a user's
+//!   own).
+//!
+//! The fused rules (sectional, max-pool, residual sum, RAP's two) default
+//! to compositions of the batch primitives ([`composed`]); the host backends
+//! override them with their per-sample kernels, a device with its own.
 //!
 //! The batch operations have defaults for the host backends, built from the
 //! per-sample kernels, so a host backend implements the five required
@@ -789,9 +793,9 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
 
     /// `f` of each sample of `inputs` (tensors of one batch size), run on the
     /// host: `f` returns `outputs` arrays per sample, which become `outputs`
-    /// tensors. The rules that have no backend operations yet (the LRP
-    /// composites, RAP, zennit's composites, a user's own
-    /// [`Rules`](crate::attribution::Rules)) run through it. The host
+    /// tensors. The rules given only as host rules (a user's own
+    /// [`Rules`](crate::attribution::Rules) without tensor rules) run
+    /// through it. The host
     /// backends read their tensors in place (no copy); for any other backend
     /// this default downloads the inputs and uploads the results: correct on
     /// every backend, fast only on the host.
