@@ -23,7 +23,7 @@
 use clap::{Parser, ValueEnum};
 use ndarray::{Array1, Array2, Array4};
 use rsp::attribution::explain_timed;
-use rsp::backend::ConvGeometry;
+use rsp::backend::{record_sectional_calls, ConvGeometry};
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu};
 use rsp::{Float, Method, Network};
 use std::time::{Duration, Instant};
@@ -38,6 +38,12 @@ enum Compute {
 enum Dtype {
     F32,
     F64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Kernels {
+    Auto,
+    Dense,
 }
 
 /// Times an attribution method on VGG16.
@@ -63,6 +69,15 @@ struct Args {
     /// (an opt-in that trades precision, see `CudaBackend::with_tf32`).
     #[arg(long)]
     tf32: bool,
+    /// The CPU backend's sectional kernels: `auto` (the sparse kernels where
+    /// the relevance is sparse enough: `CpuBackend`) or `dense` (the dense
+    /// GEMMs only, the engine before them: `DenseCpuBackend`).
+    #[arg(long, value_enum, default_value_t = Kernels::Auto)]
+    kernels: Kernels,
+    /// For RSP: print each layer's density of [R⁺; R⁻], the kernels chosen
+    /// and their time, in the last timed run.
+    #[arg(long)]
+    layers: bool,
     /// Float type.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
@@ -205,10 +220,13 @@ fn time_method<T: Float>(net: &Network<T>, input: &Array4<T>, method: &Method, a
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / args.batch as f64;
     let (mut fwd, mut start, mut prop, mut total, mut cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut layers = Vec::new();
     for run in 0..args.warmup + args.runs {
         let cpu_before = cpu_ms();
         let line = if let Method::Rsp(options) = method {
-            let (_, t) = explain_timed(net, input, 0, options).expect("VGG16 attribution");
+            let (result, calls) = record_sectional_calls(|| explain_timed(net, input, 0, options));
+            let (_, t) = result.expect("VGG16 attribution");
+            layers = calls;
             fwd.push(ms(t.forward));
             start.push(ms(t.start));
             prop.push(ms(t.propagation));
@@ -245,6 +263,23 @@ fn time_method<T: Float>(net: &Network<T>, input: &Array4<T>, method: &Method, a
         eprintln!("{line}");
         cpu.push(cpu_run);
     }
+    if args.layers && !layers.is_empty() {
+        println!("layer (input -> output)         density  kernels      ms   (the last run; one line per sample)");
+        for c in &layers {
+            println!(
+                "  {:>4}x{:<3}x{:<3} -> {:>4}x{:<3}x{:<3}  {:6.3}  {:7}  {:7.1}",
+                c.input.0,
+                c.input.1,
+                c.input.2,
+                c.output.0,
+                c.output.1,
+                c.output.2,
+                c.density,
+                if c.sparse { "sparse" } else { "dense" },
+                c.seconds * 1e3
+            );
+        }
+    }
     let optional = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
     Times {
         forward: median(fwd),
@@ -268,6 +303,9 @@ macro_rules! on_backend {
         impl OnBackend for $t {
             fn on_backend(net: Network<Self>, args: &Args) -> (Network<Self>, PeakMb) {
                 match args.backend {
+                    Compute::Cpu if args.kernels == Kernels::Dense => {
+                        (net.with_backend(rsp::backend::DenseCpuBackend), Box::new(|| None))
+                    }
                     Compute::Cpu => (net, Box::new(|| None)),
                     #[cfg(feature = "cuda")]
                     Compute::Cuda => {
@@ -342,7 +380,9 @@ fn run<T: OnBackend>(args: &Args, methods: &[Method]) {
             (Compute::Cuda, peak) => {
                 format!(",\"backend\":\"cuda\",\"tf32\":{},\"peak_device_mb\":{}", args.tf32, json(peak))
             }
-            (Compute::Cpu, _) => String::new(),
+            (Compute::Cpu, _) => {
+                format!(",\"kernels\":\"{}\"", if args.kernels == Kernels::Dense { "dense" } else { "auto" })
+            }
         };
         println!(
             "{{\"model\":\"vgg16\",\"method\":\"{name}\",\"dtype\":\"{}\",\"batch\":{},\"threads\":{},\"forward_ms\":{:.1},\"start_ms\":{},\"rsp_ms\":{},\"total_ms\":{:.1},\"peak_rss_mb\":{rss:.0}{device}}}",

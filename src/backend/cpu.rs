@@ -8,6 +8,8 @@ use crate::error::Result;
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis, Zip};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// im2col + blocked GEMM kernels, parallel over output blocks with rayon.
 /// Results are bit-identical for any number of threads.
@@ -48,199 +50,371 @@ fn unfold<T: Float>(
     buf
 }
 
-impl<T: Float> Backend<T> for CpuBackend {
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-
-    // The fused rules by the per-sample kernels (faster here than the
-    // composition of the trait's defaults, and the bits of a layer's own rule).
-    fn sectional_rule_batch(
-        &self,
-        x: &Tensor<T>,
-        r: &Tensor<T>,
-        geom: &ConvGeometry,
-        kernel_hw: (usize, usize),
-    ) -> Result<Tensor<T>> {
-        super::host_sectional_rule_batch(self, x, r, geom, kernel_hw)
-    }
-
-    fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
-        super::host_max_pool_rule_batch(self, x, r, windows)
-    }
-
-    fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
-        super::host_add_rule_batch(self, a, b, r)
-    }
-
-    fn rap_relative_rule_batch(
-        &self,
-        x: &Tensor<T>,
-        r: &Tensor<T>,
-        w: &Tensor<T>,
-        geom: &ConvGeometry,
-        flavour: RapFlavour,
-    ) -> Result<Tensor<T>> {
-        super::host_rap_relative_rule_batch(self, x, r, w, geom, flavour)
-    }
-
-    fn rap_first_propagation_batch(
-        &self,
-        x: &Tensor<T>,
-        r: &Tensor<T>,
-        w: &Tensor<T>,
-        bias: Option<&Tensor<T>>,
-    ) -> Result<Tensor<T>> {
-        super::host_rap_first_propagation_batch(self, x, r, w, bias)
-    }
-
-    fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {
-        let (c, h, wd) = x.dim();
-        let (o, _, kh, kw) = w.dim();
-        let out_hw = output_hw(g, (h, wd), (kh, kw));
-        let p = out_hw.0 * out_hw.1;
-        let w = w.as_standard_layout();
-        let out = if p >= o && o * p * c * kh * kw >= SERIAL_WORK {
-            // Unfolded block by block, each block right before its GEMM (while
-            // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first:
-            // the same blocks and products as `gemm` (bit-identical results),
-            // 1.2–1.6× faster on VGG16's large early maps.
-            let (m, k) = (o, c * kh * kw);
-            let kernel = Kernel::for_shape(m, k, p);
-            let mut out = Array2::zeros((o, p));
-            let block = block_len(p);
-            out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
-                let columns = i * block..i * block + out_block.ncols();
-                let mut cols = Scratch::take(k * columns.len());
-                let mut cols = matrix(&mut cols, k, columns.len());
-                im2col_columns_into(x, (kh, kw), g, out_hw, columns, cols.view_mut());
-                block_product(weight_matrix(w.view()), cols.view(), out_block, kernel);
-            });
-            out
-        } else {
-            let mut cols = unfold(x, (kh, kw), g, out_hw);
-            gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view())
-        };
-        Ok(out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous"))
-    }
-
-    fn conv2d_input_adjoint(
-        &self,
-        s: ArrayView3<T>,
-        w: ArrayView4<T>,
-        g: &ConvGeometry,
-        input_hw: (usize, usize),
-    ) -> Result<Array3<T>> {
-        let (o, oh, ow) = s.dim();
-        let (_, c, kh, kw) = w.dim();
-        let w = w.as_standard_layout();
-        let s = s.as_standard_layout();
-        let s2 = s.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
-        let mut cols = Scratch::take(c * kh * kw * oh * ow);
-        let mut cols = matrix(&mut cols, c * kh * kw, oh * ow);
-        gemm_into(weight_matrix(w.view()).t(), s2, cols.view_mut());
-        let mut out = Array3::zeros((c, input_hw.0, input_hw.1));
-        col2im_into(cols.view(), (kh, kw), g, (oh, ow), None, out.view_mut());
-        Ok(out)
-    }
-
-    fn conv2d_weight_grad(
-        &self,
-        x: ArrayView3<T>,
-        r: ArrayView3<T>,
-        g: &ConvGeometry,
-        kernel_hw: (usize, usize),
-    ) -> Result<Array4<T>> {
-        let (c, h, wd) = x.dim();
-        let (o, oh, ow) = r.dim();
-        let mut cols = unfold(x, kernel_hw, g, output_hw(g, (h, wd), kernel_hw));
-        let cols = matrix(&mut cols, c * kernel_hw.0 * kernel_hw.1, oh * ow);
-        let r = r.as_standard_layout();
-        let r2 = r.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
-        let grad = gemm(r2, cols.t());
-        Ok(grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1)).expect("contiguous"))
-    }
-
-    fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Result<Array2<T>> {
-        Ok(gemm(a, b))
-    }
-
-    /// Fused sectional rule: one im2col of `x⁺` shared by all products, and the
-    /// positive and negative sections stacked so that each step is one GEMM:
-    /// `[G⁺; G⁻] = [R⁺; R⁻]·colsᵀ`, `[A⁺; A⁻] = [G⁺; G⁻]·cols`,
-    /// `C⁺ − C⁻ = x⁺ ⊙ col2im([G⁺; G⁻]ᵀ·[S⁺; −S⁻])`.
-    ///
-    /// Rows of `[R⁺; R⁻]` that are all zero (a channel with no positive, or no
-    /// negative, relevance) give zero rows of `G` and `A` and a zero quotient,
-    /// so they are left out of all three products: exact, and it halves the
-    /// work where the relevance of a channel has one sign (as at the start
-    /// layer, where it is the activation times one weight per channel).
-    /// Scratch buffers are reused across calls, and the unfolded `x⁺` buffer
-    /// receives `Gᵀ·S` once it is no longer needed.
-    fn sectional_contributions(
-        &self,
-        x_pos: ArrayView3<T>,
-        r: ArrayView3<T>,
-        g: &ConvGeometry,
-        kernel_hw: (usize, usize),
-    ) -> Result<Array3<T>> {
-        let (c, h, wd) = x_pos.dim();
-        let (o, oh, ow) = r.dim();
-        let (p, ck) = (oh * ow, c * kernel_hw.0 * kernel_hw.1);
-        let r = r.as_standard_layout();
-        let r2 = r.view().into_shape_with_order((o, p)).expect("contiguous");
-        // The non-zero rows of [R⁺; R⁻]: (channel, negative section?).
-        let signs: Vec<(bool, bool)> = r2
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .map(|row| (row.iter().any(|&v| v > T::zero()), row.iter().any(|&v| v < T::zero())))
-            .collect();
-        let rows: Vec<(usize, bool)> = (0..o)
-            .filter(|&k| signs[k].0)
-            .map(|k| (k, false))
-            .chain((0..o).filter(|&k| signs[k].1).map(|k| (k, true)))
-            .collect();
-        let mut out = Array3::zeros((c, h, wd));
-        if rows.is_empty() {
-            return Ok(out);
-        }
-        let n = rows.len();
-        let mut sections_buf = Scratch::take(n * p);
-        let mut sections = matrix(&mut sections_buf, n, p);
-        sections.axis_iter_mut(Axis(0)).into_par_iter().zip(rows.par_iter()).for_each(|(mut dst, &(k, negative))| {
-            let src = r2.row(k);
-            if negative {
-                Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = (-v).max(T::zero()));
-            } else {
-                Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = v.max(T::zero()));
+/// The `Backend` implementation of the CPU backends, which differ only in how
+/// they choose the sectional rule's kernels.
+macro_rules! cpu_backend {
+    ($backend:ty, $name:expr, $kernels:expr) => {
+        impl<T: Float> Backend<T> for $backend {
+            fn name(&self) -> &'static str {
+                $name
             }
-        });
-        let mut cols_buf = unfold(x_pos, kernel_hw, g, (oh, ow));
-        let mut cols = matrix(&mut cols_buf, ck, p);
-        let kernels = gemm(sections.view(), cols.t());
-        let mut quotients_buf = Scratch::take(n * p);
-        let mut quotients = matrix(&mut quotients_buf, n, p);
-        gemm_into(kernels.view(), cols.view(), quotients.view_mut());
-        // S⁺ = R⁺ ⊘ A⁺ on M⁺ and −(R⁻ ⊘ A⁻) on M⁻, in place of A.
-        quotients
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(sections.axis_iter(Axis(0)))
-            .zip(rows.par_iter())
-            .for_each(|((mut a, rv), &(_, negative))| {
-                Zip::from(&mut a).and(&rv).for_each(|a, &rv| {
-                    *a = match (rv > T::zero(), negative) {
-                        (false, _) => T::zero(),
-                        (true, false) => safe_div(rv, *a),
-                        (true, true) => -safe_div(rv, *a),
-                    };
-                });
-            });
-        // cols is not needed any more: it receives Gᵀ·S.
-        gemm_into(kernels.t(), quotients.view(), cols.view_mut());
-        col2im_into(cols.view(), kernel_hw, g, (oh, ow), Some(x_pos), out.view_mut());
-        Ok(out)
+
+            // The fused rules by the per-sample kernels (faster here than the
+            // composition of the trait's defaults, and the bits of a layer's own rule).
+            fn sectional_rule_batch(
+                &self,
+                x: &Tensor<T>,
+                r: &Tensor<T>,
+                geom: &ConvGeometry,
+                kernel_hw: (usize, usize),
+            ) -> Result<Tensor<T>> {
+                super::host_sectional_rule_batch(self, x, r, geom, kernel_hw)
+            }
+
+            fn max_pool_rule_batch(&self, x: &Tensor<T>, r: &Tensor<T>, windows: &PoolWindows) -> Result<Tensor<T>> {
+                super::host_max_pool_rule_batch(self, x, r, windows)
+            }
+
+            fn add_rule_batch(&self, a: &Tensor<T>, b: &Tensor<T>, r: &Tensor<T>) -> Result<(Tensor<T>, Tensor<T>)> {
+                super::host_add_rule_batch(self, a, b, r)
+            }
+
+            fn rap_relative_rule_batch(
+                &self,
+                x: &Tensor<T>,
+                r: &Tensor<T>,
+                w: &Tensor<T>,
+                geom: &ConvGeometry,
+                flavour: RapFlavour,
+            ) -> Result<Tensor<T>> {
+                super::host_rap_relative_rule_batch(self, x, r, w, geom, flavour)
+            }
+
+            fn rap_first_propagation_batch(
+                &self,
+                x: &Tensor<T>,
+                r: &Tensor<T>,
+                w: &Tensor<T>,
+                bias: Option<&Tensor<T>>,
+            ) -> Result<Tensor<T>> {
+                super::host_rap_first_propagation_batch(self, x, r, w, bias)
+            }
+
+            fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {
+                let (c, h, wd) = x.dim();
+                let (o, _, kh, kw) = w.dim();
+                let out_hw = output_hw(g, (h, wd), (kh, kw));
+                let p = out_hw.0 * out_hw.1;
+                let w = w.as_standard_layout();
+                let out = if p >= o && o * p * c * kh * kw >= SERIAL_WORK {
+                    // Unfolded block by block, each block right before its GEMM (while
+                    // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first:
+                    // the same blocks and products as `gemm` (bit-identical results),
+                    // 1.2–1.6× faster on VGG16's large early maps.
+                    let (m, k) = (o, c * kh * kw);
+                    let kernel = Kernel::for_shape(m, k, p);
+                    let mut out = Array2::zeros((o, p));
+                    let block = block_len(p);
+                    out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
+                        let columns = i * block..i * block + out_block.ncols();
+                        let mut cols = Scratch::take(k * columns.len());
+                        let mut cols = matrix(&mut cols, k, columns.len());
+                        im2col_columns_into(x, (kh, kw), g, out_hw, columns, cols.view_mut());
+                        block_product(weight_matrix(w.view()), cols.view(), out_block, kernel);
+                    });
+                    out
+                } else {
+                    let mut cols = unfold(x, (kh, kw), g, out_hw);
+                    gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view())
+                };
+                Ok(out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous"))
+            }
+
+            fn conv2d_input_adjoint(
+                &self,
+                s: ArrayView3<T>,
+                w: ArrayView4<T>,
+                g: &ConvGeometry,
+                input_hw: (usize, usize),
+            ) -> Result<Array3<T>> {
+                let (o, oh, ow) = s.dim();
+                let (_, c, kh, kw) = w.dim();
+                let w = w.as_standard_layout();
+                let s = s.as_standard_layout();
+                let s2 = s.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
+                let mut cols = Scratch::take(c * kh * kw * oh * ow);
+                let mut cols = matrix(&mut cols, c * kh * kw, oh * ow);
+                gemm_into(weight_matrix(w.view()).t(), s2, cols.view_mut());
+                let mut out = Array3::zeros((c, input_hw.0, input_hw.1));
+                col2im_into(cols.view(), (kh, kw), g, (oh, ow), None, out.view_mut());
+                Ok(out)
+            }
+
+            fn conv2d_weight_grad(
+                &self,
+                x: ArrayView3<T>,
+                r: ArrayView3<T>,
+                g: &ConvGeometry,
+                kernel_hw: (usize, usize),
+            ) -> Result<Array4<T>> {
+                let (c, h, wd) = x.dim();
+                let (o, oh, ow) = r.dim();
+                let mut cols = unfold(x, kernel_hw, g, output_hw(g, (h, wd), kernel_hw));
+                let cols = matrix(&mut cols, c * kernel_hw.0 * kernel_hw.1, oh * ow);
+                let r = r.as_standard_layout();
+                let r2 = r.view().into_shape_with_order((o, oh * ow)).expect("contiguous");
+                let grad = gemm(r2, cols.t());
+                Ok(grad.into_shape_with_order((o, c, kernel_hw.0, kernel_hw.1)).expect("contiguous"))
+            }
+
+            fn matmul(&self, a: ArrayView2<T>, b: ArrayView2<T>) -> Result<Array2<T>> {
+                Ok(gemm(a, b))
+            }
+
+            fn sectional_contributions(
+                &self,
+                x_pos: ArrayView3<T>,
+                r: ArrayView3<T>,
+                g: &ConvGeometry,
+                kernel_hw: (usize, usize),
+            ) -> Result<Array3<T>> {
+                sectional_contributions_with($kernels, x_pos, r, g, kernel_hw)
+            }
+        }
+    };
+}
+
+cpu_backend!(CpuBackend, "cpu", SectionalKernels::Auto);
+cpu_backend!(DenseCpuBackend, "cpu-dense", SectionalKernels::Dense);
+
+/// How the CPU backends run the sectional rule's three products.
+///
+/// ```
+/// use ndarray::{Array3, Axis};
+/// use rsp::backend::{sectional_contributions_with, ConvGeometry, SectionalKernels};
+/// let x_pos = Array3::from_shape_fn((4, 6, 6), |(c, y, x)| ((c + 2 * y + 3 * x) % 5) as f64);
+/// // Relevance on a third of the positions, of both signs.
+/// let r = Array3::from_shape_fn((3, 6, 6), |(o, y, x)| match (o + y + x) % 3 {
+///     0 => 1.0 + o as f64,
+///     1 => -0.5,
+///     _ => 0.0,
+/// });
+/// let g = ConvGeometry::square(1, 1);
+/// let dense = sectional_contributions_with(SectionalKernels::Dense, x_pos.view(), r.view(), &g, (3, 3))?;
+/// let sparse = sectional_contributions_with(SectionalKernels::Sparse, x_pos.view(), r.view(), &g, (3, 3))?;
+/// assert!(dense.iter().zip(&sparse).all(|(d, s)| (d - s).abs() <= 1e-12 * (1.0 + d.abs())));
+/// # Ok::<(), rsp::RspError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SectionalKernels {
+    /// Per layer and sample, by the measured density of `[R⁺; R⁻]`: the
+    /// sparse kernels below [`SPARSE_DENSITY`], the dense GEMMs above (what
+    /// [`CpuBackend`] does).
+    #[default]
+    Auto,
+    /// Always the dense GEMMs over the nonzero rows of `[R⁺; R⁻]` (what
+    /// [`DenseCpuBackend`] does).
+    Dense,
+    /// Always the sparse kernels: work in proportion to the nonzeros.
+    Sparse,
+}
+
+/// The density of `[R⁺; R⁻]` (nonzeros over the entries of its nonzero rows)
+/// below which [`SectionalKernels::Auto`] takes the sparse kernels: where
+/// they and the dense GEMMs took the same time in `benches/sparsity.rs`
+/// (see `docs/performance.md`).
+pub const SPARSE_DENSITY: f64 = 0.2;
+
+/// The CPU backend with the dense kernels only: the engine as it was before
+/// the sparse kernels, kept as a baseline for benchmarks (`bench_vgg16
+/// --kernels dense`) and as a second path to check them against. Everything
+/// else is [`CpuBackend`]'s.
+///
+/// ```
+/// use rsp::backend::{Backend, DenseCpuBackend};
+/// let a = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+/// assert_eq!(Backend::<f32>::name(&DenseCpuBackend), "cpu-dense");
+/// assert_eq!(DenseCpuBackend.matmul(a.view(), a.view()).unwrap(), ndarray::arr2(&[[7.0, 10.0], [15.0, 22.0]]));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DenseCpuBackend;
+
+/// `C⁺ − C⁻ = x⁺ ⊙ col2im(Gᵀ·Q)` of the sectional rule for one sample by the
+/// given kernels (what [`Backend::sectional_contributions`] returns on the
+/// CPU backends): `x_pos` is the layer's input after `max(·, 0)`
+/// (`C×H×W`), `r` the relevance at its output (`O×Ho×Wo`).
+///
+/// Both kernels compute the same sums in different orders; for
+/// [`SectionalKernels::Auto`] the choice depends only on the sample, so a
+/// batch still gives its samples' bits, for any number of threads.
+pub fn sectional_contributions_with<T: Float>(
+    kernels: SectionalKernels,
+    x_pos: ArrayView3<T>,
+    r: ArrayView3<T>,
+    g: &ConvGeometry,
+    kernel_hw: (usize, usize),
+) -> Result<Array3<T>> {
+    let (c, h, wd) = x_pos.dim();
+    let (o, oh, ow) = r.dim();
+    let p = oh * ow;
+    let r = r.as_standard_layout();
+    let r2 = r.view().into_shape_with_order((o, p)).expect("contiguous");
+    // Per channel: the nonzeros of its positive and of its negative section.
+    let counts: Vec<(usize, usize)> = r2
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .map(|row| {
+            row.iter().fold((0, 0), |(pos, neg), &v| (pos + (v > T::zero()) as usize, neg + (v < T::zero()) as usize))
+        })
+        .collect();
+    // The non-zero rows of [R⁺; R⁻]: (channel, negative section?).
+    let rows: Vec<(usize, bool)> = (0..o)
+        .filter(|&k| counts[k].0 > 0)
+        .map(|k| (k, false))
+        .chain((0..o).filter(|&k| counts[k].1 > 0).map(|k| (k, true)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(Array3::zeros((c, h, wd)));
     }
+    let nonzeros: usize = counts.iter().map(|&(pos, neg)| pos + neg).sum();
+    let density = nonzeros as f64 / (rows.len() * p) as f64;
+    let sparse = match kernels {
+        SectionalKernels::Dense => false,
+        SectionalKernels::Sparse => true,
+        SectionalKernels::Auto => density < SPARSE_DENSITY,
+    } && super::sparse::fits((c, h, wd), g, (oh, ow));
+    let clock = std::time::Instant::now();
+    let out = if sparse {
+        super::sparse::sectional_contributions(x_pos, r2, &rows, &counts, g, kernel_hw, (oh, ow))
+    } else {
+        dense_sectional_contributions(x_pos, r2, &rows, g, kernel_hw, (oh, ow))
+    };
+    if RECORDING.load(Ordering::Relaxed) > 0 {
+        let record = SectionalRecord {
+            input: (c, h, wd),
+            output: (o, oh, ow),
+            kernel_hw,
+            density,
+            sparse,
+            seconds: clock.elapsed().as_secs_f64(),
+        };
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    }
+    Ok(out)
+}
+
+/// One call of the sectional products on a CPU backend, as
+/// [`record_sectional_calls`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SectionalRecord {
+    /// The layer's input, `C×H×W`.
+    pub input: (usize, usize, usize),
+    /// The relevance at its output, `O×Ho×Wo`.
+    pub output: (usize, usize, usize),
+    /// The kernel's height and width.
+    pub kernel_hw: (usize, usize),
+    /// Nonzeros of `[R⁺; R⁻]` over the entries of its nonzero rows.
+    pub density: f64,
+    /// Whether the sparse kernels ran (else the dense GEMMs).
+    pub sparse: bool,
+    /// Wall-clock time of the three products, in seconds.
+    pub seconds: f64,
+}
+
+/// How many recordings are under way (a call records while it is not zero).
+static RECORDING: AtomicUsize = AtomicUsize::new(0);
+static RECORDS: Mutex<Vec<SectionalRecord>> = Mutex::new(Vec::new());
+
+/// Runs `f` and returns, beside its result, every call of the sectional
+/// products on a CPU backend made meanwhile: the density each layer had, the
+/// kernels chosen and the time they took (what `bench_vgg16 --layers`
+/// prints). Recording is process-wide: calls made by other threads in the
+/// meantime are recorded too, and concurrent recordings see each other's.
+///
+/// ```
+/// use ndarray::Array3;
+/// use rsp::backend::{record_sectional_calls, sectional_contributions_with, ConvGeometry, SectionalKernels};
+/// let x_pos = Array3::<f32>::ones((2, 4, 4));
+/// let r = Array3::from_shape_fn((3, 4, 4), |(o, y, x)| if (o + y + x) % 4 == 0 { 1.0 } else { 0.0 });
+/// let (out, calls) = record_sectional_calls(|| {
+///     sectional_contributions_with(SectionalKernels::Auto, x_pos.view(), r.view(), &ConvGeometry::square(1, 1), (3, 3))
+/// });
+/// assert!(out.is_ok());
+/// let call = calls.iter().find(|c| c.output == (3, 4, 4)).unwrap();
+/// assert_eq!(call.density, 0.25); // 12 of the 48 entries of the three positive rows
+/// assert!(!call.sparse); // above SPARSE_DENSITY
+/// ```
+pub fn record_sectional_calls<R>(f: impl FnOnce() -> R) -> (R, Vec<SectionalRecord>) {
+    let before = {
+        let records = RECORDS.lock().unwrap_or_else(|e| e.into_inner());
+        RECORDING.fetch_add(1, Ordering::SeqCst);
+        records.len()
+    };
+    let result = f();
+    let mut records = RECORDS.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = records[before.min(records.len())..].to_vec();
+    if RECORDING.fetch_sub(1, Ordering::SeqCst) == 1 {
+        records.clear();
+    }
+    (result, mine)
+}
+
+/// The sectional rule's products as three GEMMs: one im2col of `x⁺` shared by
+/// all products, and the positive and negative sections stacked so that each
+/// step is one GEMM: `[G⁺; G⁻] = [R⁺; R⁻]·colsᵀ`, `[A⁺; A⁻] = [G⁺; G⁻]·cols`,
+/// `C⁺ − C⁻ = x⁺ ⊙ col2im([G⁺; G⁻]ᵀ·[S⁺; −S⁻])`.
+///
+/// Rows of `[R⁺; R⁻]` that are all zero (a channel with no positive, or no
+/// negative, relevance) give zero rows of `G` and `A` and a zero quotient,
+/// so they are left out of all three products (`rows` are the others): exact,
+/// and it halves the work where the relevance of a channel has one sign (as
+/// at the start layer, where it is the activation times one weight per
+/// channel). Scratch buffers are reused across calls, and the unfolded `x⁺`
+/// buffer receives `Gᵀ·S` once it is no longer needed.
+fn dense_sectional_contributions<T: Float>(
+    x_pos: ArrayView3<T>,
+    r2: ArrayView2<T>,
+    rows: &[(usize, bool)],
+    g: &ConvGeometry,
+    kernel_hw: (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Array3<T> {
+    let (c, h, wd) = x_pos.dim();
+    let (p, ck) = (oh * ow, c * kernel_hw.0 * kernel_hw.1);
+    let mut out = Array3::zeros((c, h, wd));
+    let n = rows.len();
+    let mut sections_buf = Scratch::take(n * p);
+    let mut sections = matrix(&mut sections_buf, n, p);
+    sections.axis_iter_mut(Axis(0)).into_par_iter().zip(rows.par_iter()).for_each(|(mut dst, &(k, negative))| {
+        let src = r2.row(k);
+        if negative {
+            Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = (-v).max(T::zero()));
+        } else {
+            Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = v.max(T::zero()));
+        }
+    });
+    let mut cols_buf = unfold(x_pos, kernel_hw, g, (oh, ow));
+    let mut cols = matrix(&mut cols_buf, ck, p);
+    let kernels = gemm(sections.view(), cols.t());
+    let mut quotients_buf = Scratch::take(n * p);
+    let mut quotients = matrix(&mut quotients_buf, n, p);
+    gemm_into(kernels.view(), cols.view(), quotients.view_mut());
+    // S⁺ = R⁺ ⊘ A⁺ on M⁺ and −(R⁻ ⊘ A⁻) on M⁻, in place of A.
+    quotients.axis_iter_mut(Axis(0)).into_par_iter().zip(sections.axis_iter(Axis(0))).zip(rows.par_iter()).for_each(
+        |((mut a, rv), &(_, negative))| {
+            Zip::from(&mut a).and(&rv).for_each(|a, &rv| {
+                *a = match (rv > T::zero(), negative) {
+                    (false, _) => T::zero(),
+                    (true, false) => safe_div(rv, *a),
+                    (true, true) => -safe_div(rv, *a),
+                };
+            });
+        },
+    );
+    // cols is not needed any more: it receives Gᵀ·S.
+    gemm_into(kernels.t(), quotients.view(), cols.view_mut());
+    col2im_into(cols.view(), kernel_hw, g, (oh, ow), Some(x_pos), out.view_mut());
+    out
 }
 
 #[cfg(test)]

@@ -40,11 +40,15 @@ pub(crate) mod pooling;
 pub(crate) mod rap;
 mod reference;
 pub(crate) mod rules;
+mod sparse;
 pub(crate) mod start;
 mod tensor;
 pub(crate) mod workspace;
 
-pub use cpu::CpuBackend;
+pub use cpu::{
+    record_sectional_calls, sectional_contributions_with, CpuBackend, DenseCpuBackend, SectionalKernels,
+    SectionalRecord, SPARSE_DENSITY,
+};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaBackend, CudaFloat};
 pub use matmul::{matmul_with_kernel, Kernel};

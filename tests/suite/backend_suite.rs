@@ -120,6 +120,8 @@ backend_suite!(cpu, rsp::backend::CpuBackend, 0.0);
 // by unstabilised z, which amplifies that where z is near 0 (6.8e-12 seen on
 // the bottleneck ResNet), hence 1e-10 rather than the golden 1e-13.
 backend_suite!(reference, rsp::backend::ReferenceBackend, 1e-10);
+// The dense GEMMs only: the CPU backend's sparse kernels sum in another order.
+backend_suite!(dense_cpu, rsp::backend::DenseCpuBackend, 1e-10);
 
 /// A host backend with the required kernels only (the CPU's): every fused
 /// rule runs as the trait's default composes it from the primitives

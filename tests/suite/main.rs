@@ -51,4 +51,5 @@ mod reader_errors;
 mod resnet;
 #[cfg(feature = "cli")]
 mod scaling;
+mod sparsity;
 mod zennit;
