@@ -5,10 +5,10 @@
 //!
 //! The density of `[R⁺; R⁻]` is its nonzeros over the entries of its nonzero
 //! rows: relevance with a fraction `2δ` of nonzero entries of random sign has
-//! both rows of every channel and density `δ`. In VGG16 it is about 0.25 at
-//! layers whose output goes through a ReLU only (half the outputs positive)
-//! and about 0.06 at layers whose output is max-pooled (one position per
-//! 2×2 window); see `docs/performance.md` for the measured values.
+//! both rows of every channel and density `δ`. In VGG16 (random weights) it
+//! was measured at 0.27–0.52 at layers whose output goes through a ReLU only
+//! and about 0.1 at layers whose output is max-pooled (one position per 2×2
+//! window); see `docs/performance.md` for the values and this bench's table.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::Array3;

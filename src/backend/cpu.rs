@@ -220,9 +220,10 @@ pub enum SectionalKernels {
 }
 
 /// The density of `[R⁺; R⁻]` (nonzeros over the entries of its nonzero rows)
-/// below which [`SectionalKernels::Auto`] takes the sparse kernels: where
-/// they and the dense GEMMs took the same time in `benches/sparsity.rs`
-/// (see `docs/performance.md`).
+/// below which [`SectionalKernels::Auto`] takes the sparse kernels. In
+/// `benches/sparsity.rs` they and the dense GEMMs took the same time near
+/// 0.25 on VGG16's 64- and 256-channel layers and near 0.125 on its
+/// 512-channel ones (see `docs/performance.md`); this lies between.
 pub const SPARSE_DENSITY: f64 = 0.2;
 
 /// The CPU backend with the dense kernels only: the engine as it was before
