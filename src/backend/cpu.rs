@@ -23,6 +23,10 @@ use std::sync::Mutex;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
+/// At most this many bytes of unfolded columns per forward GEMM block (VGG16,
+/// 2026-11-28: 256 KB to 1 MB alike; conv1_2's 7 MB blocks were 1.4× slower).
+const COLUMN_BLOCK_BYTES: usize = 1 << 20;
+
 fn weight_matrix<T: Float>(w: ArrayView4<T>) -> ArrayView2<T> {
     let (o, c, kh, kw) = w.dim();
     w.into_shape_with_order((o, c * kh * kw)).expect("weights are contiguous")
@@ -108,13 +112,14 @@ macro_rules! cpu_backend {
                 let w = w.as_standard_layout();
                 let out = if p >= o && o * p * c * kh * kw >= SERIAL_WORK {
                     // Unfolded block by block, each block right before its GEMM (while
-                    // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first:
-                    // the same blocks and products as `gemm` (bit-identical results),
-                    // 1.2–1.6× faster on VGG16's large early maps.
+                    // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first,
+                    // 1.2–1.6× faster on VGG16's large early maps. A block's unfolded
+                    // columns are at most COLUMN_BLOCK_BYTES, so that they are still
+                    // in cache when the GEMM packs them (conv1_2's were 7 MB).
                     let (m, k) = (o, c * kh * kw);
                     let kernel = Kernel::for_shape(m, k, p);
                     let mut out = Array2::zeros((o, p));
-                    let block = block_len(p);
+                    let block = block_len(p).min((COLUMN_BLOCK_BYTES / (k * std::mem::size_of::<T>())).max(128));
                     out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
                         let columns = i * block..i * block + out_block.ncols();
                         let mut cols = Scratch::take(k * columns.len());

@@ -58,6 +58,7 @@ fn unfold_row<T: Float>(
 ) {
     let (_, h, w) = x.dim();
     let (ic, u, v) = (row / (kh * kw), (row / kw) % kh, row % kw);
+    let contiguous = x.as_slice();
     // Output columns q whose input column j = q·sw + v − pl lies inside the input.
     let q_first = g.padding[1].saturating_sub(v).div_ceil(g.stride[1]);
     let q_end = ((w + g.padding[1]).saturating_sub(v)).div_ceil(g.stride[1]).min(ow);
@@ -72,18 +73,20 @@ fn unfold_row<T: Float>(
             dst.fill(T::zero());
             continue;
         };
-        let src = x.slice(s![ic, i, ..]);
         // Valid columns of this part: first..end (relative to the row).
         let (first, end) = (q_first.clamp(a, b), q_end.clamp(a, b).max(q_first.clamp(a, b)));
         dst[..first - a].fill(T::zero());
         if first < end {
             let j0 = first * g.stride[1] + v - g.padding[1];
             let part = &mut dst[first - a..end - a];
-            match (g.stride[1], src.as_slice()) {
-                (1, Some(src)) => part.copy_from_slice(&src[j0..j0 + part.len()]),
-                (sw, _) => {
+            // Input row `i` of channel `ic`: a plain slice where `x` is contiguous
+            // (an ndarray slice per output row cost more than the copy on VGG16).
+            match (g.stride[1], contiguous) {
+                (1, Some(xs)) => part.copy_from_slice(&xs[(ic * h + i) * w + j0..][..part.len()]),
+                _ => {
+                    let src = x.slice(s![ic, i, ..]);
                     for (k, d) in part.iter_mut().enumerate() {
-                        *d = src[j0 + k * sw];
+                        *d = src[j0 + k * g.stride[1]];
                     }
                 }
             }

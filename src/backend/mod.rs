@@ -930,7 +930,7 @@ pub trait Backend<T: Float>: Send + Sync + Debug {
         let mut offset = 0;
         for v in host_samples(self.name(), t)? {
             let found = match v.as_slice() {
-                Some(slice) => slice.iter().position(is_bad),
+                Some(slice) => first_non_finite_in(slice),
                 None => v.iter().position(is_bad),
             };
             if let Some(i) = found {
@@ -1151,4 +1151,39 @@ fn per_sample_n<T: Float>(
         .collect::<Result<Vec<_>>>()?;
     // Kept per sample: stacking would copy every output once more.
     host_tensor_samples(outputs)
+}
+
+/// The index of the first non-finite value of `values`: blocks are scanned
+/// without an early exit (a loop the compiler vectorises), and only the block
+/// that has one is searched element by element.
+fn first_non_finite_in<T: Float>(values: &[T]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    values.chunks(BLOCK).enumerate().find_map(|(k, block)| {
+        let any_bad = block.iter().fold(false, |bad, v| bad | !v.is_finite());
+        if any_bad {
+            block.iter().position(|v| !v.is_finite()).map(|i| k * BLOCK + i)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod finite_tests {
+    use super::first_non_finite_in;
+
+    #[test]
+    fn finds_the_first_non_finite_value_in_any_block() {
+        let mut v = vec![1.0f32; 10_000];
+        assert_eq!(first_non_finite_in(&v), None);
+        v[9_999] = f32::NEG_INFINITY;
+        assert_eq!(first_non_finite_in(&v), Some(9_999));
+        v[5_000] = f32::NAN;
+        v[5_001] = f32::INFINITY;
+        assert_eq!(first_non_finite_in(&v), Some(5_000));
+        v[0] = f32::INFINITY;
+        assert_eq!(first_non_finite_in(&v), Some(0));
+        assert_eq!(first_non_finite_in(&[f64::MAX, -f64::MAX, f64::MIN_POSITIVE]), None);
+        assert_eq!(first_non_finite_in::<f64>(&[]), None);
+    }
 }
