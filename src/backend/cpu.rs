@@ -114,12 +114,15 @@ macro_rules! cpu_backend {
                     // Unfolded block by block, each block right before its GEMM (while
                     // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first,
                     // 1.2–1.6× faster on VGG16's large early maps. A block's unfolded
-                    // columns are at most COLUMN_BLOCK_BYTES, so that they are still
-                    // in cache when the GEMM packs them (conv1_2's were 7 MB).
+                    // columns are at most COLUMN_BLOCK_BYTES (but at least as many
+                    // columns as the weights have rows), so that they are still in
+                    // cache when the GEMM packs them (conv1_2's were 7 MB).
                     let (m, k) = (o, c * kh * kw);
                     let kernel = Kernel::for_shape(m, k, p);
                     let mut out = Array2::zeros((o, p));
-                    let block = block_len(p).min((COLUMN_BLOCK_BYTES / (k * std::mem::size_of::<T>())).max(128));
+                    // Capped where the weights are small: every block packs them again.
+                    let capped = (COLUMN_BLOCK_BYTES / (k * std::mem::size_of::<T>())).max(m);
+                    let block = block_len(p).min(capped);
                     out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
                         let columns = i * block..i * block + out_block.ncols();
                         let mut cols = Scratch::take(k * columns.len());
