@@ -1,18 +1,11 @@
 //! Results must not depend on the number of threads: the same attribution in
 //! rayon pools of 1, 2 and 3 threads gives the same bits.
 
+use crate::common::noise;
 use ndarray::{Array1, Array2, Array4};
 use rsp::backend::ConvGeometry;
 use rsp::layers::{AdaptiveAvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Relu};
 use rsp::{Float, HostileClasses, Network, RspOptions, StartRule};
-
-/// A fixed pseudo-random value in [-1, 1) (splitmix64).
-fn noise(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-}
 
 /// A small VGG-like network whose products are large enough to be split into
 /// parallel blocks.

@@ -11,12 +11,7 @@ use rsp::layers::{Conv2d, Flatten, Linear, MaxPool2d, Relu};
 use rsp::{Float, Network, RspOptions};
 use std::path::PathBuf;
 
-fn noise(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-}
+use crate::common::noise;
 
 /// conv-relu-conv-relu-pool twice, then a classifier: 32×32 inputs.
 fn network<T: Float>() -> Network<T> {

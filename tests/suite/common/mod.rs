@@ -76,3 +76,11 @@ pub fn rel_err<A: Copy + Into<f64>>(a: &ArrayD<A>, b: &ArrayD<f64>) -> f64 {
 pub fn scratch(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("rsp-{name}-")).tempdir().expect("a temporary directory")
 }
+
+/// A fixed pseudo-random value in [-1, 1) (splitmix64).
+pub fn noise(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
