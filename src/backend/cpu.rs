@@ -4,7 +4,7 @@ use super::im2col::{col2im_into, im2col_columns_into, im2col_into};
 use super::matmul::{block_len, block_product, gemm, gemm_into, Kernel, SERIAL_WORK};
 use super::workspace::Scratch;
 use super::{Backend, ConvGeometry, PoolWindows, RapFlavour, Tensor};
-use crate::error::Result;
+use crate::error::{Result, RspError};
 use crate::float::{safe_div, Float};
 use ndarray::parallel::prelude::*;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis, Zip};
@@ -105,37 +105,7 @@ macro_rules! cpu_backend {
             }
 
             fn conv2d(&self, x: ArrayView3<T>, w: ArrayView4<T>, g: &ConvGeometry) -> Result<Array3<T>> {
-                let (c, h, wd) = x.dim();
-                let (o, _, kh, kw) = w.dim();
-                let out_hw = output_hw(g, (h, wd), (kh, kw));
-                let p = out_hw.0 * out_hw.1;
-                let w = w.as_standard_layout();
-                let out = if p >= o && o * p * c * kh * kw >= SERIAL_WORK {
-                    // Unfolded block by block, each block right before its GEMM (while
-                    // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first,
-                    // 1.2–1.6× faster on VGG16's large early maps. A block's unfolded
-                    // columns are at most COLUMN_BLOCK_BYTES (but at least as many
-                    // columns as the weights have rows), so that they are still in
-                    // cache when the GEMM packs them (conv1_2's were 7 MB).
-                    let (m, k) = (o, c * kh * kw);
-                    let kernel = Kernel::for_shape(m, k, p);
-                    let mut out = Array2::zeros((o, p));
-                    // Capped where the weights are small: every block packs them again.
-                    let capped = (COLUMN_BLOCK_BYTES / (k * std::mem::size_of::<T>())).max(m);
-                    let block = block_len(p).min(capped);
-                    out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
-                        let columns = i * block..i * block + out_block.ncols();
-                        let mut cols = Scratch::take(k * columns.len());
-                        let mut cols = matrix(&mut cols, k, columns.len());
-                        im2col_columns_into(x, (kh, kw), g, out_hw, columns, cols.view_mut());
-                        block_product(weight_matrix(w.view()), cols.view(), out_block, kernel);
-                    });
-                    out
-                } else {
-                    let mut cols = unfold(x, (kh, kw), g, out_hw);
-                    gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view())
-                };
-                Ok(out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous"))
+                conv2d_with(ConvKernels::Auto, x, w, g)
             }
 
             fn conv2d_input_adjoint(
@@ -194,6 +164,98 @@ macro_rules! cpu_backend {
 
 cpu_backend!(CpuBackend, "cpu", SectionalKernels::Auto);
 cpu_backend!(DenseCpuBackend, "cpu-dense", SectionalKernels::Dense);
+
+/// Which kernel computes a forward convolution on the CPU backends.
+///
+/// ```
+/// use ndarray::{Array3, Array4};
+/// use rsp::backend::{conv2d_with, ConvGeometry, ConvKernels};
+/// let x = Array3::from_shape_fn((32, 9, 9), |(c, y, x)| ((c + 2 * y + 3 * x) % 7) as f64 - 3.0);
+/// let w = Array4::from_shape_fn((8, 32, 3, 3), |(o, c, u, v)| ((o + c + u * v) % 5) as f64 - 2.0);
+/// let g = ConvGeometry::square(1, 1);
+/// let im2col = conv2d_with(ConvKernels::Im2col, x.view(), w.view(), &g)?;
+/// let winograd = conv2d_with(ConvKernels::Winograd, x.view(), w.view(), &g)?;
+/// // Integers: both sums are exact.
+/// assert_eq!(im2col, winograd);
+/// # Ok::<(), rsp::RspError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConvKernels {
+    /// In f32, Winograd's F(2×2, 3×3) for 3×3 stride-1 convolutions of at
+    /// least 16 input channels, im2col + GEMM for the rest; in f64 im2col +
+    /// GEMM always (what [`CpuBackend`] does).
+    ///
+    /// f64 is the type for parity with the reference, and im2col rounds
+    /// like it: identical input patches give bit-identical outputs wherever
+    /// they are. Winograd rounds a patch by its place in a 2×2 tile, so where
+    /// an input repeats exactly (a flat region), max-pool windows whose
+    /// values were tied can pick another maximum (routing relevance to a
+    /// neighbouring pixel). Elsewhere the two agree to rounding.
+    #[default]
+    Auto,
+    /// im2col + GEMM always (the direct sum's terms, in one GEMM).
+    Im2col,
+    /// Winograd's F(2×2, 3×3) wherever the kernel is 3×3 with stride 1
+    /// (im2col + GEMM elsewhere): 2.25× fewer multiplications, rounding a few
+    /// units in the last place apart from the direct sum.
+    Winograd,
+}
+
+/// The forward convolution of one sample `x` (C×H×W) by `w` (O×C×kh×kw) by
+/// the given kernels (what [`Backend::conv2d`] runs on the CPU backends with
+/// [`ConvKernels::Auto`]). Bit-identical for any number of threads.
+pub fn conv2d_with<T: Float>(
+    kernels: ConvKernels,
+    x: ArrayView3<T>,
+    w: ArrayView4<T>,
+    g: &ConvGeometry,
+) -> Result<Array3<T>> {
+    let (c, h, wd) = x.dim();
+    let (o, wc, kh, kw) = w.dim();
+    if wc != c {
+        return Err(RspError::shape("conv2d weights", format!("O×{c}×kh×kw (the input's {c} channels)"), w.shape()));
+    }
+    let Some(out_hw) = g.output_size((h, wd), (kh, kw)) else {
+        return Err(RspError::shape("conv2d input", format!("at least the {kh}×{kw} kernel after padding"), x.shape()));
+    };
+    let p = out_hw.0 * out_hw.1;
+    let w = w.as_standard_layout();
+    let winograd = match kernels {
+        // f64 keeps im2col's rounding (see `ConvKernels::Auto`).
+        ConvKernels::Auto => T::NAME == "f32" && super::winograd::applies(c, (kh, kw), g.stride, out_hw),
+        ConvKernels::Winograd => super::winograd::possible((kh, kw), g.stride),
+        ConvKernels::Im2col => false,
+    };
+    if winograd {
+        return Ok(super::winograd::conv3x3(x, w.view(), (g.padding[0], g.padding[1]), out_hw));
+    }
+    let out = if p >= o && o * p * c * kh * kw >= SERIAL_WORK {
+        // Unfolded block by block, each block right before its GEMM (while
+        // in cache) instead of the whole `(C·kh·kw)×(Ho·Wo)` matrix first,
+        // 1.2–1.6× faster on VGG16's large early maps. A block's unfolded
+        // columns are at most COLUMN_BLOCK_BYTES (but at least as many
+        // columns as the weights have rows), so that they are still in
+        // cache when the GEMM packs them (conv1_2's were 7 MB).
+        let (m, k) = (o, c * kh * kw);
+        let kernel = Kernel::for_shape(m, k, p);
+        let mut out = Array2::zeros((o, p));
+        // Capped where the weights are small: every block packs them again.
+        let capped = (COLUMN_BLOCK_BYTES / (k * std::mem::size_of::<T>())).max(m);
+        let block = block_len(p).min(capped);
+        out.axis_chunks_iter_mut(Axis(1), block).into_par_iter().enumerate().for_each(|(i, out_block)| {
+            let columns = i * block..i * block + out_block.ncols();
+            let mut cols = Scratch::take(k * columns.len());
+            let mut cols = matrix(&mut cols, k, columns.len());
+            im2col_columns_into(x, (kh, kw), g, out_hw, columns, cols.view_mut());
+            block_product(weight_matrix(w.view()), cols.view(), out_block, kernel);
+        });
+        out
+    } else {
+        let mut cols = unfold(x, (kh, kw), g, out_hw);
+        gemm(weight_matrix(w.view()), matrix(&mut cols, c * kh * kw, p).view())
+    };
+    Ok(out.into_shape_with_order((o, out_hw.0, out_hw.1)).expect("gemm output is contiguous"))
+}
 
 /// How the CPU backends run the sectional rule's three products.
 ///
@@ -457,10 +519,37 @@ mod tests {
                 let mut cols = unfold(x.view(), kernel, g, out_hw);
                 let rows = 40 * kernel.0 * kernel.1;
                 let whole = gemm(weight_matrix(w.view()), matrix(&mut cols, rows, p).view());
-                let blockwise = CpuBackend.conv2d(x.view(), w.view(), g).unwrap();
+                let blockwise = conv2d_with(ConvKernels::Im2col, x.view(), w.view(), g).unwrap();
                 assert_eq!(blockwise.into_shape_with_order((8, p)).unwrap(), whole, "{g:?} {kernel:?}");
             }
         }
+    }
+
+    /// `ConvKernels::Auto` keeps im2col's rounding in f64: identical input
+    /// patches give bit-identical outputs wherever they lie (so max-pool ties
+    /// stay ties, as in the reference), and f32 takes Winograd's kernels,
+    /// which agree with im2col to rounding.
+    #[test]
+    fn auto_keeps_ties_in_f64_and_takes_winograd_in_f32() {
+        // Period 5 in both directions; the padding differs only at the border.
+        let x =
+            Array3::from_shape_fn((16, 30, 30), |(c, i, j)| ((c * 7 + (i % 5) * 3 + (j % 5) * 11) % 13) as f64 / 7.0);
+        let w =
+            Array4::from_shape_fn((4, 16, 3, 3), |(o, c, u, v)| ((o * 5 + c * 3 + u * 2 + v) % 11) as f64 * 0.07 - 0.3);
+        let g = ConvGeometry::square(1, 1);
+        let out = conv2d_with(ConvKernels::Auto, x.view(), w.view(), &g).unwrap();
+        for (o, y, xx) in [(0, 1, 1), (1, 2, 3), (3, 7, 4)] {
+            for (dy, dx) in [(0, 5), (5, 0), (10, 15)] {
+                assert_eq!(out[[o, y, xx]].to_bits(), out[[o, y + dy, xx + dx]].to_bits());
+            }
+        }
+        let im2col = conv2d_with(ConvKernels::Im2col, x.view(), w.view(), &g).unwrap();
+        assert_eq!(out, im2col);
+        let (x32, w32) = (x.mapv(|v| v as f32), w.mapv(|v| v as f32));
+        let fast = conv2d_with(ConvKernels::Auto, x32.view(), w32.view(), &g).unwrap();
+        let winograd = conv2d_with(ConvKernels::Winograd, x32.view(), w32.view(), &g).unwrap();
+        assert_eq!(fast, winograd);
+        assert!(fast.iter().zip(&im2col).all(|(&f, &e)| (f as f64 - e).abs() <= 1e-5 * (1.0 + e.abs())));
     }
 
     /// Every kernel against the reference on strided, asymmetrically padded,

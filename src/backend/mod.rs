@@ -43,11 +43,12 @@ pub(crate) mod rules;
 mod sparse;
 pub(crate) mod start;
 mod tensor;
+mod winograd;
 pub(crate) mod workspace;
 
 pub use cpu::{
-    record_sectional_calls, sectional_contributions_with, CpuBackend, DenseCpuBackend, SectionalKernels,
-    SectionalRecord, SPARSE_DENSITY,
+    conv2d_with, record_sectional_calls, sectional_contributions_with, ConvKernels, CpuBackend, DenseCpuBackend,
+    SectionalKernels, SectionalRecord, SPARSE_DENSITY,
 };
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaBackend, CudaFloat};
