@@ -223,7 +223,7 @@ pub fn conv2d_with<T: Float>(
     let winograd = match kernels {
         // f64 keeps im2col's rounding (see `ConvKernels::Auto`).
         ConvKernels::Auto => T::NAME == "f32" && super::winograd::applies(c, (kh, kw), g.stride, out_hw),
-        ConvKernels::Winograd => super::winograd::possible((kh, kw), g.stride),
+        ConvKernels::Winograd => c > 0 && o > 0 && super::winograd::possible((kh, kw), g.stride),
         ConvKernels::Im2col => false,
     };
     if winograd {
@@ -550,6 +550,21 @@ mod tests {
         let winograd = conv2d_with(ConvKernels::Winograd, x32.view(), w32.view(), &g).unwrap();
         assert_eq!(fast, winograd);
         assert!(fast.iter().zip(&im2col).all(|(&f, &e)| (f as f64 - e).abs() <= 1e-5 * (1.0 + e.abs())));
+    }
+
+    /// Empty channel dimensions give zeros (or an empty output), not a panic,
+    /// whichever kernel is asked for.
+    #[test]
+    fn empty_channels_are_handled_by_every_kernel() {
+        let g = ConvGeometry::square(1, 1);
+        for kernels in [ConvKernels::Auto, ConvKernels::Im2col, ConvKernels::Winograd] {
+            let none_in =
+                conv2d_with(kernels, Array3::<f32>::zeros((0, 6, 6)).view(), Array4::zeros((3, 0, 3, 3)).view(), &g);
+            assert_eq!(none_in.unwrap(), Array3::<f32>::zeros((3, 6, 6)));
+            let none_out =
+                conv2d_with(kernels, Array3::<f32>::ones((20, 6, 6)).view(), Array4::zeros((0, 20, 3, 3)).view(), &g);
+            assert_eq!(none_out.unwrap().dim(), (0, 6, 6));
+        }
     }
 
     /// Every kernel against the reference on strided, asymmetrically padded,
